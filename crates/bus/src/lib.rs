@@ -1,0 +1,387 @@
+//! The bus: the only crate that names NATS subjects, streams, consumers, KV
+//! buckets and headers, with typed protobuf helpers around async-nats.
+//!
+//! Payloads are protobuf (`wire`), each tagged with its full type name in the
+//! [`names::TYPE_HEADER`] header so a reader can tell a wrong message from a
+//! corrupt one.
+
+pub mod names;
+pub mod service;
+pub mod subjects;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::{HeaderMap, Message};
+use bytes::Bytes;
+use prost::Name;
+
+pub use async_nats;
+
+/// How long a request waits for its reply unless told otherwise.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Fixed reconnect delay: the default backoff grows to 4 s, too slow for a TV.
+pub const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+
+static DECODE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// How many payloads this process refused to decode (bad protobuf, wrong type).
+pub fn decode_errors() -> u64 {
+    DECODE_ERRORS.load(Ordering::Relaxed)
+}
+
+/// What went wrong on the bus. Callers match on the variant (the kind).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no service answers on {subject}")]
+    NoResponders { subject: String },
+    #[error("request on {subject} timed out")]
+    Timeout { subject: String },
+    #[error("cannot decode {type_name}: {reason}")]
+    Decode {
+        type_name: String,
+        reason: String,
+    },
+    #[error("expected a {expected} message, got {got}")]
+    WrongType { expected: String, got: String },
+    /// The service answered with an error (services API error headers).
+    #[error("{message} (code {code})")]
+    Remote { code: u16, message: String },
+    #[error("invalid {kind} {id:?}: use 1-64 characters of A-Z, a-z, 0-9, '-' or '_'")]
+    InvalidId { kind: &'static str, id: String },
+    #[error("NATS {op} failed: {source}")]
+    Nats {
+        op: &'static str,
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+impl Error {
+    pub fn nats(op: &'static str, source: impl Into<async_nats::Error>) -> Self {
+        Error::Nats {
+            op,
+            source: source.into(),
+        }
+    }
+
+    /// The HTTP-like code of a remote error, if this is one.
+    pub fn remote_code(&self) -> Option<u16> {
+        match self {
+            Error::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Encodes a message with its type header.
+pub fn encode<M: prost::Message + Name>(msg: &M) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(names::TYPE_HEADER, M::full_name().as_str());
+    (headers, Bytes::from(msg.encode_to_vec()))
+}
+
+/// Decodes a payload as `M`, refusing a payload whose type header names
+/// another message. Every refusal is counted and returned, never a panic.
+pub fn decode<M: prost::Message + Name + Default>(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> Result<M> {
+    if let Some(got) = headers.and_then(|h| h.get(names::TYPE_HEADER)) {
+        let expected = M::full_name();
+        if got.as_str() != expected {
+            DECODE_ERRORS.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::WrongType {
+                expected,
+                got: got.as_str().chars().take(100).collect(),
+            });
+        }
+    }
+    M::decode(payload).map_err(|e| {
+        DECODE_ERRORS.fetch_add(1, Ordering::Relaxed);
+        Error::Decode {
+            type_name: M::full_name(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Decodes a core NATS message.
+pub fn decode_message<M: prost::Message + Name + Default>(msg: &Message) -> Result<M> {
+    decode(msg.headers.as_ref(), &msg.payload)
+}
+
+/// A connection to the bus: the NATS client and its JetStream context.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Bus {
+    /// Connects with a named connection, a fixed short reconnect delay, and
+    /// retries of the first connection (so services may start before NATS).
+    pub async fn connect(url: &str, name: &str) -> Result<Bus> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .reconnect_delay_callback(|_| RECONNECT_DELAY)
+            .connect(url)
+            .await
+            .map_err(|e| Error::nats("connect", e))?;
+        Ok(Bus::new(client))
+    }
+
+    pub fn new(client: async_nats::Client) -> Bus {
+        let js = jetstream::new(client.clone());
+        Bus { client, js }
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Publishes on core NATS (not persisted).
+    pub async fn publish<M: prost::Message + Name>(&self, subject: String, msg: &M) -> Result<()> {
+        let (headers, payload) = encode(msg);
+        self.client
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| Error::nats("publish", e))
+    }
+
+    /// Publishes into a stream and waits for the server's ack. `msg_id`
+    /// de-duplicates retries within the stream's duplicate window.
+    pub async fn publish_durable<M: prost::Message + Name>(
+        &self,
+        subject: String,
+        msg: &M,
+        msg_id: &str,
+    ) -> Result<()> {
+        let (mut headers, payload) = encode(msg);
+        headers.insert(names::MSG_ID_HEADER, msg_id);
+        let ack = self
+            .js
+            .send_publish(
+                subject,
+                jetstream::message::PublishMessage::build()
+                    .payload(payload)
+                    .headers(headers),
+            )
+            .await
+            .map_err(|e| Error::nats("publish", e))?;
+        ack.await.map_err(|e| Error::nats("publish ack", e))?;
+        Ok(())
+    }
+
+    /// Sends a typed request and decodes the typed reply (or the remote error).
+    pub async fn request<Req, Resp>(&self, subject: String, req: &Req) -> Result<Resp>
+    where
+        Req: prost::Message + Name,
+        Resp: prost::Message + Name + Default,
+    {
+        self.request_with_timeout(subject, req, REQUEST_TIMEOUT)
+            .await
+    }
+
+    pub async fn request_with_timeout<Req, Resp>(
+        &self,
+        subject: String,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp>
+    where
+        Req: prost::Message + Name,
+        Resp: prost::Message + Name + Default,
+    {
+        let (headers, payload) = encode(req);
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .headers(headers)
+            .timeout(Some(timeout));
+        let reply = self
+            .client
+            .send_request(subject.clone(), request)
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::RequestErrorKind::TimedOut => Error::Timeout {
+                    subject: subject.clone(),
+                },
+                async_nats::RequestErrorKind::NoResponders => Error::NoResponders {
+                    subject: subject.clone(),
+                },
+                _ => Error::nats("request", e),
+            })?;
+        if let Some(err) = service::remote_error(reply.headers.as_ref()) {
+            return Err(err);
+        }
+        decode_message(&reply)
+    }
+
+    /// Creates the streams and buckets every service relies on, if missing.
+    /// Idempotent: every service calls it at start-up.
+    pub async fn ensure_topology(&self) -> Result<()> {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: names::EVENTS_STREAM.into(),
+                subjects: subjects::SessionEvent::ALL
+                    .iter()
+                    .map(|e| e.wildcard())
+                    .collect(),
+                max_age: Duration::from_secs(7 * 24 * 3600),
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::nats("create events stream", e))?;
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: names::UTTERANCES_STREAM.into(),
+                subjects: vec![subjects::UTTERANCE_WILDCARD.into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                max_age: Duration::from_secs(3600),
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::nats("create utterances stream", e))?;
+        for (bucket, max_age) in [
+            (names::SESSIONS_BUCKET, Duration::ZERO),
+            (names::STATUS_BUCKET, Duration::ZERO),
+            (names::CONVERSATIONS_BUCKET, Duration::ZERO),
+            (names::PIS_BUCKET, Duration::from_secs(120)),
+        ] {
+            self.kv_or_create(bucket, max_age).await?;
+        }
+        Ok(())
+    }
+
+    async fn kv_or_create(&self, bucket: &str, max_age: Duration) -> Result<kv::Store> {
+        if let Ok(store) = self.js.get_key_value(bucket).await {
+            return Ok(store);
+        }
+        self.js
+            .create_key_value(kv::Config {
+                bucket: bucket.into(),
+                history: 1,
+                max_age,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::nats("create bucket", e))
+    }
+
+    /// Opens a bucket created by [`Bus::ensure_topology`].
+    pub async fn kv(&self, bucket: &str) -> Result<kv::Store> {
+        self.js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| Error::nats("open bucket", e))
+    }
+
+    /// Creates (or binds to) a durable pull consumer on a stream.
+    pub async fn durable_consumer(
+        &self,
+        stream_name: &str,
+        durable: &str,
+        filter_subjects: Vec<String>,
+        ack_wait: Duration,
+        max_deliver: i64,
+    ) -> Result<consumer::PullConsumer> {
+        let stream = self
+            .js
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| Error::nats("get stream", e))?;
+        stream
+            .get_or_create_consumer(
+                durable,
+                consumer::pull::Config {
+                    durable_name: Some(durable.into()),
+                    filter_subjects,
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait,
+                    max_deliver,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| Error::nats("create consumer", e))
+    }
+}
+
+/// Reads a protobuf value from a KV entry, with its revision.
+pub async fn kv_get<M: prost::Message + Name + Default>(
+    store: &kv::Store,
+    key: &str,
+) -> Result<Option<(M, u64)>> {
+    let entry = store
+        .entry(key)
+        .await
+        .map_err(|e| Error::nats("kv get", e))?;
+    match entry {
+        Some(e) if matches!(e.operation, kv::Operation::Put) => {
+            Ok(Some((decode(None, &e.value)?, e.revision)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Compare-and-set write: `revision` 0 creates the key, otherwise the key must
+/// still be at `revision`. Returns `Ok(None)` when another writer got there first.
+pub async fn kv_cas<M: prost::Message + Name>(
+    store: &kv::Store,
+    key: &str,
+    value: &M,
+    revision: u64,
+) -> Result<Option<u64>> {
+    let bytes = Bytes::from(value.encode_to_vec());
+    let result = if revision == 0 {
+        store.create(key, bytes).await.map_err(|e| match e.kind() {
+            kv::CreateErrorKind::AlreadyExists => None,
+            _ => Some(Error::nats("kv create", e)),
+        })
+    } else {
+        store
+            .update(key, bytes, revision)
+            .await
+            .map_err(|e| match e.kind() {
+                kv::UpdateErrorKind::WrongLastRevision => None,
+                _ => Some(Error::nats("kv update", e)),
+            })
+    };
+    match result {
+        Ok(rev) => Ok(Some(rev)),
+        Err(None) => Ok(None),
+        Err(Some(e)) => Err(e),
+    }
+}
+
+/// Unconditional write of a protobuf value.
+pub async fn kv_put<M: prost::Message + Name>(
+    store: &kv::Store,
+    key: &str,
+    value: &M,
+) -> Result<u64> {
+    store
+        .put(key, Bytes::from(value.encode_to_vec()))
+        .await
+        .map_err(|e| Error::nats("kv put", e))
+}
+
+/// Every key of a bucket (empty bucket → empty list).
+pub async fn kv_keys(store: &kv::Store) -> Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let keys = store.keys().await.map_err(|e| Error::nats("kv keys", e))?;
+    keys.try_collect()
+        .await
+        .map_err(|e| Error::nats("kv keys", e))
+}

@@ -1,0 +1,53 @@
+//! Every stream, consumer, bucket, header and service name of the system.
+
+/// Header carrying the protobuf full name of the payload (`cinema.v1.PlayCommand`).
+pub const TYPE_HEADER: &str = "Cinema-Type";
+/// JetStream de-duplication header.
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+pub const SERVICE_ERROR_HEADER: &str = "Nats-Service-Error";
+pub const SERVICE_ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
+
+/// Session facts: created, joined, transcripts, plays, playback, conversation, ended.
+pub const EVENTS_STREAM: &str = "CINEMA_EVENTS";
+/// Utterances waiting for an stt worker (work-queue retention).
+pub const UTTERANCES_STREAM: &str = "CINEMA_UTTERANCES";
+
+/// Durable consumer of the llm service (joined + transcript).
+pub const LLM_CONSUMER: &str = "llm";
+/// Durable consumer of status-store (every session event).
+pub const STATUS_CONSUMER: &str = "status-store";
+/// Durable consumer shared by the stt workers.
+pub const STT_CONSUMER: &str = "stt";
+
+/// Sessions owned by room-manager, keyed by session id.
+pub const SESSIONS_BUCKET: &str = "cinema-sessions";
+/// Conversation records written only by status-store, keyed by session id.
+pub const STATUS_BUCKET: &str = "cinema-status";
+/// Director state of each session (llm), keyed by session id.
+pub const CONVERSATIONS_BUCKET: &str = "cinema-conversations";
+/// Pi presence, keyed by Pi id, refreshed by each pi-spawner.
+pub const PIS_BUCKET: &str = "cinema-pis";
+
+/// Names under which each service registers with the NATS services API; the
+/// queue group of a service's endpoints carries the same name.
+pub mod service {
+    pub const ROOM_MANAGER: &str = "room-manager";
+    pub const STT: &str = "stt";
+    pub const LLM: &str = "llm";
+    pub const CLIP_SELECTOR: &str = "clip-selector";
+    pub const STATUS_STORE: &str = "status-store";
+    pub const DASHBOARD_GATEWAY: &str = "dashboard-gateway";
+    pub const PI_SPAWNER: &str = "pi-spawner";
+    pub const PI_CLIENT: &str = "pi-client";
+
+    /// The services that make up a healthy installation (pi-client runs per session).
+    pub const ALL: [&str; 7] = [
+        ROOM_MANAGER,
+        STT,
+        LLM,
+        CLIP_SELECTOR,
+        STATUS_STORE,
+        DASHBOARD_GATEWAY,
+        PI_SPAWNER,
+    ];
+}

@@ -1,0 +1,183 @@
+//! Layered configuration: defaults → TOML file → environment → flags.
+//!
+//! New settings use `CINEMA_<SERVICE>_<KEY>`; the first generation's names
+//! (`NATS_URL`, `PORT`, `HOST`, `OPENAI_API_KEY`, …) are honoured through each
+//! service's [`Settings::SEED_ENV`] map.
+
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Flags every service binary takes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
+    /// TOML configuration file (keys as in the service's config).
+    #[arg(long, env = "CINEMA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// NATS server URL.
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// Override one setting, `key=value` (repeatable); beats file and environment.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// A service's configuration.
+pub trait Settings: Default + Serialize + DeserializeOwned {
+    /// Prefix of the service's own environment variables, e.g. `CINEMA_LLM_`.
+    const ENV_PREFIX: &'static str;
+    /// Seed environment names mapped to config keys, e.g. `("PORT", "port")`.
+    const SEED_ENV: &'static [(&'static str, &'static str)] = &[];
+
+    fn nats_url(&self) -> &str;
+
+    /// Checks values the types cannot; the message names the bad setting.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("--set {0:?}: expected KEY=VALUE")]
+    BadSet(String),
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Builds the layered figment for `C` from the process environment.
+pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
+    let mut fig = Figment::from(Serialized::defaults(C::default()));
+    if let Some(path) = &args.config {
+        if !path.exists() {
+            return Err(Error::MissingFile(path.clone()));
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    // Seed names first, so the CINEMA_ names win when both are set.
+    fig = fig.merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats_url".into()));
+    for (env, key) in C::SEED_ENV {
+        let key = *key;
+        fig = fig.merge(Env::raw().only(&[env]).map(move |_| key.into()));
+    }
+    fig = fig.merge(Env::prefixed(C::ENV_PREFIX).split("__"));
+    if let Some(url) = &args.nats_url {
+        fig = fig.merge(Serialized::default("nats_url", url));
+    }
+    for kv in &args.set {
+        let (k, v) = kv.split_once('=').ok_or_else(|| Error::BadSet(kv.clone()))?;
+        let value: figment::value::Value = v.parse().unwrap_or_else(|_| v.into());
+        fig = fig.merge(Serialized::default(k.trim(), value));
+    }
+    Ok(fig)
+}
+
+/// Loads and validates `C`.
+pub fn load<C: Settings>(args: &CommonArgs) -> Result<C, Error> {
+    let config: C = figment::<C>(args)?
+        .extract()
+        .map_err(|e| Error::Figment(Box::new(e)))?;
+    config.validate().map_err(Error::Invalid)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Demo {
+        nats_url: String,
+        port: u16,
+        name: String,
+    }
+
+    impl Default for Demo {
+        fn default() -> Self {
+            Demo {
+                nats_url: "nats://127.0.0.1:4222".into(),
+                port: 8765,
+                name: "default".into(),
+            }
+        }
+    }
+
+    impl Settings for Demo {
+        const ENV_PREFIX: &'static str = "CINEMA_DEMO_";
+        const SEED_ENV: &'static [(&'static str, &'static str)] = &[("PORT", "port")];
+        fn nats_url(&self) -> &str {
+            &self.nats_url
+        }
+        fn validate(&self) -> Result<(), String> {
+            if self.port == 0 {
+                return Err("port must not be 0".into());
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn layers_in_order() {
+        figment::Jail::expect_with(|jail| {
+            let args = CommonArgs::default();
+            assert_eq!(load::<Demo>(&args).unwrap(), Demo::default());
+
+            jail.create_file("c.toml", "name = \"file\"\nport = 1000")?;
+            let args = CommonArgs {
+                config: Some("c.toml".into()),
+                ..Default::default()
+            };
+            assert_eq!(load::<Demo>(&args).unwrap().name, "file");
+
+            jail.set_env("PORT", "2000");
+            jail.set_env("NATS_URL", "nats://seed:1");
+            let c = load::<Demo>(&args).unwrap();
+            assert_eq!((c.port, c.nats_url.as_str()), (2000, "nats://seed:1"));
+
+            jail.set_env("CINEMA_DEMO_PORT", "3000");
+            jail.set_env("CINEMA_DEMO_NAME", "env");
+            let c = load::<Demo>(&args).unwrap();
+            assert_eq!((c.port, c.name.as_str()), (3000, "env"));
+
+            let args = CommonArgs {
+                config: Some("c.toml".into()),
+                nats_url: Some("nats://flag:2".into()),
+                set: vec!["port=4000".into()],
+            };
+            let c = load::<Demo>(&args).unwrap();
+            assert_eq!((c.port, c.nats_url.as_str()), (4000, "nats://flag:2"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_one_line_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CINEMA_DEMO_PORT", "not-a-port");
+            let e = load::<Demo>(&CommonArgs::default()).unwrap_err().to_string();
+            assert!(e.contains("port"), "{e}");
+            jail.set_env("CINEMA_DEMO_PORT", "0");
+            let e = load::<Demo>(&CommonArgs::default()).unwrap_err().to_string();
+            assert_eq!(e, "port must not be 0");
+            let args = CommonArgs {
+                config: Some("missing.toml".into()),
+                ..Default::default()
+            };
+            assert!(load::<Demo>(&args).is_err());
+            let args = CommonArgs {
+                set: vec!["oops".into()],
+                ..Default::default()
+            };
+            assert!(load::<Demo>(&args).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,143 @@
+//! What every service binary shares: layered configuration (defaults → TOML
+//! file → environment → flags), tracing, signal → cancellation, and one
+//! `main` that connects to NATS, runs the service and drains on shutdown.
+
+pub mod config;
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use config::{CommonArgs, Settings};
+
+/// Exit code for bad configuration (EX_CONFIG would be 78; the project uses
+/// EX_USAGE, 64, as linkerd does).
+pub const EXIT_BAD_CONFIG: u8 = 64;
+
+/// How long a service may take to finish in-flight work after a signal.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Installs the tracing subscriber: `RUST_LOG`-style filter (default `info`),
+/// human output on a terminal, JSON lines otherwise (journald, containers).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::io::stderr().is_terminal() {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).try_init()
+    };
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM; a second signal exits
+/// the process at once.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut signals = 0;
+        loop {
+            wait_for_signal().await;
+            signals += 1;
+            if signals == 1 {
+                tracing::info!("Shutting down; a second signal exits at once.");
+                cancel.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The common `main` of a service: load and validate the configuration (one
+/// line and exit 64 when bad), set up tracing, print one start-up line,
+/// connect to NATS with a named connection, create the topology, run the
+/// service until a signal, and drain.
+pub fn main<C, F, Fut, E>(service: &'static str, args: &CommonArgs, run: F) -> ExitCode
+where
+    C: Settings,
+    F: FnOnce(C, bus::Bus, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let config: C = match config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{service}: bad configuration: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{service}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = shutdown_on_signals();
+        let nats_url = config.nats_url().to_string();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            nats = %nats_url,
+            "{service} is starting."
+        );
+        let bus = tokio::select! {
+            bus = connect(&nats_url, service) => bus,
+            _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+        };
+        let bus = match bus {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot reach NATS.");
+                return ExitCode::FAILURE;
+            }
+        };
+        let client = bus.client().clone();
+        let result = run(config, bus, shutdown).await;
+        let _ = tokio::time::timeout(DRAIN_GRACE, client.drain()).await;
+        match result {
+            Ok(()) => {
+                tracing::info!("{service} stopped.");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "{service} failed.");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Connects to the bus and makes sure streams and buckets exist.
+pub async fn connect(nats_url: &str, name: &str) -> Result<bus::Bus, bus::Error> {
+    let bus = bus::Bus::connect(nats_url, name).await?;
+    bus.ensure_topology().await?;
+    Ok(bus)
+}

