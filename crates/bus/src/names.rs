@@ -18,6 +18,8 @@ pub const LLM_CONSUMER: &str = "llm";
 pub const STATUS_CONSUMER: &str = "status-store";
 /// Durable consumer shared by the stt workers.
 pub const STT_CONSUMER: &str = "stt";
+/// Durable consumer of room-manager (joined).
+pub const ROOM_MANAGER_CONSUMER: &str = "room-manager";
 
 /// Sessions owned by room-manager, keyed by session id.
 pub const SESSIONS_BUCKET: &str = "cinema-sessions";

@@ -1,0 +1,215 @@
+//! status-store: the conversation record of every session. Consumes every
+//! session event from the events stream, folds it into a record in the
+//! status bucket (the only writer of that bucket), and answers
+//! `cinema.status.get`.
+
+use std::time::Duration;
+
+use bus::async_nats::jetstream::kv::Store;
+use bus::service::{self as svc, Reject};
+use bus::subjects::{self, SessionEvent};
+use bus::{Bus, kv_cas, kv_get, names};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use wire::v1::conversation_event::Kind;
+use wire::v1::{
+    ClientJoined, ConversationEvent, PlaybackEvent, PlaybackState, SessionCreated, SessionEnded, SessionState,
+    StatusMessage, StatusRecord, StatusRequest, Transcript,
+};
+use wire::now_ms;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub nats_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { nats_url: "nats://127.0.0.1:4222".into() }
+    }
+}
+
+impl plumbing::Settings for Config {
+    const ENV_PREFIX: &'static str = "CINEMA_STATUS_STORE_";
+    fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+}
+
+pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
+    let store = bus.kv(names::STATUS_BUCKET).await?;
+    let service = svc::start(bus.client(), names::service::STATUS_STORE, "Conversation records").await?;
+    let get = svc::endpoint(&service, "get", subjects::status::GET).await?;
+    let consumer = bus
+        .durable_consumer(
+            names::EVENTS_STREAM,
+            names::STATUS_CONSUMER,
+            Vec::new(),
+            Duration::from_secs(30),
+            10,
+        )
+        .await?;
+    let reader = store.clone();
+    tokio::join!(
+        svc::serve(get, shutdown.clone(), 32, |req: StatusRequest| {
+            let store = reader.clone();
+            async move {
+                subjects::check_id("session id", &req.session_id)?;
+                kv_get::<StatusRecord>(&store, &req.session_id)
+                    .await?
+                    .map(|(r, _)| r)
+                    .ok_or_else(|| Reject::not_found(format!("unknown session {:?}", req.session_id)))
+            }
+        }),
+        consume(consumer, store, shutdown.clone()),
+    );
+    let _ = service.stop().await;
+    Ok(())
+}
+
+async fn consume(consumer: bus::async_nats::jetstream::consumer::PullConsumer, store: Store, shutdown: CancellationToken) {
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot consume session events.");
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => return,
+            m = messages.next() => match m {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => { tracing::warn!(error = %e, "Event stream interrupted."); continue; }
+                None => return,
+            },
+        };
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let ack = match subjects::parse_session(&msg.subject) {
+            Some((sid, event)) => match apply(&store, sid, event, &msg, seq).await {
+                Ok(()) => true,
+                Err(Failure::Bad(e)) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed session event.");
+                    true
+                }
+                Err(Failure::Bus(e)) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "Cannot record an event; it will be redelivered.");
+                    false
+                }
+            },
+            None => true,
+        };
+        if ack {
+            let _ = msg.ack().await;
+        }
+    }
+}
+
+enum Failure {
+    Bad(bus::Error),
+    Bus(bus::Error),
+}
+
+async fn apply(store: &Store, sid: &str, event: SessionEvent, msg: &bus::async_nats::Message, seq: u64) -> Result<(), Failure> {
+    subjects::check_id("session id", sid).map_err(Failure::Bad)?;
+    let change = Change::decode(event, msg).map_err(Failure::Bad)?;
+    loop {
+        let (mut rec, rev) = kv_get::<StatusRecord>(store, sid)
+            .await
+            .map_err(Failure::Bus)?
+            .unwrap_or_else(|| (StatusRecord { session_id: sid.to_string(), status: "waiting".into(), ..Default::default() }, 0));
+        if seq != 0 && seq <= rec.last_sequence {
+            return Ok(()); // Redelivered: already applied.
+        }
+        change.fold(&mut rec);
+        rec.last_sequence = seq.max(rec.last_sequence);
+        rec.updated_at_ms = now_ms();
+        if kv_cas(store, sid, &rec, rev).await.map_err(Failure::Bus)?.is_some() {
+            return Ok(());
+        }
+    }
+}
+
+/// A decoded session event, ready to fold into a record.
+enum Change {
+    Created(SessionCreated),
+    Joined,
+    Transcript(Transcript),
+    Conversation(ConversationEvent),
+    Playback(PlaybackEvent),
+    Ended(SessionEnded),
+    Ignore,
+}
+
+impl Change {
+    fn decode(event: SessionEvent, msg: &bus::async_nats::Message) -> Result<Change, bus::Error> {
+        Ok(match event {
+            SessionEvent::Created => Change::Created(bus::decode_message(msg)?),
+            SessionEvent::Joined => {
+                bus::decode_message::<ClientJoined>(msg)?;
+                Change::Joined
+            }
+            SessionEvent::Transcript => Change::Transcript(bus::decode_message(msg)?),
+            SessionEvent::Conversation => Change::Conversation(bus::decode_message(msg)?),
+            SessionEvent::Playback => Change::Playback(bus::decode_message(msg)?),
+            SessionEvent::Ended => Change::Ended(bus::decode_message(msg)?),
+            SessionEvent::Play => Change::Ignore,
+        })
+    }
+
+    fn fold(&self, rec: &mut StatusRecord) {
+        let push = |rec: &mut StatusRecord, role: &str, content: String, at_ms: i64, clip_id: &str| {
+            let m = StatusMessage { role: role.into(), content, at_ms, clip_id: clip_id.into() };
+            rec.messages.push(m.clone());
+            rec.display_messages.push(m);
+        };
+        match self {
+            Change::Created(c) => {
+                if let Some(s) = &c.session {
+                    rec.pi_id = s.pi_id.clone();
+                    rec.created_at_ms = s.created_at_ms;
+                }
+            }
+            Change::Joined => {
+                if rec.status == "waiting" {
+                    rec.status = "active".into();
+                }
+            }
+            Change::Transcript(t) => {
+                if t.is_final && !t.text.trim().is_empty() {
+                    push(rec, "user", t.text.clone(), t.at_ms, "");
+                }
+            }
+            Change::Conversation(ev) => match &ev.kind {
+                Some(Kind::ClipPlayed(p)) => {
+                    let clip_id = p.clip.as_ref().map(|c| c.id.as_str()).unwrap_or_default();
+                    push(rec, "assistant", p.display.clone(), ev.at_ms, clip_id);
+                    rec.plays += 1;
+                    if p.greeting {
+                        rec.greetings += 1;
+                    }
+                }
+                Some(Kind::Error(e)) => rec.last_error = e.message.clone(),
+                _ => {}
+            },
+            Change::Playback(p) => {
+                if p.state() == PlaybackState::Failed {
+                    rec.last_error = format!("clip {} failed to play: {}", p.clip_id, p.error);
+                }
+            }
+            Change::Ended(e) => {
+                rec.status = SessionState::try_from(e.state).unwrap_or(SessionState::Ended).status_word().into();
+                rec.end_reason = e.reason.clone();
+            }
+            Change::Ignore => {}
+        }
+    }
+}
