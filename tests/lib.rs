@@ -1,0 +1,129 @@
+//! Shared set-up of the end-to-end tests: a private NATS server, a synthetic
+//! film library and the whole stack of real service binaries.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cinema::up::{Stack, StackOptions};
+use testkit::NatsServer;
+
+pub const FILM: (&str, &[&str]) = (
+    "station-story",
+    &[
+        "Hello there, traveller!",
+        "Good morning. Can you help me?",
+        "Where is the station?",
+        "The station is down the road, past the bakery.",
+        "Thank you very much.",
+    ],
+);
+
+pub struct World {
+    pub nats: NatsServer,
+    pub stack: Option<Stack>,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub bus: bus::Bus,
+    _library: tempfile::TempDir,
+    _data: tempfile::TempDir,
+}
+
+impl World {
+    /// Starts NATS, makes the library, starts every service and waits until
+    /// `/health` says every service answers.
+    pub async fn start() -> World {
+        testkit::require("mpv", "apt-get install mpv");
+        let nats = NatsServer::start();
+        let library = testkit::film_library(&[FILM]);
+        let data = tempfile::tempdir().unwrap();
+        let port = testkit::free_port();
+        let env = HashMap::from([
+            ("CINEMA_PI_CLIENT_VO".to_string(), "null".to_string()),
+            ("CINEMA_PI_CLIENT_AO".to_string(), "null".to_string()),
+            ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
+        ]);
+        let stack = Stack::start(
+            StackOptions {
+                bin_dir: testkit::bin_dir().to_path_buf(),
+                data_dir: data.path().to_path_buf(),
+                nats_url: Some(nats.url()),
+                nats_port: 0,
+                library: library.path().to_path_buf(),
+                port,
+                media_port: 0,
+                pi_id: "test-pi".into(),
+                env,
+            },
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let bus = nats.bus("test").await;
+        let world = World {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            stack: Some(stack),
+            bus,
+            nats,
+            _library: library,
+            _data: data,
+        };
+        let health = world.clone_http();
+        let base = world.base.clone();
+        testkit::eventually(Duration::from_secs(30), "every service healthy", async || {
+            let r = health.get(format!("{base}/health")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        world
+    }
+
+    fn clone_http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
+    pub async fn post(&self, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Creates a session, retrying while the Pi's presence is not yet known.
+    pub async fn connect(&self) -> serde_json::Value {
+        testkit::eventually(Duration::from_secs(20), "a session to be created", async || {
+            let (code, body) = self.post("/api/connect", None).await;
+            (code == 200).then_some(body)
+        })
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stack.take() {
+            s.stop().await;
+        }
+    }
+}

@@ -157,3 +157,42 @@ pub async fn serve<Req, Resp, F, Fut>(
         })
         .await;
 }
+
+/// Subject every services-API instance answers a ping on.
+pub const PING_SUBJECT: &str = "$SRV.PING";
+
+/// One instance's answer to `$SRV.PING`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub name: String,
+    pub id: String,
+    pub version: String,
+}
+
+/// Pings every service instance on the bus and collects the answers that
+/// arrive within `wait`.
+pub async fn ping_all(client: &async_nats::Client, wait: std::time::Duration) -> Result<Vec<Instance>> {
+    let inbox = client.new_inbox();
+    let mut sub = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| Error::nats("subscribe", e))?;
+    client
+        .publish_with_reply(PING_SUBJECT, inbox, bytes::Bytes::new())
+        .await
+        .map_err(|e| Error::nats("publish", e))?;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
+        if let Ok(info) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+            let field = |k: &str| info.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            out.push(Instance {
+                name: field("name"),
+                id: field("id"),
+                version: field("version"),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    Ok(out)
+}

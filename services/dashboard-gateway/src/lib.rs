@@ -1,3 +1,93 @@
-pub async fn run(_c: Config, _b: bus::Bus, _s: tokio_util::sync::CancellationToken) -> Result<(), bus::Error> { Ok(()) }
-#[derive(Default, serde::Serialize, serde::Deserialize)] pub struct Config { nats_url: String }
-impl plumbing::Settings for Config { const ENV_PREFIX: &str = "X"; fn nats_url(&self) -> &str { &self.nats_url } }
+//! dashboard-gateway: the only HTTP face. The first generation's REST API
+//! (`POST /api/connect`, `GET /conversation-status/{id}`, `GET /health`), the
+//! typed-line path (`POST /api/sessions/{id}/say`) and session control, all
+//! turned into requests and events on the bus.
+
+mod api;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub use api::{AppState, app};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub nats_url: String,
+    /// Listen address (`HOST`). Without an API token the gateway listens on
+    /// loopback only, whatever this says.
+    pub host: IpAddr,
+    /// Listen port (`PORT`).
+    pub port: u16,
+    /// Bearer token for every mutating endpoint (`CINEMA_API_TOKEN`).
+    pub api_token: String,
+    /// Origins allowed by CORS; empty allows none (same-origin only).
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 8765,
+            api_token: String::new(),
+            cors_origins: Vec::new(),
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+impl plumbing::Settings for Config {
+    const ENV_PREFIX: &'static str = "CINEMA_GATEWAY_";
+    const SEED_ENV: &'static [(&'static str, &'static str)] = &[
+        ("HOST", "host"),
+        ("PORT", "port"),
+        ("CINEMA_API_TOKEN", "api_token"),
+    ];
+    fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> Result<(), Error> {
+    let host = if config.api_token.is_empty() && !config.host.is_loopback() {
+        tracing::warn!(
+            requested = %config.host,
+            "No CINEMA_API_TOKEN is set, so the gateway listens on loopback only."
+        );
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        config.host
+    };
+    let addr = SocketAddr::new(host, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen { addr, source })?;
+    let service = bus::service::start(bus.client(), bus::names::service::DASHBOARD_GATEWAY, "HTTP API and dashboard").await?;
+    let state = AppState::new(bus, &config);
+    tracing::info!(url = %format!("http://{local}/"), auth = !config.api_token.is_empty(), "The gateway is listening.");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    let _ = service.stop().await;
+    Ok(())
+}

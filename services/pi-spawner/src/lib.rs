@@ -122,10 +122,14 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     for sid in sessions {
         let _ = spawner.stop(&sid).await;
     }
-    if let Ok(kv) = bus.kv(names::PIS_BUCKET).await {
-        let _ = kv.delete(&pi).await;
-    }
-    let _ = service.stop().await;
+    // Bounded: NATS may already be gone.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        if let Ok(kv) = bus.kv(names::PIS_BUCKET).await {
+            let _ = kv.delete(&pi).await;
+        }
+        let _ = service.stop().await;
+    })
+    .await;
     Ok(())
 }
 

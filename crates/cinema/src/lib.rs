@@ -1,0 +1,4 @@
+//! The `cinema` command. `cinema up` supervises a whole installation on one
+//! machine the way systemd would on a real one.
+
+pub mod up;

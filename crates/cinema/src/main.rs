@@ -1,0 +1,66 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Cinema Chat: an old TV that converses only in movie clips.
+#[derive(Parser)]
+#[command(name = "cinema", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole stack on this machine: a private nats-server, every
+    /// service, one simulated Pi, the demo library, the gateway on PORT.
+    Up(cinema::up::UpArgs),
+    /// Work with film libraries.
+    Library {
+        #[command(subcommand)]
+        command: LibraryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LibraryCommand {
+    /// Generate the demo library (short films with speech, drawn lines, .srt).
+    Demo {
+        /// Folder to write the films into.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => {
+            plumbing::init_tracing();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cinema: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(cinema::up::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cinema up: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Library { command: LibraryCommand::Demo { dir } } => match synth::demo_library(&dir) {
+            Ok(films) => {
+                println!("Wrote {} demo films to {}.", films.len(), dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cinema library demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,306 @@
+//! The HTTP API as a router, so tests can call it without sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bus::subjects::{self, SessionEvent};
+use bus::{Bus, names};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wire::v1::{
+    CreateSessionRequest, ListSessionsRequest, Session, SessionList, SessionRef, SessionReply, SessionState,
+    StatusMessage, StatusRecord, StatusRequest, Transcript, TranscriptSource,
+};
+
+use crate::Config;
+
+/// Longest typed line accepted.
+pub const MAX_LINE_CHARS: usize = 1000;
+
+#[derive(Clone)]
+pub struct AppState {
+    bus: Bus,
+    token: Option<Arc<str>>,
+    config: Arc<Config>,
+}
+
+impl AppState {
+    pub fn new(bus: Bus, config: &Config) -> AppState {
+        AppState {
+            bus,
+            token: (!config.api_token.is_empty()).then(|| Arc::from(config.api_token.as_str())),
+            config: Arc::new(config.clone()),
+        }
+    }
+}
+
+/// An error answer: `{"error": message}` with a status. 5xx details are
+/// logged, and the client gets the message only.
+#[derive(Debug)]
+pub struct AppError {
+    status: StatusCode,
+    message: String,
+}
+
+impl AppError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        AppError { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, message = %self.message, "A request failed.");
+        }
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<bus::Error> for AppError {
+    fn from(e: bus::Error) -> Self {
+        let status = match &e {
+            bus::Error::Remote { code, .. } => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
+            bus::Error::InvalidId { .. } => StatusCode::BAD_REQUEST,
+            bus::Error::NoResponders { .. } | bus::Error::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        let message = match e {
+            bus::Error::Remote { message, .. } => message,
+            other => other.to_string(),
+        };
+        AppError::new(status, message)
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for AppError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        AppError::new(r.status(), r.body_text())
+    }
+}
+
+/// JSON body whose rejections answer in the API's error shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(AppError))]
+pub struct ApiJson<T>(pub T);
+
+pub fn app(state: AppState) -> Router {
+    let cors = {
+        let origins: Vec<HeaderValue> = state.config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+    };
+    Router::new()
+        .route("/api/connect", post(connect))
+        .route("/api/sessions", get(list_sessions))
+        .route("/api/sessions/{id}", get(get_session))
+        .route("/api/sessions/{id}/say", post(say))
+        .route("/api/sessions/{id}/end", post(end))
+        .route("/conversation-status/{id}", get(conversation_status))
+        .route("/health", get(health))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.body_limit))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Every mutating request needs `Authorization: Bearer <CINEMA_API_TOKEN>`
+/// when a token is configured.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if let (true, Some(token)) = (mutating, &state.token) {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token) {
+            return AppError::new(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer <CINEMA_API_TOKEN>`")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    #[serde(default)]
+    pi_id: String,
+}
+
+fn session_json(s: &Session) -> Value {
+    json!({
+        "identifier": s.id,
+        "room_url": s.room_url,
+        "pi_id": s.pi_id,
+        "state": s.state().status_word(),
+        "pid": s.client_pid,
+        "created_at_ms": s.created_at_ms,
+        "joined_at_ms": s.joined_at_ms,
+        "ended_at_ms": s.ended_at_ms,
+        "end_reason": s.end_reason,
+        "backend": s.backend,
+    })
+}
+
+/// Seed-compatible: `{room_url, token, identifier}` (plus `pi_id`, `pid`).
+/// The body is optional; `{"pi_id": "..."}` targets a Pi.
+async fn connect(State(st): State<AppState>, body: axum::body::Bytes) -> Result<Response, AppError> {
+    let req: ConnectBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ConnectBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid request body: {e}")))?
+    };
+    let reply: SessionReply = st
+        .bus
+        .request_with_timeout(subjects::rooms::CREATE.into(), &CreateSessionRequest { pi_id: req.pi_id }, Duration::from_secs(20))
+        .await?;
+    let s = reply.session.unwrap_or_default();
+    Ok(Json(json!({
+        "room_url": s.room_url,
+        "token": s.token,
+        "identifier": s.id,
+        "pi_id": s.pi_id,
+        "pid": s.client_pid,
+    }))
+    .into_response())
+}
+
+async fn load_session(st: &AppState, id: &str) -> Result<Session, AppError> {
+    subjects::check_id("session id", id)?;
+    let reply: SessionReply = st
+        .bus
+        .request(subjects::rooms::GET.into(), &SessionRef { session_id: id.into(), reason: String::new() })
+        .await?;
+    Ok(reply.session.unwrap_or_default())
+}
+
+async fn get_session(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
+    Ok(Json(session_json(&load_session(&st, &id).await?)))
+}
+
+async fn list_sessions(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
+    let list: SessionList = st.bus.request(subjects::rooms::LIST.into(), &ListSessionsRequest {}).await?;
+    Ok(Json(json!({ "sessions": list.sessions.iter().map(session_json).collect::<Vec<_>>() })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SayBody {
+    text: String,
+}
+
+/// Publishes a final transcript as if the visitor had said `text`.
+async fn say(State(st): State<AppState>, Path(id): Path<String>, ApiJson(body): ApiJson<SayBody>) -> Result<Response, AppError> {
+    let text = body.text.trim();
+    if text.is_empty() {
+        return Err(AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "text must not be empty"));
+    }
+    if text.chars().count() > MAX_LINE_CHARS {
+        return Err(AppError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("text is longer than {MAX_LINE_CHARS} characters")));
+    }
+    let session = load_session(&st, &id).await?;
+    if matches!(session.state(), SessionState::Ended | SessionState::Failed) {
+        return Err(AppError::new(StatusCode::CONFLICT, format!("session {id} has ended")));
+    }
+    let utterance_id = uuid::Uuid::new_v4().simple().to_string();
+    let t = Transcript {
+        session_id: id.clone(),
+        utterance_id: utterance_id.clone(),
+        text: text.to_string(),
+        language: "en".into(),
+        is_final: true,
+        source: TranscriptSource::Typed as i32,
+        at_ms: wire::now_ms(),
+        ..Default::default()
+    };
+    st.bus
+        .publish_durable(subjects::session(&id, SessionEvent::Transcript), &t, &format!("transcript-{utterance_id}"))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "identifier": id, "utterance_id": utterance_id }))).into_response())
+}
+
+async fn end(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
+    subjects::check_id("session id", &id)?;
+    let reply: SessionReply = st
+        .bus
+        .request_with_timeout(
+            subjects::rooms::END.into(),
+            &SessionRef { session_id: id, reason: "ended by operator".into() },
+            Duration::from_secs(20),
+        )
+        .await?;
+    Ok(Json(session_json(&reply.session.unwrap_or_default())))
+}
+
+fn message_json(m: &StatusMessage, display: bool) -> Value {
+    if display {
+        json!({ "role": m.role, "content": m.content, "clip_id": m.clip_id, "at_ms": m.at_ms })
+    } else {
+        json!({ "role": m.role, "content": m.content })
+    }
+}
+
+/// Seed-compatible: `{identifier, status, context: {messages, display_messages}}`.
+async fn conversation_status(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
+    subjects::check_id("session id", &id)?;
+    let rec: StatusRecord = st
+        .bus
+        .request(subjects::status::GET.into(), &StatusRequest { session_id: id.clone() })
+        .await?;
+    Ok(Json(json!({
+        "identifier": id,
+        "status": rec.status,
+        "context": {
+            "messages": rec.messages.iter().map(|m| message_json(m, false)).collect::<Vec<_>>(),
+            "display_messages": rec.display_messages.iter().map(|m| message_json(m, true)).collect::<Vec<_>>(),
+        },
+        "pi_id": rec.pi_id,
+        "greetings": rec.greetings,
+        "plays": rec.plays,
+        "last_error": rec.last_error,
+        "end_reason": rec.end_reason,
+        "updated_at_ms": rec.updated_at_ms,
+    })))
+}
+
+/// Every service (via `$SRV.PING`) and NATS itself. 503 when any is missing.
+async fn health(State(st): State<AppState>) -> Response {
+    let client = st.bus.client();
+    let connected = matches!(client.connection_state(), bus::async_nats::connection::State::Connected);
+    let instances = bus::service::ping_all(client, Duration::from_millis(300)).await.unwrap_or_default();
+    let mut services = serde_json::Map::new();
+    let mut healthy = connected;
+    for name in names::service::ALL {
+        let mine: Vec<Value> = instances
+            .iter()
+            .filter(|i| i.name == name)
+            .map(|i| json!({ "id": i.id, "version": i.version }))
+            .collect();
+        healthy &= !mine.is_empty();
+        services.insert(
+            name.into(),
+            json!({ "status": if mine.is_empty() { "missing" } else { "ok" }, "instances": mine }),
+        );
+    }
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "nats": {
+            "status": if connected { "ok" } else { "disconnected" },
+            "server_version": client.server_info().version,
+        },
+        "services": services,
+        "decode_errors": bus::decode_errors(),
+    });
+    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}

@@ -1,0 +1,215 @@
+//! The first complete conversation, across every service, over a real NATS
+//! server, ending with a real (headless) mpv playing a clip.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bus::subjects::{self, SessionEvent};
+use futures::StreamExt;
+use tests::World;
+use wire::v1::{GetClipReply, GetClipRequest, PlayCommand, PlaybackEvent, PlaybackState};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for the next message on `sub` that decodes as `M` and passes `keep`.
+async fn next<M: wire::Message + wire::Name + Default>(
+    sub: &mut bus::async_nats::Subscriber,
+    what: &str,
+    keep: impl Fn(&M) -> bool,
+) -> M {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let msg = sub.next().await.expect("subscription open");
+            if let Ok(m) = bus::decode_message::<M>(&msg) {
+                if keep(&m) {
+                    return m;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_conversation_end_to_end() {
+    let w = World::start().await;
+    let client = w.bus.client().clone();
+    let mut plays = client.subscribe(SessionEvent::Play.wildcard()).await.unwrap();
+    let mut playback = client.subscribe(SessionEvent::Playback.wildcard()).await.unwrap();
+
+    // 1. Connect: seed-compatible reply, one pi-client spawned.
+    let body = w.connect().await;
+    let sid = body["identifier"].as_str().unwrap().to_string();
+    assert!(body["room_url"].as_str().unwrap().contains(&sid));
+    assert!(!body["token"].as_str().unwrap().is_empty());
+    let pid = body["pid"].as_i64().unwrap() as i32;
+    assert!(pid > 0 && testkit::group_alive(pid), "the pi-client runs");
+
+    // 2-3. The client joins; the director greets once; mpv plays the greeting.
+    let greeting: PlayCommand = next(&mut plays, "the greeting", |p: &PlayCommand| p.session_id == sid).await;
+    assert!(greeting.greeting);
+    let started: PlaybackEvent = next(&mut playback, "greeting playback", |e: &PlaybackEvent| {
+        e.command_id == greeting.command_id && e.state() == PlaybackState::Started
+    })
+    .await;
+    assert_eq!(started.clip_id, greeting.clip_id);
+    next(&mut playback, "greeting finished", |e: &PlaybackEvent| {
+        e.command_id == greeting.command_id && e.state() == PlaybackState::Finished
+    })
+    .await;
+
+    // 4-5. A typed line; the director answers with the line that followed it.
+    let (code, said) = w.post(&format!("/api/sessions/{sid}/say"), Some(serde_json::json!({"text": "Where is the station?"}))).await;
+    assert_eq!(code, 202, "{said}");
+    let answer: PlayCommand = next(&mut plays, "the answer", |p: &PlayCommand| p.session_id == sid && !p.greeting).await;
+    let clip: GetClipReply = w
+        .bus
+        .request(subjects::clips::GET.into(), &GetClipRequest { clip_id: answer.clip_id.clone() })
+        .await
+        .unwrap();
+    let clip = clip.clip.unwrap();
+    assert_eq!(clip.caption, "The station is down the road, past the bakery.");
+    let started: PlaybackEvent = next(&mut playback, "answer playback", |e: &PlaybackEvent| {
+        e.command_id == answer.command_id && e.state() == PlaybackState::Started
+    })
+    .await;
+    assert_eq!((started.start_s, started.end_s), (clip.start_s, clip.end_s), "mpv plays the clip's exact range");
+    let finished: PlaybackEvent = next(&mut playback, "answer finished", |e: &PlaybackEvent| {
+        e.command_id == answer.command_id && e.state() == PlaybackState::Finished
+    })
+    .await;
+    assert!(finished.at_ms - started.at_ms >= ((clip.end_s - clip.start_s) * 1000.0) as i64 - 300, "played the whole range");
+
+    // 6. The record, in the seed's shape.
+    let (code, status) = w.get(&format!("/conversation-status/{sid}")).await;
+    assert_eq!(code, 200);
+    assert_eq!(status["identifier"], sid.as_str());
+    assert_eq!(status["status"], "active");
+    assert_eq!(status["greetings"], 1, "greeted exactly once: {status}");
+    let messages = status["context"]["messages"].as_array().unwrap();
+    let contents: Vec<&str> = messages.iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(messages[1]["role"], "user");
+    assert_eq!(contents[1], "Where is the station?");
+    assert_eq!(messages[2]["role"], "assistant");
+    assert_eq!(contents[2], "[VIDEO: Station Story | \"The station is down the road, past the bakery.\"]");
+    assert_eq!(status["context"]["display_messages"].as_array().unwrap().len(), 3);
+
+    // 7. End: the client and its mpv are gone, the status says ended.
+    let (code, ended) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
+    assert_eq!(code, 200, "{ended}");
+    assert_eq!(ended["state"], "ended");
+    testkit::eventually(Duration::from_secs(10), "the client's process group to be gone", async || {
+        (!testkit::group_alive(pid)).then_some(())
+    })
+    .await;
+    assert!(testkit::pids_matching(&format!("cinema-mpv-{pid}-")).is_empty(), "no mpv survives the session");
+    let status = testkit::eventually(Duration::from_secs(10), "status ended", async || {
+        let (_, s) = w.get(&format!("/conversation-status/{sid}")).await;
+        (s["status"] == "ended").then_some(s)
+    })
+    .await;
+    assert_eq!(status["end_reason"], "ended by operator");
+
+    // Exactly one greeting was ever commanded for this session.
+    let stream = w.bus.jetstream().get_stream(bus::names::EVENTS_STREAM).await.unwrap();
+    let mut greetings = 0;
+    let consumer = stream
+        .create_consumer(bus::async_nats::jetstream::consumer::pull::Config {
+            filter_subject: subjects::session(&sid, SessionEvent::Play),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(100).expires(Duration::from_millis(500)).messages().await.unwrap();
+    while let Some(Ok(m)) = batch.next().await {
+        if bus::decode_message::<PlayCommand>(&m).unwrap().greeting {
+            greetings += 1;
+        }
+    }
+    assert_eq!(greetings, 1);
+
+    // 8. Health reports every service and NATS.
+    let (code, health) = w.get("/health").await;
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["nats"]["status"], "ok");
+    for name in bus::names::service::ALL {
+        assert_eq!(health["services"][name]["status"], "ok", "{name}: {health}");
+    }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_breaks_nothing() {
+    let w = World::start().await;
+    let (_, before) = w.get("/health").await;
+    let client = w.bus.client().clone();
+    let mut playback = client.subscribe(SessionEvent::Playback.wildcard()).await.unwrap();
+
+    // HTTP: unknown session, invalid JSON, wrong shapes, a bad id.
+    let (code, body) = w.post("/api/sessions/nosuchsession/say", Some(serde_json::json!({"text": "hi"}))).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unknown session"), "{body}");
+    let (code, body) = w.post_raw("/api/sessions/abc/say", "{not json").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(!body["error"].as_str().unwrap().is_empty());
+    let (code, body) = w.post_raw("/api/sessions/abc/say", r#"{"words": 3}"#).await;
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = w.post_raw("/api/connect", r#"{"pi_id": 7}"#).await;
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = w.post("/api/sessions/a.b/say", Some(serde_json::json!({"text": "hi"}))).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = w.get("/conversation-status/nosuchsession").await;
+    assert_eq!(code, 404);
+
+    let session = w.connect().await;
+    let sid = session["identifier"].as_str().unwrap().to_string();
+    let (code, body) = w.post(&format!("/api/sessions/{sid}/say"), Some(serde_json::json!({"text": "   "}))).await;
+    assert_eq!(code, 422, "{body}");
+    // The client is up and listening once its greeting plays.
+    next(&mut playback, "the greeting", |e: &PlaybackEvent| e.session_id == sid && e.state() == PlaybackState::Started).await;
+
+    // Bus: malformed protobuf on session subjects, core and durable.
+    for event in [SessionEvent::Play, SessionEvent::Transcript, SessionEvent::Joined, SessionEvent::Conversation] {
+        let subject = subjects::session(&sid, event);
+        client.publish(subject.clone(), vec![0xff, 0xff, 0x01].into()).await.unwrap();
+        w.bus.jetstream().publish(subject, vec![0x0a, 0x09, b'x'].into()).await.unwrap().await.unwrap();
+    }
+    // A play command with a clip id the library does not have.
+    let bogus = PlayCommand {
+        session_id: sid.clone(),
+        command_id: "bogus-1".into(),
+        clip_id: "cdoesnotexist".into(),
+        greeting: false,
+        at_ms: wire::now_ms(),
+    };
+    w.bus.publish_durable(subjects::session(&sid, SessionEvent::Play), &bogus, "bogus-1").await.unwrap();
+    let failed: PlaybackEvent = next(&mut playback, "the failed playback", |e: &PlaybackEvent| e.command_id == "bogus-1").await;
+    assert_eq!(failed.state(), PlaybackState::Failed);
+    assert!(failed.error.contains("unknown clip id"), "{}", failed.error);
+    let status = testkit::eventually(WAIT, "the error in the record", async || {
+        let (_, s) = w.get(&format!("/conversation-status/{sid}")).await;
+        s["last_error"].as_str().is_some_and(|e| e.contains("unknown clip id")).then_some(s)
+    })
+    .await;
+    assert_eq!(status["status"], "active");
+
+    // Nothing crashed: the same service instances answer, and a real line still works.
+    let (code, after) = w.get("/health").await;
+    assert_eq!(code, 200);
+    for name in bus::names::service::ALL {
+        assert_eq!(before["services"][name]["instances"], after["services"][name]["instances"], "{name} restarted");
+    }
+    let (code, _) = w.post(&format!("/api/sessions/{sid}/say"), Some(serde_json::json!({"text": "Where is the station?"}))).await;
+    assert_eq!(code, 202);
+    testkit::eventually(WAIT, "the answer after bad input", async || {
+        let (_, s) = w.get(&format!("/conversation-status/{sid}")).await;
+        s["context"]["messages"].as_array().is_some_and(|m| m.len() >= 3).then_some(())
+    })
+    .await;
+    let (code, _) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
+    assert_eq!(code, 200);
+    let (code, body) = w.post(&format!("/api/sessions/{sid}/say"), Some(serde_json::json!({"text": "hello?"}))).await;
+    assert_eq!(code, 409, "{body}");
+    w.stop().await;
+}
