@@ -71,10 +71,14 @@ impl World {
         };
         let health = world.clone_http();
         let base = world.base.clone();
-        testkit::eventually(Duration::from_secs(30), "every service healthy", async || {
-            let r = health.get(format!("{base}/health")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
+        testkit::eventually(
+            Duration::from_secs(30),
+            "every service healthy",
+            async || {
+                let r = health.get(format!("{base}/health")).send().await.ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
         .await;
         world
     }
@@ -83,7 +87,11 @@ impl World {
         self.http.clone()
     }
 
-    pub async fn post(&self, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let mut req = self.http.post(format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
@@ -107,17 +115,26 @@ impl World {
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         let code = r.status().as_u16();
         (code, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     /// Creates a session, retrying while the Pi's presence is not yet known.
     pub async fn connect(&self) -> serde_json::Value {
-        testkit::eventually(Duration::from_secs(20), "a session to be created", async || {
-            let (code, body) = self.post("/api/connect", None).await;
-            (code == 200).then_some(body)
-        })
+        testkit::eventually(
+            Duration::from_secs(20),
+            "a session to be created",
+            async || {
+                let (code, body) = self.post("/api/connect", None).await;
+                (code == 200).then_some(body)
+            },
+        )
         .await
     }
 

@@ -20,10 +20,10 @@ async fn next<M: wire::Message + wire::Name + Default>(
     tokio::time::timeout(WAIT, async {
         loop {
             let msg = sub.next().await.expect("subscription open");
-            if let Ok(m) = bus::decode_message::<M>(&msg) {
-                if keep(&m) {
-                    return m;
-                }
+            if let Ok(m) = bus::decode_message::<M>(&msg)
+                && keep(&m)
+            {
+                return m;
             }
         }
     })
@@ -35,8 +35,14 @@ async fn next<M: wire::Message + wire::Name + Default>(
 async fn one_conversation_end_to_end() {
     let w = World::start().await;
     let client = w.bus.client().clone();
-    let mut plays = client.subscribe(SessionEvent::Play.wildcard()).await.unwrap();
-    let mut playback = client.subscribe(SessionEvent::Playback.wildcard()).await.unwrap();
+    let mut plays = client
+        .subscribe(SessionEvent::Play.wildcard())
+        .await
+        .unwrap();
+    let mut playback = client
+        .subscribe(SessionEvent::Playback.wildcard())
+        .await
+        .unwrap();
 
     // 1. Connect: seed-compatible reply, one pi-client spawned.
     let body = w.connect().await;
@@ -47,7 +53,10 @@ async fn one_conversation_end_to_end() {
     assert!(pid > 0 && testkit::group_alive(pid), "the pi-client runs");
 
     // 2-3. The client joins; the director greets once; mpv plays the greeting.
-    let greeting: PlayCommand = next(&mut plays, "the greeting", |p: &PlayCommand| p.session_id == sid).await;
+    let greeting: PlayCommand = next(&mut plays, "the greeting", |p: &PlayCommand| {
+        p.session_id == sid
+    })
+    .await;
     assert!(greeting.greeting);
     let started: PlaybackEvent = next(&mut playback, "greeting playback", |e: &PlaybackEvent| {
         e.command_id == greeting.command_id && e.state() == PlaybackState::Started
@@ -60,26 +69,49 @@ async fn one_conversation_end_to_end() {
     .await;
 
     // 4-5. A typed line; the director answers with the line that followed it.
-    let (code, said) = w.post(&format!("/api/sessions/{sid}/say"), Some(serde_json::json!({"text": "Where is the station?"}))).await;
+    let (code, said) = w
+        .post(
+            &format!("/api/sessions/{sid}/say"),
+            Some(serde_json::json!({"text": "Where is the station?"})),
+        )
+        .await;
     assert_eq!(code, 202, "{said}");
-    let answer: PlayCommand = next(&mut plays, "the answer", |p: &PlayCommand| p.session_id == sid && !p.greeting).await;
+    let answer: PlayCommand = next(&mut plays, "the answer", |p: &PlayCommand| {
+        p.session_id == sid && !p.greeting
+    })
+    .await;
     let clip: GetClipReply = w
         .bus
-        .request(subjects::clips::GET.into(), &GetClipRequest { clip_id: answer.clip_id.clone() })
+        .request(
+            subjects::clips::GET.into(),
+            &GetClipRequest {
+                clip_id: answer.clip_id.clone(),
+            },
+        )
         .await
         .unwrap();
     let clip = clip.clip.unwrap();
-    assert_eq!(clip.caption, "The station is down the road, past the bakery.");
+    assert_eq!(
+        clip.caption,
+        "The station is down the road, past the bakery."
+    );
     let started: PlaybackEvent = next(&mut playback, "answer playback", |e: &PlaybackEvent| {
         e.command_id == answer.command_id && e.state() == PlaybackState::Started
     })
     .await;
-    assert_eq!((started.start_s, started.end_s), (clip.start_s, clip.end_s), "mpv plays the clip's exact range");
+    assert_eq!(
+        (started.start_s, started.end_s),
+        (clip.start_s, clip.end_s),
+        "mpv plays the clip's exact range"
+    );
     let finished: PlaybackEvent = next(&mut playback, "answer finished", |e: &PlaybackEvent| {
         e.command_id == answer.command_id && e.state() == PlaybackState::Finished
     })
     .await;
-    assert!(finished.at_ms - started.at_ms >= ((clip.end_s - clip.start_s) * 1000.0) as i64 - 300, "played the whole range");
+    assert!(
+        finished.at_ms - started.at_ms >= ((clip.end_s - clip.start_s) * 1000.0) as i64 - 300,
+        "played the whole range"
+    );
 
     // 6. The record, in the seed's shape.
     let (code, status) = w.get(&format!("/conversation-status/{sid}")).await;
@@ -88,22 +120,39 @@ async fn one_conversation_end_to_end() {
     assert_eq!(status["status"], "active");
     assert_eq!(status["greetings"], 1, "greeted exactly once: {status}");
     let messages = status["context"]["messages"].as_array().unwrap();
-    let contents: Vec<&str> = messages.iter().map(|m| m["content"].as_str().unwrap()).collect();
+    let contents: Vec<&str> = messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
     assert_eq!(messages[1]["role"], "user");
     assert_eq!(contents[1], "Where is the station?");
     assert_eq!(messages[2]["role"], "assistant");
-    assert_eq!(contents[2], "[VIDEO: Station Story | \"The station is down the road, past the bakery.\"]");
-    assert_eq!(status["context"]["display_messages"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        contents[2],
+        "[VIDEO: Station Story | \"The station is down the road, past the bakery.\"]"
+    );
+    assert_eq!(
+        status["context"]["display_messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     // 7. End: the client and its mpv are gone, the status says ended.
     let (code, ended) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
     assert_eq!(code, 200, "{ended}");
     assert_eq!(ended["state"], "ended");
-    testkit::eventually(Duration::from_secs(10), "the client's process group to be gone", async || {
-        (!testkit::group_alive(pid)).then_some(())
-    })
+    testkit::eventually(
+        Duration::from_secs(10),
+        "the client's process group to be gone",
+        async || (!testkit::group_alive(pid)).then_some(()),
+    )
     .await;
-    assert!(testkit::pids_matching(&format!("cinema-mpv-{pid}-")).is_empty(), "no mpv survives the session");
+    assert!(
+        testkit::pids_matching(&format!("cinema-mpv-{pid}-")).is_empty(),
+        "no mpv survives the session"
+    );
     let status = testkit::eventually(Duration::from_secs(10), "status ended", async || {
         let (_, s) = w.get(&format!("/conversation-status/{sid}")).await;
         (s["status"] == "ended").then_some(s)
@@ -112,7 +161,12 @@ async fn one_conversation_end_to_end() {
     assert_eq!(status["end_reason"], "ended by operator");
 
     // Exactly one greeting was ever commanded for this session.
-    let stream = w.bus.jetstream().get_stream(bus::names::EVENTS_STREAM).await.unwrap();
+    let stream = w
+        .bus
+        .jetstream()
+        .get_stream(bus::names::EVENTS_STREAM)
+        .await
+        .unwrap();
     let mut greetings = 0;
     let consumer = stream
         .create_consumer(bus::async_nats::jetstream::consumer::pull::Config {
@@ -121,7 +175,13 @@ async fn one_conversation_end_to_end() {
         })
         .await
         .unwrap();
-    let mut batch = consumer.fetch().max_messages(100).expires(Duration::from_millis(500)).messages().await.unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
     while let Some(Ok(m)) = batch.next().await {
         if bus::decode_message::<PlayCommand>(&m).unwrap().greeting {
             greetings += 1;
@@ -144,12 +204,23 @@ async fn bad_input_gets_clear_errors_and_breaks_nothing() {
     let w = World::start().await;
     let (_, before) = w.get("/health").await;
     let client = w.bus.client().clone();
-    let mut playback = client.subscribe(SessionEvent::Playback.wildcard()).await.unwrap();
+    let mut playback = client
+        .subscribe(SessionEvent::Playback.wildcard())
+        .await
+        .unwrap();
 
     // HTTP: unknown session, invalid JSON, wrong shapes, a bad id.
-    let (code, body) = w.post("/api/sessions/nosuchsession/say", Some(serde_json::json!({"text": "hi"}))).await;
+    let (code, body) = w
+        .post(
+            "/api/sessions/nosuchsession/say",
+            Some(serde_json::json!({"text": "hi"})),
+        )
+        .await;
     assert_eq!(code, 404, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("unknown session"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("unknown session"),
+        "{body}"
+    );
     let (code, body) = w.post_raw("/api/sessions/abc/say", "{not json").await;
     assert_eq!(code, 400, "{body}");
     assert!(!body["error"].as_str().unwrap().is_empty());
@@ -157,23 +228,50 @@ async fn bad_input_gets_clear_errors_and_breaks_nothing() {
     assert_eq!(code, 422, "{body}");
     let (code, body) = w.post_raw("/api/connect", r#"{"pi_id": 7}"#).await;
     assert_eq!(code, 422, "{body}");
-    let (code, body) = w.post("/api/sessions/a.b/say", Some(serde_json::json!({"text": "hi"}))).await;
+    let (code, body) = w
+        .post(
+            "/api/sessions/a.b/say",
+            Some(serde_json::json!({"text": "hi"})),
+        )
+        .await;
     assert_eq!(code, 400, "{body}");
     let (code, _) = w.get("/conversation-status/nosuchsession").await;
     assert_eq!(code, 404);
 
     let session = w.connect().await;
     let sid = session["identifier"].as_str().unwrap().to_string();
-    let (code, body) = w.post(&format!("/api/sessions/{sid}/say"), Some(serde_json::json!({"text": "   "}))).await;
+    let (code, body) = w
+        .post(
+            &format!("/api/sessions/{sid}/say"),
+            Some(serde_json::json!({"text": "   "})),
+        )
+        .await;
     assert_eq!(code, 422, "{body}");
     // The client is up and listening once its greeting plays.
-    next(&mut playback, "the greeting", |e: &PlaybackEvent| e.session_id == sid && e.state() == PlaybackState::Started).await;
+    next(&mut playback, "the greeting", |e: &PlaybackEvent| {
+        e.session_id == sid && e.state() == PlaybackState::Started
+    })
+    .await;
 
     // Bus: malformed protobuf on session subjects, core and durable.
-    for event in [SessionEvent::Play, SessionEvent::Transcript, SessionEvent::Joined, SessionEvent::Conversation] {
+    for event in [
+        SessionEvent::Play,
+        SessionEvent::Transcript,
+        SessionEvent::Joined,
+        SessionEvent::Conversation,
+    ] {
         let subject = subjects::session(&sid, event);
-        client.publish(subject.clone(), vec![0xff, 0xff, 0x01].into()).await.unwrap();
-        w.bus.jetstream().publish(subject, vec![0x0a, 0x09, b'x'].into()).await.unwrap().await.unwrap();
+        client
+            .publish(subject.clone(), vec![0xff, 0xff, 0x01].into())
+            .await
+            .unwrap();
+        w.bus
+            .jetstream()
+            .publish(subject, vec![0x0a, 0x09, b'x'].into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     // A play command with a clip id the library does not have.
     let bogus = PlayCommand {
@@ -183,13 +281,26 @@ async fn bad_input_gets_clear_errors_and_breaks_nothing() {
         greeting: false,
         at_ms: wire::now_ms(),
     };
-    w.bus.publish_durable(subjects::session(&sid, SessionEvent::Play), &bogus, "bogus-1").await.unwrap();
-    let failed: PlaybackEvent = next(&mut playback, "the failed playback", |e: &PlaybackEvent| e.command_id == "bogus-1").await;
+    w.bus
+        .publish_durable(
+            subjects::session(&sid, SessionEvent::Play),
+            &bogus,
+            "bogus-1",
+        )
+        .await
+        .unwrap();
+    let failed: PlaybackEvent = next(&mut playback, "the failed playback", |e: &PlaybackEvent| {
+        e.command_id == "bogus-1"
+    })
+    .await;
     assert_eq!(failed.state(), PlaybackState::Failed);
     assert!(failed.error.contains("unknown clip id"), "{}", failed.error);
     let status = testkit::eventually(WAIT, "the error in the record", async || {
         let (_, s) = w.get(&format!("/conversation-status/{sid}")).await;
-        s["last_error"].as_str().is_some_and(|e| e.contains("unknown clip id")).then_some(s)
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown clip id"))
+            .then_some(s)
     })
     .await;
     assert_eq!(status["status"], "active");
@@ -198,18 +309,34 @@ async fn bad_input_gets_clear_errors_and_breaks_nothing() {
     let (code, after) = w.get("/health").await;
     assert_eq!(code, 200);
     for name in bus::names::service::ALL {
-        assert_eq!(before["services"][name]["instances"], after["services"][name]["instances"], "{name} restarted");
+        assert_eq!(
+            before["services"][name]["instances"], after["services"][name]["instances"],
+            "{name} restarted"
+        );
     }
-    let (code, _) = w.post(&format!("/api/sessions/{sid}/say"), Some(serde_json::json!({"text": "Where is the station?"}))).await;
+    let (code, _) = w
+        .post(
+            &format!("/api/sessions/{sid}/say"),
+            Some(serde_json::json!({"text": "Where is the station?"})),
+        )
+        .await;
     assert_eq!(code, 202);
     testkit::eventually(WAIT, "the answer after bad input", async || {
         let (_, s) = w.get(&format!("/conversation-status/{sid}")).await;
-        s["context"]["messages"].as_array().is_some_and(|m| m.len() >= 3).then_some(())
+        s["context"]["messages"]
+            .as_array()
+            .is_some_and(|m| m.len() >= 3)
+            .then_some(())
     })
     .await;
     let (code, _) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
     assert_eq!(code, 200);
-    let (code, body) = w.post(&format!("/api/sessions/{sid}/say"), Some(serde_json::json!({"text": "hello?"}))).await;
+    let (code, body) = w
+        .post(
+            &format!("/api/sessions/{sid}/say"),
+            Some(serde_json::json!({"text": "hello?"})),
+        )
+        .await;
     assert_eq!(code, 409, "{body}");
     w.stop().await;
 }

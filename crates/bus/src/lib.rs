@@ -39,10 +39,7 @@ pub enum Error {
     #[error("request on {subject} timed out")]
     Timeout { subject: String },
     #[error("cannot decode {type_name}: {reason}")]
-    Decode {
-        type_name: String,
-        reason: String,
-    },
+    Decode { type_name: String, reason: String },
     #[error("expected a {expected} message, got {got}")]
     WrongType { expected: String, got: String },
     /// The service answered with an error (services API error headers).

@@ -171,7 +171,10 @@ pub struct Instance {
 
 /// Pings every service instance on the bus and collects the answers that
 /// arrive within `wait`.
-pub async fn ping_all(client: &async_nats::Client, wait: std::time::Duration) -> Result<Vec<Instance>> {
+pub async fn ping_all(
+    client: &async_nats::Client,
+    wait: std::time::Duration,
+) -> Result<Vec<Instance>> {
     let inbox = client.new_inbox();
     let mut sub = client
         .subscribe(inbox.clone())
@@ -185,7 +188,12 @@ pub async fn ping_all(client: &async_nats::Client, wait: std::time::Duration) ->
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
         if let Ok(info) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
-            let field = |k: &str| info.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let field = |k: &str| {
+                info.get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
             out.push(Instance {
                 name: field("name"),
                 id: field("id"),

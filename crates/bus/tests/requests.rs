@@ -14,26 +14,59 @@ async fn typed_requests_refusals_and_error_kinds() {
 
     // No responders is its own kind.
     let err = bus
-        .request::<_, GetClipReply>("cinema.clips.get".into(), &GetClipRequest { clip_id: "x".into() })
+        .request::<_, GetClipReply>(
+            "cinema.clips.get".into(),
+            &GetClipRequest {
+                clip_id: "x".into(),
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, bus::Error::NoResponders { .. }), "{err}");
 
-    let svc = service::start(bus.client(), "clip-selector", "test").await.unwrap();
-    let ep = service::endpoint(&svc, "get", "cinema.clips.get").await.unwrap();
+    let svc = service::start(bus.client(), "clip-selector", "test")
+        .await
+        .unwrap();
+    let ep = service::endpoint(&svc, "get", "cinema.clips.get")
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
-    let serve = tokio::spawn(service::serve(ep, shutdown.clone(), 4, |req: GetClipRequest| async move {
-        if req.clip_id == "known" {
-            Ok(GetClipReply { clip: None, media_url: "http://x/media/f".into() })
-        } else {
-            Err(Reject::not_found(format!("unknown clip id {:?}", req.clip_id)))
-        }
-    }));
+    let serve = tokio::spawn(service::serve(
+        ep,
+        shutdown.clone(),
+        4,
+        |req: GetClipRequest| async move {
+            if req.clip_id == "known" {
+                Ok(GetClipReply {
+                    clip: None,
+                    media_url: "http://x/media/f".into(),
+                })
+            } else {
+                Err(Reject::not_found(format!(
+                    "unknown clip id {:?}",
+                    req.clip_id
+                )))
+            }
+        },
+    ));
 
-    let ok: GetClipReply = bus.request("cinema.clips.get".into(), &GetClipRequest { clip_id: "known".into() }).await.unwrap();
+    let ok: GetClipReply = bus
+        .request(
+            "cinema.clips.get".into(),
+            &GetClipRequest {
+                clip_id: "known".into(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.media_url, "http://x/media/f");
     let err = bus
-        .request::<_, GetClipReply>("cinema.clips.get".into(), &GetClipRequest { clip_id: "nope".into() })
+        .request::<_, GetClipReply>(
+            "cinema.clips.get".into(),
+            &GetClipRequest {
+                clip_id: "nope".into(),
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.remote_code(), Some(404));
@@ -41,17 +74,39 @@ async fn typed_requests_refusals_and_error_kinds() {
 
     // A request of the wrong type is refused with 400, not decoded as garbage.
     let err = bus
-        .request::<_, GetClipReply>("cinema.clips.get".into(), &StatusRequest { session_id: "s".into() })
+        .request::<_, GetClipReply>(
+            "cinema.clips.get".into(),
+            &StatusRequest {
+                session_id: "s".into(),
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.remote_code(), Some(400), "{err}");
     // Raw garbage, too.
-    let reply = bus.client().request("cinema.clips.get", vec![0xff, 0x00].into()).await.unwrap();
-    assert_eq!(reply.headers.unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "400");
+    let reply = bus
+        .client()
+        .request("cinema.clips.get", vec![0xff, 0x00].into())
+        .await
+        .unwrap();
+    assert_eq!(
+        reply
+            .headers
+            .unwrap()
+            .get("Nats-Service-Error-Code")
+            .unwrap()
+            .as_str(),
+        "400"
+    );
 
     // The services API answers pings with the service's name.
-    let found = service::ping_all(bus.client(), Duration::from_millis(300)).await.unwrap();
-    assert_eq!(found.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), vec!["clip-selector"]);
+    let found = service::ping_all(bus.client(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        vec!["clip-selector"]
+    );
     let stats = svc.stats().await;
     assert_eq!(stats["get"].requests, 4);
     assert_eq!(stats["get"].errors, 3);
@@ -65,10 +120,22 @@ async fn durable_publish_deduplicates_by_message_id() {
     let nats = testkit::NatsServer::start();
     let bus = nats.bus("bus-test").await;
     let subject = bus::subjects::session("s1", bus::subjects::SessionEvent::Play);
-    let cmd = wire::v1::PlayCommand { session_id: "s1".into(), command_id: "c1".into(), ..Default::default() };
-    bus.publish_durable(subject.clone(), &cmd, "c1").await.unwrap();
-    bus.publish_durable(subject.clone(), &cmd, "c1").await.unwrap();
-    let mut stream = bus.jetstream().get_stream(bus::names::EVENTS_STREAM).await.unwrap();
+    let cmd = wire::v1::PlayCommand {
+        session_id: "s1".into(),
+        command_id: "c1".into(),
+        ..Default::default()
+    };
+    bus.publish_durable(subject.clone(), &cmd, "c1")
+        .await
+        .unwrap();
+    bus.publish_durable(subject.clone(), &cmd, "c1")
+        .await
+        .unwrap();
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus::names::EVENTS_STREAM)
+        .await
+        .unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
 }
 
@@ -77,11 +144,25 @@ async fn kv_compare_and_set() {
     let nats = testkit::NatsServer::start();
     let bus = nats.bus("bus-test").await;
     let kv = bus.kv(bus::names::STATUS_BUCKET).await.unwrap();
-    let rec = wire::v1::StatusRecord { session_id: "s".into(), ..Default::default() };
+    let rec = wire::v1::StatusRecord {
+        session_id: "s".into(),
+        ..Default::default()
+    };
     let rev = bus::kv_cas(&kv, "s", &rec, 0).await.unwrap().unwrap();
-    assert_eq!(bus::kv_cas(&kv, "s", &rec, 0).await.unwrap(), None, "create twice loses");
+    assert_eq!(
+        bus::kv_cas(&kv, "s", &rec, 0).await.unwrap(),
+        None,
+        "create twice loses"
+    );
     assert!(bus::kv_cas(&kv, "s", &rec, rev).await.unwrap().is_some());
-    assert_eq!(bus::kv_cas(&kv, "s", &rec, rev).await.unwrap(), None, "stale revision loses");
-    let (got, _) = bus::kv_get::<wire::v1::StatusRecord>(&kv, "s").await.unwrap().unwrap();
+    assert_eq!(
+        bus::kv_cas(&kv, "s", &rec, rev).await.unwrap(),
+        None,
+        "stale revision loses"
+    );
+    let (got, _) = bus::kv_get::<wire::v1::StatusRecord>(&kv, "s")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, rec);
 }

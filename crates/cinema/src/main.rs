@@ -52,7 +52,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Library { command: LibraryCommand::Demo { dir } } => match synth::demo_library(&dir) {
+        Command::Library {
+            command: LibraryCommand::Demo { dir },
+        } => match synth::demo_library(&dir) {
             Ok(films) => {
                 println!("Wrote {} demo films to {}.", films.len(), dir.display());
                 ExitCode::SUCCESS

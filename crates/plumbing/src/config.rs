@@ -72,7 +72,9 @@ pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
         fig = fig.merge(Serialized::default("nats_url", url));
     }
     for kv in &args.set {
-        let (k, v) = kv.split_once('=').ok_or_else(|| Error::BadSet(kv.clone()))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::BadSet(kv.clone()))?;
         let value: figment::value::Value = v.parse().unwrap_or_else(|_| v.into());
         fig = fig.merge(Serialized::default(k.trim(), value));
     }
@@ -125,6 +127,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type
     fn layers_in_order() {
         figment::Jail::expect_with(|jail| {
             let args = CommonArgs::default();
@@ -159,13 +162,18 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type
     fn bad_values_are_one_line_errors() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CINEMA_DEMO_PORT", "not-a-port");
-            let e = load::<Demo>(&CommonArgs::default()).unwrap_err().to_string();
+            let e = load::<Demo>(&CommonArgs::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("port"), "{e}");
             jail.set_env("CINEMA_DEMO_PORT", "0");
-            let e = load::<Demo>(&CommonArgs::default()).unwrap_err().to_string();
+            let e = load::<Demo>(&CommonArgs::default())
+                .unwrap_err()
+                .to_string();
             assert_eq!(e, "port must not be 0");
             let args = CommonArgs {
                 config: Some("missing.toml".into()),

@@ -17,7 +17,10 @@ const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{tool} is not installed ({hint})")]
-    Missing { tool: &'static str, hint: &'static str },
+    Missing {
+        tool: &'static str,
+        hint: &'static str,
+    },
     #[error("{tool} failed: {detail}")]
     Tool { tool: &'static str, detail: String },
     #[error("{0}")]
@@ -195,15 +198,36 @@ pub fn make_film(dir: &Path, stem: &str, voice: &str, lines: &[&str]) -> Result<
     run(
         "ffmpeg",
         Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
             .arg(format!("color=c=0x1d2b3a:s=480x270:r=12:d={duration_s:.3}"))
             .arg("-i")
             .arg(&wav)
             .arg("-vf")
             .arg(filters.join(","))
             .args([
-                "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "12",
-                "-c:a", "aac", "-b:a", "64k", "-shortest", "-movflags", "+faststart",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "12",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                "-shortest",
+                "-movflags",
+                "+faststart",
             ])
             .arg(&video),
     )?;

@@ -22,7 +22,8 @@ pub fn nats_server_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
         return PathBuf::from(p);
     }
-    which::which("nats-server").unwrap_or_else(|_| panic!("nats-server is not installed: {NATS_HINT}"))
+    which::which("nats-server")
+        .unwrap_or_else(|_| panic!("nats-server is not installed: {NATS_HINT}"))
 }
 
 /// Panics with `hint` unless `tool` is on PATH.
@@ -108,7 +109,10 @@ fn spawn_server(bin: &Path, store: &Path, port: Option<u16>) -> (Child, u16) {
         let mut port = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+                port = rest
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim().parse::<u16>().ok());
             }
             if line.contains("Server is ready") {
                 let _ = tx.send(port);
@@ -125,7 +129,9 @@ fn spawn_server(bin: &Path, store: &Path, port: Option<u16>) -> (Child, u16) {
 }
 
 /// The directory holding this build's binaries (`target/<profile>`), with
-/// every workspace binary built once per test process.
+/// every workspace binary built once per test process. `--all-targets` gives
+/// the build the same features as `cargo test --workspace`, so it only adds
+/// the executables instead of rebuilding the libraries they link.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -135,8 +141,33 @@ pub fn bin_dir() -> &'static Path {
         let target_dir = profile_dir.parent().unwrap();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--workspace", "--bins", "--quiet", "--target-dir"])
-            .arg(target_dir);
+        cmd.args([
+            "build",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+        // Cargo gives a test process its own CARGO_* variables and library
+        // path; passed on, they dirty build-script fingerprints (ring, …) and
+        // the build would redo what `cargo test` just built.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let keep = [
+                "CARGO_HOME",
+                "CARGO_BUILD_",
+                "CARGO_PROFILE_",
+                "CARGO_NET_",
+                "CARGO_REGISTRIES_",
+            ]
+            .iter()
+            .any(|k| key.starts_with(k));
+            if (key.starts_with("CARGO_") && !keep) || key == "LD_LIBRARY_PATH" || key == "OUT_DIR"
+            {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -209,7 +240,11 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 

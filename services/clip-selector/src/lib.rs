@@ -18,7 +18,9 @@ use bus::{names, subjects};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-use wire::v1::{FilmList, GetClipReply, GetClipRequest, ListFilmsRequest, SearchHit, SearchReply, SearchRequest};
+use wire::v1::{
+    FilmList, GetClipReply, GetClipRequest, ListFilmsRequest, SearchHit, SearchReply, SearchRequest,
+};
 
 pub use library::{CutOptions, Library};
 
@@ -57,7 +59,10 @@ impl plumbing::Settings for Config {
     }
     fn validate(&self) -> Result<(), String> {
         if !(0.0..=5.0).contains(&self.pad_s) {
-            return Err(format!("pad_s must be between 0 and 5 seconds, got {}", self.pad_s));
+            return Err(format!(
+                "pad_s must be between 0 and 5 seconds, got {}",
+                self.pad_s
+            ));
         }
         Ok(())
     }
@@ -117,7 +122,12 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     let http = axum::serve(listener, media_router(lib.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
-    let service = svc::start(bus.client(), names::service::CLIP_SELECTOR, "Film library: search, clips, films").await?;
+    let service = svc::start(
+        bus.client(),
+        names::service::CLIP_SELECTOR,
+        "Film library: search, clips, films",
+    )
+    .await?;
     let search = svc::endpoint(&service, "search", subjects::clips::SEARCH).await?;
     let get = svc::endpoint(&service, "get", subjects::clips::GET).await?;
     let films = svc::endpoint(&service, "films", subjects::clips::FILMS).await?;
@@ -165,7 +175,10 @@ fn handle_search(lib: &Library, req: SearchRequest) -> Result<SearchReply, Rejec
         .search(&req)
         .map_err(|e| Reject::internal(e.to_string()))?
         .into_iter()
-        .map(|(clip, score)| SearchHit { clip: Some(clip), score })
+        .map(|(clip, score)| SearchHit {
+            clip: Some(clip),
+            score,
+        })
         .collect();
     Ok(SearchReply {
         hits,
@@ -182,11 +195,22 @@ pub fn media_router(lib: Arc<Library>) -> Router {
         .with_state(lib)
 }
 
-async fn media(State(lib): State<Arc<Library>>, Path(film_id): Path<String>, req: Request) -> Response {
+async fn media(
+    State(lib): State<Arc<Library>>,
+    Path(film_id): Path<String>,
+    req: Request,
+) -> Response {
     let Some(path) = lib.film_path(&film_id) else {
-        return (StatusCode::NOT_FOUND, format!("unknown film id {film_id:?}")).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("unknown film id {film_id:?}"),
+        )
+            .into_response();
     };
-    match tower_http::services::ServeFile::new(path).oneshot(req).await {
+    match tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+    {
         Ok(resp) => resp.into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

@@ -85,17 +85,27 @@ fn stable_id(prefix: &str, parts: &[&str]) -> String {
 
 /// Cuts one dialogue clip per cue, padded, never overlapping the neighbours'
 /// words, at least `min_len_s` long where the film allows it.
-pub fn cut_clips(film_id: &str, title: &str, rel: &str, cues: &[srt::Cue], opt: CutOptions) -> Vec<Clip> {
+pub fn cut_clips(
+    film_id: &str,
+    title: &str,
+    rel: &str,
+    cues: &[srt::Cue],
+    opt: CutOptions,
+) -> Vec<Clip> {
     let mut clips = Vec::with_capacity(cues.len());
     for (i, cue) in cues.iter().enumerate() {
         let prev_end = if i > 0 { cues[i - 1].end_s } else { 0.0 };
         let next_start = cues.get(i + 1).map_or(f64::INFINITY, |c| c.start_s);
-        let mut start = (cue.start_s - opt.pad_s).max(prev_end.min(cue.start_s)).max(0.0);
+        let mut start = (cue.start_s - opt.pad_s)
+            .max(prev_end.min(cue.start_s))
+            .max(0.0);
         let mut end = (cue.end_s + opt.pad_s).min(next_start.max(cue.end_s));
         if end - start < opt.min_len_s {
             let missing = opt.min_len_s - (end - start);
             end = (end + missing).min(next_start.max(cue.end_s));
-            start = (end - opt.min_len_s).max(prev_end.min(cue.start_s)).max(0.0);
+            start = (end - opt.min_len_s)
+                .max(prev_end.min(cue.start_s))
+                .max(0.0);
         }
         let start_ms = ((start * 1000.0).round() as i64).to_string();
         clips.push(Clip {
@@ -105,7 +115,11 @@ pub fn cut_clips(film_id: &str, title: &str, rel: &str, cues: &[srt::Cue], opt: 
             start_s: start,
             end_s: end,
             caption: cue.text.clone(),
-            cue: if i > 0 { cues[i - 1].text.clone() } else { String::new() },
+            cue: if i > 0 {
+                cues[i - 1].text.clone()
+            } else {
+                String::new()
+            },
             next_line: cues.get(i + 1).map(|c| c.text.clone()).unwrap_or_default(),
             kind: ClipKind::Dialogue as i32,
             line_index: i as u32,
@@ -170,8 +184,15 @@ impl Library {
         let mut films = Vec::new();
         let mut clips = Vec::new();
         for video in videos {
-            let rel = video.strip_prefix(&root).unwrap_or(&video).to_string_lossy().to_string();
-            let stem = video.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            let rel = video
+                .strip_prefix(&root)
+                .unwrap_or(&video)
+                .to_string_lossy()
+                .to_string();
+            let stem = video
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
             let srt_path = video.with_extension("srt");
             let cues = match std::fs::read(&srt_path) {
                 Ok(bytes) => {
@@ -212,12 +233,22 @@ impl Library {
         let index = Index::create_in_ram(schema.build());
         let mut writer = index.writer_with_num_threads(1, 50_000_000)?;
         for c in &clips {
-            writer.add_document(doc!(id => c.id.clone(), caption => c.caption.clone(), cue => c.cue.clone()))?;
+            writer.add_document(
+                doc!(id => c.id.clone(), caption => c.caption.clone(), cue => c.cue.clone()),
+            )?;
         }
         writer.commit()?;
         let reader = index.reader()?;
-        let by_id = clips.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
-        let film_by_id = films.iter().enumerate().map(|(i, f)| (f.film.id.clone(), i)).collect();
+        let by_id = clips
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
+        let film_by_id = films
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.film.id.clone(), i))
+            .collect();
         Ok(Library {
             root,
             films,
@@ -252,7 +283,9 @@ impl Library {
 
     /// The file of a film, known only from the index (never from the wire).
     pub fn film_path(&self, film_id: &str) -> Option<&Path> {
-        self.film_by_id.get(film_id).map(|&i| self.films[i].path.as_path())
+        self.film_by_id
+            .get(film_id)
+            .map(|&i| self.films[i].path.as_path())
     }
 
     /// Lexical search. *Description* matches captions; *answer* matches cues
@@ -304,12 +337,20 @@ mod tests {
     use super::*;
 
     fn cue(a: f64, b: f64, t: &str) -> srt::Cue {
-        srt::Cue { start_s: a, end_s: b, text: t.into() }
+        srt::Cue {
+            start_s: a,
+            end_s: b,
+            text: t.into(),
+        }
     }
 
     #[test]
     fn clips_are_padded_without_overlapping_neighbours() {
-        let cues = [cue(1.0, 2.0, "one"), cue(2.1, 2.3, "two"), cue(5.0, 6.0, "three")];
+        let cues = [
+            cue(1.0, 2.0, "one"),
+            cue(2.1, 2.3, "two"),
+            cue(5.0, 6.0, "three"),
+        ];
         let clips = cut_clips("f", "F", "f.mp4", &cues, CutOptions::default());
         assert_eq!(clips.len(), 3);
         assert!((clips[0].start_s - 0.7).abs() < 1e-9);

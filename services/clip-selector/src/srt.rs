@@ -13,11 +13,18 @@ pub struct Cue {
 /// Parses SRT text. Returns the cues in time order and the number of blocks
 /// that were skipped (no timing line, bad times, empty text).
 pub fn parse(input: &str) -> (Vec<Cue>, usize) {
-    let input = input.trim_start_matches('\u{feff}').replace("\r\n", "\n").replace('\r', "\n");
+    let input = input
+        .trim_start_matches('\u{feff}')
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
     let mut cues = Vec::new();
     let mut skipped = 0;
     for block in input.split("\n\n") {
-        let lines: Vec<&str> = block.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> = block
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         if lines.is_empty() {
             continue;
         }
@@ -40,7 +47,11 @@ pub fn parse(input: &str) -> (Vec<Cue>, usize) {
             skipped += 1;
             continue;
         }
-        cues.push(Cue { start_s, end_s, text });
+        cues.push(Cue {
+            start_s,
+            end_s,
+            text,
+        });
     }
     cues.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
     (cues, skipped)
@@ -57,7 +68,11 @@ fn parse_time(t: &str) -> Option<f64> {
     let t = t.replace(',', ".");
     let parts: Vec<&str> = t.split(':').collect();
     let (h, m, s) = match parts.as_slice() {
-        [h, m, s] => (h.parse::<f64>().ok()?, m.parse::<f64>().ok()?, s.parse::<f64>().ok()?),
+        [h, m, s] => (
+            h.parse::<f64>().ok()?,
+            m.parse::<f64>().ok()?,
+            s.parse::<f64>().ok()?,
+        ),
         [m, s] => (0.0, m.parse::<f64>().ok()?, s.parse::<f64>().ok()?),
         _ => return None,
     };
@@ -94,8 +109,16 @@ mod tests {
         assert_eq!(
             cues,
             vec![
-                Cue { start_s: 1.0, end_s: 2.5, text: "Hello there".into() },
-                Cue { start_s: 6.0, end_s: 7.0, text: "Two lines".into() },
+                Cue {
+                    start_s: 1.0,
+                    end_s: 2.5,
+                    text: "Hello there".into()
+                },
+                Cue {
+                    start_s: 6.0,
+                    end_s: 7.0,
+                    text: "Two lines".into()
+                },
             ]
         );
         assert_eq!(skipped, 3);

@@ -14,8 +14,8 @@ use bus::{Bus, names};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wire::v1::{
-    CreateSessionRequest, ListSessionsRequest, Session, SessionList, SessionRef, SessionReply, SessionState,
-    StatusMessage, StatusRecord, StatusRequest, Transcript, TranscriptSource,
+    CreateSessionRequest, ListSessionsRequest, Session, SessionList, SessionRef, SessionReply,
+    SessionState, StatusMessage, StatusRecord, StatusRequest, Transcript, TranscriptSource,
 };
 
 use crate::Config;
@@ -50,7 +50,10 @@ pub struct AppError {
 
 impl AppError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        AppError { status, message: message.into() }
+        AppError {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -66,9 +69,13 @@ impl IntoResponse for AppError {
 impl From<bus::Error> for AppError {
     fn from(e: bus::Error) -> Self {
         let status = match &e {
-            bus::Error::Remote { code, .. } => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
+            bus::Error::Remote { code, .. } => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             bus::Error::InvalidId { .. } => StatusCode::BAD_REQUEST,
-            bus::Error::NoResponders { .. } | bus::Error::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            bus::Error::NoResponders { .. } | bus::Error::Timeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::BAD_GATEWAY,
         };
         let message = match e {
@@ -92,7 +99,12 @@ pub struct ApiJson<T>(pub T);
 
 pub fn app(state: AppState) -> Router {
     let cors = {
-        let origins: Vec<HeaderValue> = state.config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        let origins: Vec<HeaderValue> = state
+            .config
+            .cors_origins
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect();
         tower_http::cors::CorsLayer::new()
             .allow_origin(origins)
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
@@ -106,8 +118,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/sessions/{id}/end", post(end))
         .route("/conversation-status/{id}", get(conversation_status))
         .route("/health", get(health))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
-        .layer(axum::extract::DefaultBodyLimit::max(state.config.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.body_limit,
+        ))
         .layer(cors)
         .with_state(state)
 }
@@ -123,8 +140,11 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(token) {
-            return AppError::new(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer <CINEMA_API_TOKEN>`")
-                .into_response();
+            return AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs `Authorization: Bearer <CINEMA_API_TOKEN>`",
+            )
+            .into_response();
         }
     }
     next.run(req).await
@@ -154,15 +174,27 @@ fn session_json(s: &Session) -> Value {
 
 /// Seed-compatible: `{room_url, token, identifier}` (plus `pi_id`, `pid`).
 /// The body is optional; `{"pi_id": "..."}` targets a Pi.
-async fn connect(State(st): State<AppState>, body: axum::body::Bytes) -> Result<Response, AppError> {
+async fn connect(
+    State(st): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
     let req: ConnectBody = if body.iter().all(u8::is_ascii_whitespace) {
         ConnectBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid request body: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid request body: {e}"),
+            )
+        })?
     };
     let reply: SessionReply = st
         .bus
-        .request_with_timeout(subjects::rooms::CREATE.into(), &CreateSessionRequest { pi_id: req.pi_id }, Duration::from_secs(20))
+        .request_with_timeout(
+            subjects::rooms::CREATE.into(),
+            &CreateSessionRequest { pi_id: req.pi_id },
+            Duration::from_secs(20),
+        )
         .await?;
     let s = reply.session.unwrap_or_default();
     Ok(Json(json!({
@@ -179,18 +211,32 @@ async fn load_session(st: &AppState, id: &str) -> Result<Session, AppError> {
     subjects::check_id("session id", id)?;
     let reply: SessionReply = st
         .bus
-        .request(subjects::rooms::GET.into(), &SessionRef { session_id: id.into(), reason: String::new() })
+        .request(
+            subjects::rooms::GET.into(),
+            &SessionRef {
+                session_id: id.into(),
+                reason: String::new(),
+            },
+        )
         .await?;
     Ok(reply.session.unwrap_or_default())
 }
 
-async fn get_session(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
+async fn get_session(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
     Ok(Json(session_json(&load_session(&st, &id).await?)))
 }
 
 async fn list_sessions(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
-    let list: SessionList = st.bus.request(subjects::rooms::LIST.into(), &ListSessionsRequest {}).await?;
-    Ok(Json(json!({ "sessions": list.sessions.iter().map(session_json).collect::<Vec<_>>() })))
+    let list: SessionList = st
+        .bus
+        .request(subjects::rooms::LIST.into(), &ListSessionsRequest {})
+        .await?;
+    Ok(Json(
+        json!({ "sessions": list.sessions.iter().map(session_json).collect::<Vec<_>>() }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,17 +246,30 @@ struct SayBody {
 }
 
 /// Publishes a final transcript as if the visitor had said `text`.
-async fn say(State(st): State<AppState>, Path(id): Path<String>, ApiJson(body): ApiJson<SayBody>) -> Result<Response, AppError> {
+async fn say(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SayBody>,
+) -> Result<Response, AppError> {
     let text = body.text.trim();
     if text.is_empty() {
-        return Err(AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "text must not be empty"));
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "text must not be empty",
+        ));
     }
     if text.chars().count() > MAX_LINE_CHARS {
-        return Err(AppError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("text is longer than {MAX_LINE_CHARS} characters")));
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("text is longer than {MAX_LINE_CHARS} characters"),
+        ));
     }
     let session = load_session(&st, &id).await?;
     if matches!(session.state(), SessionState::Ended | SessionState::Failed) {
-        return Err(AppError::new(StatusCode::CONFLICT, format!("session {id} has ended")));
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            format!("session {id} has ended"),
+        ));
     }
     let utterance_id = uuid::Uuid::new_v4().simple().to_string();
     let t = Transcript {
@@ -224,9 +283,17 @@ async fn say(State(st): State<AppState>, Path(id): Path<String>, ApiJson(body): 
         ..Default::default()
     };
     st.bus
-        .publish_durable(subjects::session(&id, SessionEvent::Transcript), &t, &format!("transcript-{utterance_id}"))
+        .publish_durable(
+            subjects::session(&id, SessionEvent::Transcript),
+            &t,
+            &format!("transcript-{utterance_id}"),
+        )
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "identifier": id, "utterance_id": utterance_id }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "identifier": id, "utterance_id": utterance_id })),
+    )
+        .into_response())
 }
 
 async fn end(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
@@ -235,7 +302,10 @@ async fn end(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<
         .bus
         .request_with_timeout(
             subjects::rooms::END.into(),
-            &SessionRef { session_id: id, reason: "ended by operator".into() },
+            &SessionRef {
+                session_id: id,
+                reason: "ended by operator".into(),
+            },
             Duration::from_secs(20),
         )
         .await?;
@@ -251,11 +321,19 @@ fn message_json(m: &StatusMessage, display: bool) -> Value {
 }
 
 /// Seed-compatible: `{identifier, status, context: {messages, display_messages}}`.
-async fn conversation_status(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
+async fn conversation_status(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
     subjects::check_id("session id", &id)?;
     let rec: StatusRecord = st
         .bus
-        .request(subjects::status::GET.into(), &StatusRequest { session_id: id.clone() })
+        .request(
+            subjects::status::GET.into(),
+            &StatusRequest {
+                session_id: id.clone(),
+            },
+        )
         .await?;
     Ok(Json(json!({
         "identifier": id,
@@ -276,8 +354,13 @@ async fn conversation_status(State(st): State<AppState>, Path(id): Path<String>)
 /// Every service (via `$SRV.PING`) and NATS itself. 503 when any is missing.
 async fn health(State(st): State<AppState>) -> Response {
     let client = st.bus.client();
-    let connected = matches!(client.connection_state(), bus::async_nats::connection::State::Connected);
-    let instances = bus::service::ping_all(client, Duration::from_millis(300)).await.unwrap_or_default();
+    let connected = matches!(
+        client.connection_state(),
+        bus::async_nats::connection::State::Connected
+    );
+    let instances = bus::service::ping_all(client, Duration::from_millis(300))
+        .await
+        .unwrap_or_default();
     let mut services = serde_json::Map::new();
     let mut healthy = connected;
     for name in names::service::ALL {
@@ -301,6 +384,10 @@ async fn health(State(st): State<AppState>) -> Response {
         "services": services,
         "decode_errors": bus::decode_errors(),
     });
-    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }

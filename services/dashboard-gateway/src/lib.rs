@@ -80,8 +80,15 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Listen { addr, source })?;
-    let local = listener.local_addr().map_err(|source| Error::Listen { addr, source })?;
-    let service = bus::service::start(bus.client(), bus::names::service::DASHBOARD_GATEWAY, "HTTP API and dashboard").await?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| Error::Listen { addr, source })?;
+    let service = bus::service::start(
+        bus.client(),
+        bus::names::service::DASHBOARD_GATEWAY,
+        "HTTP API and dashboard",
+    )
+    .await?;
     let state = AppState::new(bus, &config);
     tracing::info!(url = %format!("http://{local}/"), auth = !config.api_token.is_empty(), "The gateway is listening.");
     axum::serve(listener, app(state))

@@ -9,8 +9,13 @@ use tower::ServiceExt;
 async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
     let resp = router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn post(uri: &str, body: &str, token: Option<&str>) -> Request<Body> {
@@ -25,10 +30,17 @@ fn post(uri: &str, body: &str, token: Option<&str>) -> Request<Body> {
 async fn token_guards_every_mutating_endpoint() {
     let nats = testkit::NatsServer::start();
     let bus = nats.bus("gateway-test").await;
-    let config = Config { api_token: "s3cret".into(), ..Config::default() };
+    let config = Config {
+        api_token: "s3cret".into(),
+        ..Config::default()
+    };
     let router = app(AppState::new(bus, &config));
 
-    for uri in ["/api/connect", "/api/sessions/abc/say", "/api/sessions/abc/end"] {
+    for uri in [
+        "/api/connect",
+        "/api/sessions/abc/say",
+        "/api/sessions/abc/end",
+    ] {
         let (code, body) = call(&router, post(uri, "{}", None)).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
         assert!(body["error"].as_str().unwrap().contains("Bearer"));
@@ -37,32 +49,75 @@ async fn token_guards_every_mutating_endpoint() {
     }
     // With the token the request reaches its handler: no session → 404, and
     // no room-manager on this bus → 503 with a message.
-    let (code, body) = call(&router, post("/api/sessions/abc/say", r#"{"text":"hi"}"#, Some("s3cret"))).await;
+    let (code, body) = call(
+        &router,
+        post("/api/sessions/abc/say", r#"{"text":"hi"}"#, Some("s3cret")),
+    )
+    .await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("no service answers"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no service answers"),
+        "{body}"
+    );
     // Reads stay open.
-    let (code, _) = call(&router, Request::get("/health").body(Body::empty()).unwrap()).await;
-    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "services are missing on this bus");
+    let (code, _) = call(
+        &router,
+        Request::get("/health").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "services are missing on this bus"
+    );
 }
 
 #[tokio::test]
 async fn bad_bodies_get_4xx_with_a_message() {
     let nats = testkit::NatsServer::start();
     let bus = nats.bus("gateway-test").await;
-    let router = app(AppState::new(bus, &Config { body_limit: 1024, ..Config::default() }));
+    let router = app(AppState::new(
+        bus,
+        &Config {
+            body_limit: 1024,
+            ..Config::default()
+        },
+    ));
     let cases = [
         ("/api/sessions/abc/say", "{oops", StatusCode::BAD_REQUEST),
-        ("/api/sessions/abc/say", r#"{"text": 5}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("/api/sessions/abc/say", r#"{"text": "hi", "extra": 1}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("/api/sessions/abc/say", r#"{"text": ""}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("/api/sessions/a.b/say", r#"{"text": "hi"}"#, StatusCode::BAD_REQUEST),
+        (
+            "/api/sessions/abc/say",
+            r#"{"text": 5}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/sessions/abc/say",
+            r#"{"text": "hi", "extra": 1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/sessions/abc/say",
+            r#"{"text": ""}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/sessions/a.b/say",
+            r#"{"text": "hi"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
         ("/api/connect", r#"[1,2]"#, StatusCode::UNPROCESSABLE_ENTITY),
         ("/api/sessions/a*/end", "", StatusCode::BAD_REQUEST),
     ];
     for (uri, body, want) in cases {
         let (code, json) = call(&router, post(uri, body, None)).await;
         assert_eq!(code, want, "{uri} {body}: {json}");
-        assert!(!json["error"].as_str().unwrap_or_default().is_empty(), "{uri} {body}: {json}");
+        assert!(
+            !json["error"].as_str().unwrap_or_default().is_empty(),
+            "{uri} {body}: {json}"
+        );
     }
     let long = format!(r#"{{"text": "{}"}}"#, "a".repeat(2000));
     let (code, _) = call(&router, post("/api/sessions/abc/say", &long, None)).await;

@@ -11,13 +11,13 @@ use bus::{Bus, kv_cas, kv_get, names};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use wire::now_ms;
 use wire::v1::conversation_event::Kind;
 use wire::v1::{
-    Clip, ClipPlayed, ClientJoined, ConversationEvent, ConversationState, DirectorError, OptionsConsidered,
-    PlayCommand, Reasoning, SearchDone, SearchMode, SearchReply, SearchRequest, Transcript, TurnLatency,
-    UserLine,
+    ClientJoined, Clip, ClipPlayed, ConversationEvent, ConversationState, DirectorError,
+    OptionsConsidered, PlayCommand, Reasoning, SearchDone, SearchMode, SearchReply, SearchRequest,
+    Transcript, TurnLatency, UserLine,
 };
-use wire::now_ms;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -53,8 +53,12 @@ impl plumbing::Settings for Config {
     fn validate(&self) -> Result<(), String> {
         match self.director.as_str() {
             "retrieval" => Ok(()),
-            "openai" => Err("director `openai` is not available in this build yet; use `retrieval`".into()),
-            other => Err(format!("director must be `retrieval` or `openai`, got {other:?}")),
+            "openai" => {
+                Err("director `openai` is not available in this build yet; use `retrieval`".into())
+            }
+            other => Err(format!(
+                "director must be `retrieval` or `openai`, got {other:?}"
+            )),
         }
     }
 }
@@ -77,12 +81,20 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         bus: bus.clone(),
         config,
     };
-    let service = bus::service::start(bus.client(), names::service::LLM, "The conversation director").await?;
+    let service = bus::service::start(
+        bus.client(),
+        names::service::LLM,
+        "The conversation director",
+    )
+    .await?;
     let consumer = bus
         .durable_consumer(
             names::EVENTS_STREAM,
             names::LLM_CONSUMER,
-            vec![SessionEvent::Joined.wildcard(), SessionEvent::Transcript.wildcard()],
+            vec![
+                SessionEvent::Joined.wildcard(),
+                SessionEvent::Transcript.wildcard(),
+            ],
             Duration::from_secs(30),
             5,
         )
@@ -108,12 +120,18 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         match subjects::parse_session(&msg.subject) {
             Some((sid, SessionEvent::Joined)) => match bus::decode_message::<ClientJoined>(&msg) {
                 Ok(_) => director.greet(sid).await,
-                Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed join event."),
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed join event.")
+                }
             },
-            Some((sid, SessionEvent::Transcript)) => match bus::decode_message::<Transcript>(&msg) {
-                Ok(t) => director.turn(sid, t, queued_ms).await,
-                Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed transcript."),
-            },
+            Some((sid, SessionEvent::Transcript)) => {
+                match bus::decode_message::<Transcript>(&msg) {
+                    Ok(t) => director.turn(sid, t, queued_ms).await,
+                    Err(e) => {
+                        tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed transcript.")
+                    }
+                }
+            }
             _ => {}
         }
         if let Err(e) = msg.ack().await {
@@ -139,14 +157,21 @@ impl Director {
             .await?
             .unwrap_or_else(|| {
                 (
-                    ConversationState { session_id: sid.to_string(), ..Default::default() },
+                    ConversationState {
+                        session_id: sid.to_string(),
+                        ..Default::default()
+                    },
                     0,
                 )
             }))
     }
 
     /// Applies `change` to the session's state with compare-and-set.
-    async fn save(&self, sid: &str, change: impl Fn(&mut ConversationState)) -> Result<ConversationState, bus::Error> {
+    async fn save(
+        &self,
+        sid: &str,
+        change: impl Fn(&mut ConversationState),
+    ) -> Result<ConversationState, bus::Error> {
         loop {
             let (mut st, rev) = self.load(sid).await?;
             change(&mut st);
@@ -156,7 +181,12 @@ impl Director {
         }
     }
 
-    async fn search(&self, query: &str, mode: SearchMode, exclude: &[String]) -> Result<Vec<Clip>, bus::Error> {
+    async fn search(
+        &self,
+        query: &str,
+        mode: SearchMode,
+        exclude: &[String],
+    ) -> Result<Vec<Clip>, bus::Error> {
         let reply: SearchReply = self
             .bus
             .request(
@@ -180,7 +210,11 @@ impl Director {
             at_ms: now_ms(),
             kind: Some(kind),
         };
-        if let Err(e) = self.bus.publish(subjects::session(sid, SessionEvent::Conversation), &ev).await {
+        if let Err(e) = self
+            .bus
+            .publish(subjects::session(sid, SessionEvent::Conversation), &ev)
+            .await
+        {
             tracing::warn!(session = %sid, error = %e, "Cannot publish a conversation event.");
         }
     }
@@ -200,7 +234,11 @@ impl Director {
 
     async fn publish_play(&self, cmd: &PlayCommand) -> Result<(), bus::Error> {
         self.bus
-            .publish_durable(subjects::session(&cmd.session_id, SessionEvent::Play), cmd, &cmd.command_id)
+            .publish_durable(
+                subjects::session(&cmd.session_id, SessionEvent::Play),
+                cmd,
+                &cmd.command_id,
+            )
             .await
     }
 
@@ -210,7 +248,14 @@ impl Director {
     async fn greet(&self, sid: &str) {
         if let Err(e) = self.try_greet(sid).await {
             tracing::warn!(session = %sid, error = %e, "Greeting failed.");
-            self.event(sid, 0, Kind::Error(DirectorError { message: format!("greeting failed: {e}") })).await;
+            self.event(
+                sid,
+                0,
+                Kind::Error(DirectorError {
+                    message: format!("greeting failed: {e}"),
+                }),
+            )
+            .await;
         }
     }
 
@@ -223,12 +268,31 @@ impl Director {
         let (cmd, clip) = match &st.greeting {
             Some(cmd) => (cmd.clone(), None),
             None => {
-                let mut options = self.search(&self.config.greeting_query, SearchMode::Description, &st.played_clip_ids).await?;
+                let mut options = self
+                    .search(
+                        &self.config.greeting_query,
+                        SearchMode::Description,
+                        &st.played_clip_ids,
+                    )
+                    .await?;
                 if options.is_empty() {
-                    options = self.search(&self.config.greeting_query, SearchMode::Answer, &st.played_clip_ids).await?;
+                    options = self
+                        .search(
+                            &self.config.greeting_query,
+                            SearchMode::Answer,
+                            &st.played_clip_ids,
+                        )
+                        .await?;
                 }
                 let Some(clip) = options.into_iter().next() else {
-                    self.event(sid, 0, Kind::Error(DirectorError { message: "the library has no greeting clip".into() })).await;
+                    self.event(
+                        sid,
+                        0,
+                        Kind::Error(DirectorError {
+                            message: "the library has no greeting clip".into(),
+                        }),
+                    )
+                    .await;
                     return Ok(());
                 };
                 let cmd = PlayCommand {
@@ -262,7 +326,13 @@ impl Director {
                 greeting: true,
                 command_id: cmd.command_id.clone(),
             };
-            self.record(sid, 0, Kind::ClipPlayed(played), &format!("{}-played", cmd.command_id)).await?;
+            self.record(
+                sid,
+                0,
+                Kind::ClipPlayed(played),
+                &format!("{}-played", cmd.command_id),
+            )
+            .await?;
         }
         self.save(sid, |s| s.greeting_published = true).await?;
         tracing::info!(session = %sid, clip = %cmd.clip_id, "Greeted.");
@@ -275,7 +345,14 @@ impl Director {
         }
         if let Err(e) = self.try_turn(sid, &t, queue_ms).await {
             tracing::warn!(session = %sid, error = %e, "A turn failed.");
-            self.event(sid, 0, Kind::Error(DirectorError { message: format!("turn failed: {e}") })).await;
+            self.event(
+                sid,
+                0,
+                Kind::Error(DirectorError {
+                    message: format!("turn failed: {e}"),
+                }),
+            )
+            .await;
         }
     }
 
@@ -287,7 +364,15 @@ impl Director {
             return Ok(());
         }
         let turn = st.turn + 1;
-        self.event(sid, turn, Kind::UserLine(UserLine { text: t.text.clone(), source: t.source })).await;
+        self.event(
+            sid,
+            turn,
+            Kind::UserLine(UserLine {
+                text: t.text.clone(),
+                source: t.source,
+            }),
+        )
+        .await;
 
         let search_started = Instant::now();
         let mut reasoning = "answered with the line that followed the most similar line in a film";
@@ -312,18 +397,55 @@ impl Director {
             reasoning = "every matching clip was already played; repeating one";
             options = self.search(&t.text, SearchMode::Answer, &[]).await?;
             if options.is_empty() {
-                options = self.search(&self.config.fallback_queries.join(" "), SearchMode::Description, &[]).await?;
+                options = self
+                    .search(
+                        &self.config.fallback_queries.join(" "),
+                        SearchMode::Description,
+                        &[],
+                    )
+                    .await?;
             }
         }
         let search_ms = search_started.elapsed().as_millis() as u32;
-        self.event(sid, turn, Kind::Search(SearchDone { query: query.clone(), mode: mode as i32, hits: options.len() as u32 })).await;
-        self.event(sid, turn, Kind::Options(OptionsConsidered { options: options.clone() })).await;
+        self.event(
+            sid,
+            turn,
+            Kind::Search(SearchDone {
+                query: query.clone(),
+                mode: mode as i32,
+                hits: options.len() as u32,
+            }),
+        )
+        .await;
+        self.event(
+            sid,
+            turn,
+            Kind::Options(OptionsConsidered {
+                options: options.clone(),
+            }),
+        )
+        .await;
         let Some(clip) = options.into_iter().next() else {
-            self.event(sid, turn, Kind::Error(DirectorError { message: "the library has no clip to answer with".into() })).await;
-            self.save(sid, |s| s.handled_transcripts.push(t.utterance_id.clone())).await?;
+            self.event(
+                sid,
+                turn,
+                Kind::Error(DirectorError {
+                    message: "the library has no clip to answer with".into(),
+                }),
+            )
+            .await;
+            self.save(sid, |s| s.handled_transcripts.push(t.utterance_id.clone()))
+                .await?;
             return Ok(());
         };
-        self.event(sid, turn, Kind::Reasoning(Reasoning { text: reasoning.into() })).await;
+        self.event(
+            sid,
+            turn,
+            Kind::Reasoning(Reasoning {
+                text: reasoning.into(),
+            }),
+        )
+        .await;
         let cmd = PlayCommand {
             session_id: sid.to_string(),
             command_id: format!("turn-{sid}-{}", t.utterance_id),
@@ -332,10 +454,31 @@ impl Director {
             at_ms: now_ms(),
         };
         self.publish_play(&cmd).await?;
-        let played = ClipPlayed { display: display(&clip), clip: Some(clip.clone()), greeting: false, command_id: cmd.command_id.clone() };
-        self.record(sid, turn, Kind::ClipPlayed(played), &format!("{}-played", cmd.command_id)).await?;
+        let played = ClipPlayed {
+            display: display(&clip),
+            clip: Some(clip.clone()),
+            greeting: false,
+            command_id: cmd.command_id.clone(),
+        };
+        self.record(
+            sid,
+            turn,
+            Kind::ClipPlayed(played),
+            &format!("{}-played", cmd.command_id),
+        )
+        .await?;
         let total_ms = started.elapsed().as_millis() as u32 + queue_ms;
-        self.event(sid, turn, Kind::Latency(TurnLatency { queue_ms, search_ms, model_ms: 0, total_ms })).await;
+        self.event(
+            sid,
+            turn,
+            Kind::Latency(TurnLatency {
+                queue_ms,
+                search_ms,
+                model_ms: 0,
+                total_ms,
+            }),
+        )
+        .await;
         let utterance = t.utterance_id.clone();
         self.save(sid, |s| {
             if !s.handled_transcripts.contains(&utterance) {

@@ -11,8 +11,10 @@ use bus::{Bus, names};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use wire::v1::{ClientJoined, GetClipReply, GetClipRequest, PlayCommand, PlaybackEvent, PlaybackState};
 use wire::now_ms;
+use wire::v1::{
+    ClientJoined, GetClipReply, GetClipRequest, PlayCommand, PlaybackEvent, PlaybackState,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -28,6 +30,8 @@ pub struct Config {
     pub vo: String,
     /// mpv `--ao` (`null` without a sound card); empty keeps mpv's default.
     pub ao: String,
+    /// What the Pi hears (`CINEMA_PI_AUDIO_INPUT`): `none` in this build.
+    pub audio_input: String,
 }
 
 impl Default for Config {
@@ -40,6 +44,7 @@ impl Default for Config {
             mpv_bin: "mpv".into(),
             vo: String::new(),
             ao: String::new(),
+            audio_input: "none".into(),
         }
     }
 }
@@ -50,12 +55,20 @@ impl plumbing::Settings for Config {
         ("CINEMA_SESSION_ID", "session_id"),
         ("CINEMA_SESSION_TOKEN", "token"),
         ("CINEMA_PI_ID", "pi_id"),
+        ("CINEMA_PI_AUDIO_INPUT", "audio_input"),
     ];
     fn nats_url(&self) -> &str {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
-        bus::subjects::check_id("session_id (CINEMA_SESSION_ID)", &self.session_id).map_err(|e| e.to_string())
+        bus::subjects::check_id("session_id (CINEMA_SESSION_ID)", &self.session_id)
+            .map_err(|e| e.to_string())?;
+        match self.audio_input.as_str() {
+            "none" | "" => Ok(()),
+            other => Err(format!(
+                "audio_input (CINEMA_PI_AUDIO_INPUT) {other:?} is not supported by this build; use `none`"
+            )),
+        }
     }
 }
 
@@ -85,7 +98,12 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     };
     let (mut player, mut events) = mpv::Mpv::start(&opts).await?;
     tracing::info!(session = %sid, mpv_pid = player.pid(), "mpv is ready.");
-    let service = bus::service::start(bus.client(), names::service::PI_CLIENT, "Plays a session's clips").await?;
+    let service = bus::service::start(
+        bus.client(),
+        names::service::PI_CLIENT,
+        "Plays a session's clips",
+    )
+    .await?;
     let mut plays = bus
         .client()
         .subscribe(subjects::session(&sid, SessionEvent::Play))
@@ -178,21 +196,36 @@ async fn play(bus: &Bus, player: &mut mpv::Mpv, cmd: PlayCommand) -> Option<Curr
     let reply: Result<GetClipReply, bus::Error> = bus
         .request_with_timeout(
             subjects::clips::GET.to_string(),
-            &GetClipRequest { clip_id: cmd.clip_id.clone() },
+            &GetClipRequest {
+                clip_id: cmd.clip_id.clone(),
+            },
             Duration::from_secs(3),
         )
         .await;
     let (clip, url) = match reply {
-        Ok(GetClipReply { clip: Some(clip), media_url }) => (clip, media_url),
+        Ok(GetClipReply {
+            clip: Some(clip),
+            media_url,
+        }) => (clip, media_url),
         Ok(_) => (Default::default(), String::new()),
         Err(e) => {
             tracing::warn!(clip = %cmd.clip_id, error = %e, "Cannot resolve a clip.");
-            let failed = Current { cmd, start_s: 0.0, end_s: 0.0, started: false };
+            let failed = Current {
+                cmd,
+                start_s: 0.0,
+                end_s: 0.0,
+                started: false,
+            };
             report(bus, &failed, PlaybackState::Failed, &e.to_string()).await;
             return None;
         }
     };
-    let cur = Current { cmd, start_s: clip.start_s, end_s: clip.end_s, started: false };
+    let cur = Current {
+        cmd,
+        start_s: clip.start_s,
+        end_s: clip.end_s,
+        started: false,
+    };
     if let Err(e) = player.play(&url, clip.start_s, clip.end_s).await {
         report(bus, &cur, PlaybackState::Failed, &e.to_string()).await;
         return None;
@@ -214,7 +247,11 @@ async fn report(bus: &Bus, c: &Current, state: PlaybackState, error: &str) {
     };
     let id = format!("playback-{}-{}", c.cmd.command_id, state.as_str_name());
     if let Err(e) = bus
-        .publish_durable(subjects::session(&c.cmd.session_id, SessionEvent::Playback), &ev, &id)
+        .publish_durable(
+            subjects::session(&c.cmd.session_id, SessionEvent::Playback),
+            &ev,
+            &id,
+        )
         .await
     {
         tracing::warn!(error = %e, "Cannot report playback.");

@@ -31,7 +31,10 @@ pub enum Event {
     /// Playback (re)started after a load or a seek.
     PlaybackRestart,
     /// A file ended: `eof`, `stop`, `quit`, `error` or `redirect`.
-    EndFile { reason: String, error: Option<String> },
+    EndFile {
+        reason: String,
+        error: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -65,16 +68,27 @@ impl Mpv {
     /// Starts mpv idle and connects to its socket; events arrive on the
     /// returned receiver until mpv exits.
     pub async fn start(opt: &Options) -> Result<(Mpv, mpsc::Receiver<Event>), Error> {
-        let dir = std::env::temp_dir().join(format!("cinema-mpv-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "cinema-mpv-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("mpv.sock");
         let mut cmd = Command::new(&opt.bin);
-        cmd.args(["--idle=yes", "--no-terminal", "--force-window=no", "--keep-open=no", "--fs", "--osc=no"])
-            .arg(format!("--input-ipc-server={}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
+        cmd.args([
+            "--idle=yes",
+            "--no-terminal",
+            "--force-window=no",
+            "--keep-open=no",
+            "--fs",
+            "--osc=no",
+        ])
+        .arg(format!("--input-ipc-server={}", socket.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
         if !opt.vo.is_empty() {
             cmd.arg(format!("--vo={}", opt.vo));
         }
@@ -82,7 +96,10 @@ impl Mpv {
             cmd.arg(format!("--ao={}", opt.ao));
         }
         cmd.args(&opt.extra_args);
-        let child = cmd.spawn().map_err(|source| Error::Spawn { bin: opt.bin.clone(), source })?;
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            bin: opt.bin.clone(),
+            source,
+        })?;
         let limit = Duration::from_secs(10);
         let stream = connect(&socket, limit).await?;
         let (reader, writer) = stream.into_split();
@@ -90,15 +107,20 @@ impl Mpv {
         tokio::spawn(async move {
             let mut lines = BufReader::new(reader).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(ev) = parse_event(&line) {
-                    if tx.send(ev).await.is_err() {
-                        break;
-                    }
+                if let Some(ev) = parse_event(&line)
+                    && tx.send(ev).await.is_err()
+                {
+                    break;
                 }
             }
         });
         Ok((
-            Mpv { child, writer, socket, _dir: tempfile_dir::Dir(dir) },
+            Mpv {
+                child,
+                writer,
+                socket,
+                _dir: tempfile_dir::Dir(dir),
+            },
             rx,
         ))
     }
@@ -112,7 +134,8 @@ impl Mpv {
     }
 
     async fn command(&mut self, args: Value) -> Result<(), Error> {
-        let mut line = serde_json::to_vec(&json!({ "command": args })).map_err(std::io::Error::other)?;
+        let mut line =
+            serde_json::to_vec(&json!({ "command": args })).map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.writer.write_all(&line).await?;
         Ok(())
@@ -122,7 +145,8 @@ impl Mpv {
     /// mpv 0.35 takes the per-file options as the third argument.
     pub async fn play(&mut self, url: &str, start_s: f64, end_s: f64) -> Result<(), Error> {
         let options = format!("start={start_s:.3},end={end_s:.3}");
-        self.command(json!(["loadfile", url, "replace", options])).await
+        self.command(json!(["loadfile", url, "replace", options]))
+            .await
     }
 
     pub async fn stop(&mut self) -> Result<(), Error> {
@@ -132,7 +156,10 @@ impl Mpv {
     /// Asks mpv to quit, then kills it if it has not gone within a second.
     pub async fn shutdown(mut self) {
         let _ = self.command(json!(["quit"])).await;
-        if tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }
@@ -162,8 +189,15 @@ pub fn parse_event(line: &str) -> Option<Event> {
     match v.get("event")?.as_str()? {
         "playback-restart" => Some(Event::PlaybackRestart),
         "end-file" => Some(Event::EndFile {
-            reason: v.get("reason").and_then(Value::as_str).unwrap_or("unknown").to_string(),
-            error: v.get("file_error").and_then(Value::as_str).map(str::to_string),
+            reason: v
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_string(),
+            error: v
+                .get("file_error")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         }),
         _ => None,
     }
@@ -175,10 +209,16 @@ mod tests {
 
     #[test]
     fn parses_events() {
-        assert_eq!(parse_event(r#"{"event":"playback-restart"}"#), Some(Event::PlaybackRestart));
+        assert_eq!(
+            parse_event(r#"{"event":"playback-restart"}"#),
+            Some(Event::PlaybackRestart)
+        );
         assert_eq!(
             parse_event(r#"{"event":"end-file","reason":"error","file_error":"loading failed"}"#),
-            Some(Event::EndFile { reason: "error".into(), error: Some("loading failed".into()) })
+            Some(Event::EndFile {
+                reason: "error".into(),
+                error: Some("loading failed".into())
+            })
         );
         assert_eq!(parse_event(r#"{"request_id":0,"error":"success"}"#), None);
         assert_eq!(parse_event("not json"), None);

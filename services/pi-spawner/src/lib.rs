@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use wire::v1::{PiPresence, SpawnReply, SpawnRequest, StopClientReply, StopClientRequest};
 use wire::now_ms;
+use wire::v1::{PiPresence, SpawnReply, SpawnRequest, StopClientReply, StopClientRequest};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -101,7 +101,12 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         bus: bus.clone(),
     });
     let pi = spawner.config.pi_id.clone();
-    let service = svc::start(bus.client(), names::service::PI_SPAWNER, "Spawns a client per session on a Pi").await?;
+    let service = svc::start(
+        bus.client(),
+        names::service::PI_SPAWNER,
+        "Spawns a client per session on a Pi",
+    )
+    .await?;
     let spawn = svc::endpoint(&service, "spawn", &subjects::pi_spawn(&pi)).await?;
     let stop = svc::endpoint(&service, "stop", &subjects::pi_stop(&pi)).await?;
     tracing::info!(pi = %pi, client = %spawner.client_bin.display(), "The Pi is registered.");
@@ -138,7 +143,10 @@ impl Spawner {
         bus::subjects::check_id("session id", &req.session_id)?;
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(&req.session_id) {
-            return Ok(SpawnReply { pi_id: self.config.pi_id.clone(), pid: c.pid });
+            return Ok(SpawnReply {
+                pi_id: self.config.pi_id.clone(),
+                pid: c.pid,
+            });
         }
         if clients.len() as u32 >= self.config.max_sessions {
             return Err(Reject::limit(format!(
@@ -171,13 +179,19 @@ impl Spawner {
         clients.insert(req.session_id.clone(), Client { child, pid });
         drop(clients);
         self.publish_presence().await;
-        Ok(SpawnReply { pi_id: self.config.pi_id.clone(), pid })
+        Ok(SpawnReply {
+            pi_id: self.config.pi_id.clone(),
+            pid,
+        })
     }
 
     /// SIGTERM to the client's group, then SIGKILL after the grace period.
     async fn stop(&self, sid: &str) -> Result<StopClientReply, Reject> {
         let Some(mut client) = self.clients.lock().await.remove(sid) else {
-            return Ok(StopClientReply { was_running: false, exit_code: 0 });
+            return Ok(StopClientReply {
+                was_running: false,
+                exit_code: 0,
+            });
         };
         let group = Pid::from_raw(client.pid as i32);
         let _ = killpg(group, Signal::SIGTERM);
@@ -208,7 +222,10 @@ impl Spawner {
         let presence = PiPresence {
             pi_id: self.config.pi_id.clone(),
             name: self.config.name.clone(),
-            host: std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string(),
+            host: std::fs::read_to_string("/etc/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
             audio_devices: Vec::new(),
             sessions,

@@ -10,12 +10,12 @@ use bus::{Bus, kv_cas, kv_get, names};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use wire::now_ms;
 use wire::v1::{
     ClientJoined, CreateSessionRequest, ListSessionsRequest, PiPresence, Session, SessionCreated,
     SessionEnded, SessionList, SessionRef, SessionReply, SessionState, SpawnReply, SpawnRequest,
     StopClientReply, StopClientRequest,
 };
-use wire::now_ms;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -65,7 +65,12 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         bus: bus.clone(),
         config,
     };
-    let service = svc::start(bus.client(), names::service::ROOM_MANAGER, "Session lifecycle").await?;
+    let service = svc::start(
+        bus.client(),
+        names::service::ROOM_MANAGER,
+        "Session lifecycle",
+    )
+    .await?;
     let create = svc::endpoint(&service, "create", subjects::rooms::CREATE).await?;
     let get = svc::endpoint(&service, "get", subjects::rooms::GET).await?;
     let end = svc::endpoint(&service, "end", subjects::rooms::END).await?;
@@ -88,7 +93,9 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
             let r = rooms.clone();
             async move {
                 let (session, _) = r.load(&req.session_id).await?;
-                Ok(SessionReply { session: Some(session) })
+                Ok(SessionReply {
+                    session: Some(session),
+                })
             }
         }),
         svc::serve(end, shutdown.clone(), 8, |req: SessionRef| {
@@ -122,7 +129,9 @@ impl Rooms {
                 return Ok(s);
             }
         }
-        Err(Reject::conflict(format!("session {sid} is being changed concurrently")))
+        Err(Reject::conflict(format!(
+            "session {sid} is being changed concurrently"
+        )))
     }
 
     async fn pick_pi(&self, wanted: &str) -> Result<String, Reject> {
@@ -134,10 +143,11 @@ impl Rooms {
         keys.sort();
         let fresh_after = now_ms() - (self.config.pi_stale_s as i64) * 1000;
         for key in keys {
-            if let Some((p, _)) = kv_get::<PiPresence>(&self.pis, &key).await? {
-                if p.heartbeat_ms >= fresh_after && (p.sessions.len() as u32) < p.max_sessions.max(1) {
-                    return Ok(p.pi_id);
-                }
+            if let Some((p, _)) = kv_get::<PiPresence>(&self.pis, &key).await?
+                && p.heartbeat_ms >= fresh_after
+                && (p.sessions.len() as u32) < p.max_sessions.max(1)
+            {
+                return Ok(p.pi_id);
             }
         }
         Err(Reject::unavailable("no Pi is online with a free slot"))
@@ -160,7 +170,9 @@ impl Rooms {
         self.bus
             .publish_durable(
                 subjects::session(&sid, SessionEvent::Created),
-                &SessionCreated { session: Some(session.clone()) },
+                &SessionCreated {
+                    session: Some(session.clone()),
+                },
                 &format!("created-{sid}"),
             )
             .await?;
@@ -181,7 +193,9 @@ impl Rooms {
             Ok(r) => {
                 session = self.update(&sid, |s| s.client_pid = r.pid).await?;
                 tracing::info!(session = %sid, pi = %pi_id, pid = r.pid, "Session created.");
-                Ok(SessionReply { session: Some(session) })
+                Ok(SessionReply {
+                    session: Some(session),
+                })
             }
             Err(e) => {
                 let reason = format!("Pi {pi_id} could not start a client: {e}");
@@ -192,7 +206,12 @@ impl Rooms {
         }
     }
 
-    async fn finish(&self, sid: &str, state: SessionState, reason: &str) -> Result<Session, Reject> {
+    async fn finish(
+        &self,
+        sid: &str,
+        state: SessionState,
+        reason: &str,
+    ) -> Result<Session, Reject> {
         let session = self
             .update(sid, |s| {
                 s.state = state as i32;
@@ -218,7 +237,9 @@ impl Rooms {
     async fn end(&self, req: SessionRef) -> Result<SessionReply, Reject> {
         let (session, _) = self.load(&req.session_id).await?;
         if matches!(session.state(), SessionState::Ended | SessionState::Failed) {
-            return Ok(SessionReply { session: Some(session) });
+            return Ok(SessionReply {
+                session: Some(session),
+            });
         }
         let stop = StopClientRequest {
             session_id: session.id.clone(),
@@ -226,15 +247,27 @@ impl Rooms {
         };
         let stopped: Result<StopClientReply, bus::Error> = self
             .bus
-            .request_with_timeout(subjects::pi_stop(&session.pi_id), &stop, Duration::from_secs(15))
+            .request_with_timeout(
+                subjects::pi_stop(&session.pi_id),
+                &stop,
+                Duration::from_secs(15),
+            )
             .await;
         if let Err(e) = stopped {
             tracing::warn!(session = %session.id, pi = %session.pi_id, error = %e, "The Pi did not confirm the client stopped.");
         }
-        let reason = if req.reason.is_empty() { "ended by operator" } else { req.reason.as_str() };
-        let session = self.finish(&session.id, SessionState::Ended, reason).await?;
+        let reason = if req.reason.is_empty() {
+            "ended by operator"
+        } else {
+            req.reason.as_str()
+        };
+        let session = self
+            .finish(&session.id, SessionState::Ended, reason)
+            .await?;
         tracing::info!(session = %session.id, %reason, "Session ended.");
-        Ok(SessionReply { session: Some(session) })
+        Ok(SessionReply {
+            session: Some(session),
+        })
     }
 
     async fn list(&self) -> Result<SessionList, Reject> {
@@ -249,7 +282,11 @@ impl Rooms {
     }
 
     /// Marks sessions active when their client joins with the right token.
-    async fn watch_joins(&self, consumer: bus::async_nats::jetstream::consumer::PullConsumer, shutdown: CancellationToken) {
+    async fn watch_joins(
+        &self,
+        consumer: bus::async_nats::jetstream::consumer::PullConsumer,
+        shutdown: CancellationToken,
+    ) {
         let mut messages = match consumer.messages().await {
             Ok(m) => m,
             Err(e) => {
@@ -280,9 +317,13 @@ impl Rooms {
                             .await;
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(session = %j.session_id, error = %e.message, "Join for an unknown session."),
+                    Err(e) => {
+                        tracing::warn!(session = %j.session_id, error = %e.message, "Join for an unknown session.")
+                    }
                 },
-                Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed join event."),
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed join event.")
+                }
             }
             let _ = msg.ack().await;
         }

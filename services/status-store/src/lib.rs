@@ -12,12 +12,12 @@ use bus::{Bus, kv_cas, kv_get, names};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use wire::now_ms;
 use wire::v1::conversation_event::Kind;
 use wire::v1::{
-    ClientJoined, ConversationEvent, PlaybackEvent, PlaybackState, SessionCreated, SessionEnded, SessionState,
-    StatusMessage, StatusRecord, StatusRequest, Transcript,
+    ClientJoined, ConversationEvent, PlaybackEvent, PlaybackState, SessionCreated, SessionEnded,
+    SessionState, StatusMessage, StatusRecord, StatusRequest, Transcript,
 };
-use wire::now_ms;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -27,7 +27,9 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { nats_url: "nats://127.0.0.1:4222".into() }
+        Config {
+            nats_url: "nats://127.0.0.1:4222".into(),
+        }
     }
 }
 
@@ -46,7 +48,12 @@ pub enum Error {
 
 pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
     let store = bus.kv(names::STATUS_BUCKET).await?;
-    let service = svc::start(bus.client(), names::service::STATUS_STORE, "Conversation records").await?;
+    let service = svc::start(
+        bus.client(),
+        names::service::STATUS_STORE,
+        "Conversation records",
+    )
+    .await?;
     let get = svc::endpoint(&service, "get", subjects::status::GET).await?;
     let consumer = bus
         .durable_consumer(
@@ -66,7 +73,9 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
                 kv_get::<StatusRecord>(&store, &req.session_id)
                     .await?
                     .map(|(r, _)| r)
-                    .ok_or_else(|| Reject::not_found(format!("unknown session {:?}", req.session_id)))
+                    .ok_or_else(|| {
+                        Reject::not_found(format!("unknown session {:?}", req.session_id))
+                    })
             }
         }),
         consume(consumer, store, shutdown.clone()),
@@ -75,7 +84,11 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
     Ok(())
 }
 
-async fn consume(consumer: bus::async_nats::jetstream::consumer::PullConsumer, store: Store, shutdown: CancellationToken) {
+async fn consume(
+    consumer: bus::async_nats::jetstream::consumer::PullConsumer,
+    store: Store,
+    shutdown: CancellationToken,
+) {
     let mut messages = match consumer.messages().await {
         Ok(m) => m,
         Err(e) => {
@@ -118,21 +131,40 @@ enum Failure {
     Bus(bus::Error),
 }
 
-async fn apply(store: &Store, sid: &str, event: SessionEvent, msg: &bus::async_nats::Message, seq: u64) -> Result<(), Failure> {
+async fn apply(
+    store: &Store,
+    sid: &str,
+    event: SessionEvent,
+    msg: &bus::async_nats::Message,
+    seq: u64,
+) -> Result<(), Failure> {
     subjects::check_id("session id", sid).map_err(Failure::Bad)?;
     let change = Change::decode(event, msg).map_err(Failure::Bad)?;
     loop {
         let (mut rec, rev) = kv_get::<StatusRecord>(store, sid)
             .await
             .map_err(Failure::Bus)?
-            .unwrap_or_else(|| (StatusRecord { session_id: sid.to_string(), status: "waiting".into(), ..Default::default() }, 0));
+            .unwrap_or_else(|| {
+                (
+                    StatusRecord {
+                        session_id: sid.to_string(),
+                        status: "waiting".into(),
+                        ..Default::default()
+                    },
+                    0,
+                )
+            });
         if seq != 0 && seq <= rec.last_sequence {
             return Ok(()); // Redelivered: already applied.
         }
         change.fold(&mut rec);
         rec.last_sequence = seq.max(rec.last_sequence);
         rec.updated_at_ms = now_ms();
-        if kv_cas(store, sid, &rec, rev).await.map_err(Failure::Bus)?.is_some() {
+        if kv_cas(store, sid, &rec, rev)
+            .await
+            .map_err(Failure::Bus)?
+            .is_some()
+        {
             return Ok(());
         }
     }
@@ -166,11 +198,17 @@ impl Change {
     }
 
     fn fold(&self, rec: &mut StatusRecord) {
-        let push = |rec: &mut StatusRecord, role: &str, content: String, at_ms: i64, clip_id: &str| {
-            let m = StatusMessage { role: role.into(), content, at_ms, clip_id: clip_id.into() };
-            rec.messages.push(m.clone());
-            rec.display_messages.push(m);
-        };
+        let push =
+            |rec: &mut StatusRecord, role: &str, content: String, at_ms: i64, clip_id: &str| {
+                let m = StatusMessage {
+                    role: role.into(),
+                    content,
+                    at_ms,
+                    clip_id: clip_id.into(),
+                };
+                rec.messages.push(m.clone());
+                rec.display_messages.push(m);
+            };
         match self {
             Change::Created(c) => {
                 if let Some(s) = &c.session {
@@ -206,7 +244,10 @@ impl Change {
                 }
             }
             Change::Ended(e) => {
-                rec.status = SessionState::try_from(e.state).unwrap_or(SessionState::Ended).status_word().into();
+                rec.status = SessionState::try_from(e.state)
+                    .unwrap_or(SessionState::Ended)
+                    .status_word()
+                    .into();
                 rec.end_reason = e.reason.clone();
             }
             Change::Ignore => {}

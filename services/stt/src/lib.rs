@@ -17,7 +17,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { nats_url: "nats://127.0.0.1:4222".into(), model: "tiny.en".into() }
+        Config {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            model: "tiny.en".into(),
+        }
     }
 }
 
@@ -36,7 +39,8 @@ pub enum Error {
 }
 
 pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> Result<(), Error> {
-    let service = bus::service::start(bus.client(), bus::names::service::STT, "Speech to text").await?;
+    let service =
+        bus::service::start(bus.client(), bus::names::service::STT, "Speech to text").await?;
     tracing::warn!(model = %config.model, "Speech input is not transcribed by this build yet; typed lines work.");
     shutdown.cancelled().await;
     let _ = service.stop().await;
