@@ -1,21 +1,32 @@
 //! Compiles proto/cinema/v1/*.proto with protox (no system protoc needed).
+//!
+//! `rerun-if-changed` paths are relative to this package: cargo shares this
+//! build script's unit between clones that use one target dir, and relative
+//! paths make each build watch its own clone's files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+const PROTO_ROOT: &str = "../../proto";
+const PROTO_DIR: &str = "../../proto/cinema/v1";
 
 fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let dir = root.join("cinema/v1");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<String> = std::fs::read_dir(manifest.join(PROTO_DIR))
         .expect("proto/cinema/v1 is readable")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".proto"))
         .collect();
-    files.sort();
-    for f in &files {
-        println!("cargo:rerun-if-changed={}", f.display());
+    names.sort();
+    println!("cargo:rerun-if-changed={PROTO_DIR}");
+    for n in &names {
+        println!("cargo:rerun-if-changed={PROTO_DIR}/{n}");
     }
-    println!("cargo:rerun-if-changed={}", dir.display());
-    let fds = protox::compile(&files, [&root]).expect("proto files compile");
+    let files: Vec<PathBuf> = names
+        .iter()
+        .map(|n| manifest.join(PROTO_DIR).join(n))
+        .collect();
+    let fds = protox::compile(&files, [manifest.join(Path::new(PROTO_ROOT))])
+        .expect("proto files compile");
     prost_build::Config::new()
         .enable_type_names()
         .type_name_domain(["."], "type.cinema.dev")

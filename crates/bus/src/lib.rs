@@ -227,7 +227,7 @@ impl Bus {
     /// Idempotent: every service calls it at start-up.
     pub async fn ensure_topology(&self) -> Result<()> {
         self.js
-            .get_or_create_stream(stream::Config {
+            .create_or_update_stream(stream::Config {
                 name: names::EVENTS_STREAM.into(),
                 subjects: subjects::SessionEvent::ALL
                     .iter()
@@ -255,6 +255,7 @@ impl Bus {
             (names::STATUS_BUCKET, Duration::ZERO),
             (names::CONVERSATIONS_BUCKET, Duration::ZERO),
             (names::PIS_BUCKET, Duration::from_secs(120)),
+            (names::SECRETS_BUCKET, Duration::ZERO),
         ] {
             self.kv_or_create(bucket, max_age).await?;
         }
@@ -298,18 +299,16 @@ impl Bus {
             .get_stream(stream_name)
             .await
             .map_err(|e| Error::nats("get stream", e))?;
+        // Create or update: an upgraded service gets its new filter.
         stream
-            .get_or_create_consumer(
-                durable,
-                consumer::pull::Config {
-                    durable_name: Some(durable.into()),
-                    filter_subjects,
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait,
-                    max_deliver,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(durable.into()),
+                filter_subjects,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_deliver,
+                ..Default::default()
+            })
             .await
             .map_err(|e| Error::nats("create consumer", e))
     }

@@ -27,6 +27,8 @@ pub const SESSIONS_BUCKET: &str = "cinema-sessions";
 pub const STATUS_BUCKET: &str = "cinema-status";
 /// Director state of each session (llm), keyed by session id.
 pub const CONVERSATIONS_BUCKET: &str = "cinema-conversations";
+/// room-manager's secrets (the token signing key), shared by its replicas.
+pub const SECRETS_BUCKET: &str = "cinema-secrets";
 /// Pi presence, keyed by Pi id, refreshed by each pi-spawner.
 pub const PIS_BUCKET: &str = "cinema-pis";
 

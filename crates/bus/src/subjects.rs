@@ -12,17 +12,19 @@ pub enum SessionEvent {
     Play,
     Playback,
     Conversation,
+    Client,
     Ended,
 }
 
 impl SessionEvent {
-    pub const ALL: [SessionEvent; 7] = [
+    pub const ALL: [SessionEvent; 8] = [
         Self::Created,
         Self::Joined,
         Self::Transcript,
         Self::Play,
         Self::Playback,
         Self::Conversation,
+        Self::Client,
         Self::Ended,
     ];
 
@@ -34,6 +36,7 @@ impl SessionEvent {
             Self::Play => "play",
             Self::Playback => "playback",
             Self::Conversation => "conversation",
+            Self::Client => "client",
             Self::Ended => "ended",
         }
     }
@@ -79,6 +82,9 @@ pub mod rooms {
     pub const GET: &str = "cinema.rooms.get";
     pub const END: &str = "cinema.rooms.end";
     pub const LIST: &str = "cinema.rooms.list";
+    pub const JOIN: &str = "cinema.rooms.join";
+    pub const FAIL: &str = "cinema.rooms.fail";
+    pub const CLEANUP: &str = "cinema.rooms.cleanup";
 }
 
 /// Requests to clip-selector.
@@ -93,6 +99,7 @@ pub mod clips {
 pub mod status {
     pub const GROUP: &str = "cinema.status";
     pub const GET: &str = "cinema.status.get";
+    pub const PURGE: &str = "cinema.status.purge";
 }
 
 /// `cinema.pi.{pi}`: the request group of one Pi's spawner.

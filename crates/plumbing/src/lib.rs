@@ -23,8 +23,9 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Installs the tracing subscriber: `RUST_LOG`-style filter (default `info`),
 /// human output on a terminal, JSON lines otherwise (journald, containers).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,async_nats=warn,tantivy=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

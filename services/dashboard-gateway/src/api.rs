@@ -14,8 +14,9 @@ use bus::{Bus, names};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wire::v1::{
-    CreateSessionRequest, ListSessionsRequest, Session, SessionList, SessionRef, SessionReply,
-    SessionState, StatusMessage, StatusRecord, StatusRequest, Transcript, TranscriptSource,
+    CleanupReply, CleanupRequest, CreateSessionRequest, ListSessionsRequest, Session, SessionList,
+    SessionRef, SessionReply, SessionState, SpawnReply, SpawnRequest, StatusMessage, StatusRecord,
+    StatusRequest, Transcript, TranscriptSource,
 };
 
 use crate::Config;
@@ -118,6 +119,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/sessions/{id}/end", post(end))
         .route("/conversation-status/{id}", get(conversation_status))
         .route("/health", get(health))
+        .route(
+            "/api/cleanup-old-sessions",
+            axum::routing::delete(cleanup_old_sessions),
+        )
+        .route("/api/start_pi_client", post(start_pi_client))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -197,9 +203,15 @@ async fn connect(
         )
         .await?;
     let s = reply.session.unwrap_or_default();
+    // The seed handed out the room's meeting token; local rooms have only ours.
+    let token = if s.room_token.is_empty() {
+        &s.token
+    } else {
+        &s.room_token
+    };
     Ok(Json(json!({
         "room_url": s.room_url,
-        "token": s.token,
+        "token": token,
         "identifier": s.id,
         "pi_id": s.pi_id,
         "pid": s.client_pid,
@@ -390,4 +402,110 @@ async fn health(State(st): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CleanupQuery {
+    /// Ended at least this many seconds ago (default: the configured retention).
+    older_than_s: Option<u64>,
+}
+
+/// Seed-compatible: removes ended sessions' state.
+async fn cleanup_old_sessions(
+    State(st): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<CleanupQuery>,
+) -> Result<Json<Value>, AppError> {
+    let reply: CleanupReply = st
+        .bus
+        .request_with_timeout(
+            subjects::rooms::CLEANUP.into(),
+            &CleanupRequest {
+                older_than_s: q.older_than_s.unwrap_or(0),
+            },
+            Duration::from_secs(30),
+        )
+        .await?;
+    Ok(Json(json!({
+        "success": true,
+        "message": format!("removed {} ended session(s)", reply.removed),
+        "removed": reply.removed,
+        "session_ids": reply.session_ids,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartPiClientBody {
+    room_url: String,
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    #[allow(dead_code)] // Accepted for compatibility; clients reach the bus, not a URL.
+    backend_url: String,
+}
+
+/// Seed-compatible: `{roomUrl, token, backendUrl}` → `{success, message, pid, roomUrl}`.
+/// Starts (or finds) the client of the session that owns `roomUrl` on its Pi.
+async fn start_pi_client(
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<StartPiClientBody>,
+) -> Response {
+    let result: Result<(u32, String), AppError> = async {
+        let list: SessionList = st
+            .bus
+            .request(subjects::rooms::LIST.into(), &ListSessionsRequest {})
+            .await?;
+        let s = list
+            .sessions
+            .into_iter()
+            .find(|s| s.room_url == body.room_url)
+            .ok_or_else(|| {
+                AppError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no session has room {:?}", body.room_url),
+                )
+            })?;
+        if matches!(s.state(), SessionState::Ended | SessionState::Failed) {
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                format!("session {} has ended", s.id),
+            ));
+        }
+        if !body.token.is_empty() && body.token != s.token && body.token != s.room_token {
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "the token does not belong to this room",
+            ));
+        }
+        let spawn = SpawnRequest {
+            session_id: s.id.clone(),
+            token: s.token.clone(),
+            room_url: s.room_url.clone(),
+            room_token: s.room_token.clone(),
+        };
+        let reply: SpawnReply = st
+            .bus
+            .request_with_timeout(
+                subjects::pi_spawn(&s.pi_id),
+                &spawn,
+                Duration::from_secs(15),
+            )
+            .await?;
+        Ok((reply.pid, s.room_url))
+    }
+    .await;
+    match result {
+        Ok((pid, room_url)) => Json(json!({
+            "success": true,
+            "message": format!("pi-client running with pid {pid}"),
+            "pid": pid,
+            "roomUrl": room_url,
+        }))
+        .into_response(),
+        Err(e) => (
+            e.status,
+            Json(json!({ "success": false, "message": e.message, "error": e.message })),
+        )
+            .into_response(),
+    }
 }

@@ -132,6 +132,12 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     }
                 }
             }
+            Some((sid, SessionEvent::Ended)) => {
+                // The session is over: its director state goes (no leaked keys).
+                if let Err(e) = director.state.purge(sid).await {
+                    tracing::warn!(session = %sid, error = %e, "Cannot forget an ended session.");
+                }
+            }
             _ => {}
         }
         if let Err(e) = msg.ack().await {

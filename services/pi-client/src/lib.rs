@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::{
-    ClientJoined, GetClipReply, GetClipRequest, PlayCommand, PlaybackEvent, PlaybackState,
+    GetClipReply, GetClipRequest, JoinRequest, PlayCommand, PlaybackEvent, PlaybackState,
+    SessionReply,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,19 +110,17 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         .subscribe(subjects::session(&sid, SessionEvent::Play))
         .await
         .map_err(|e| bus::Error::nats("subscribe", e))?;
-    let joined = ClientJoined {
+    // Join through room-manager: it checks the token and only then announces
+    // the join (and the director greets).
+    let join = JoinRequest {
         session_id: sid.clone(),
+        token: config.token.clone(),
         pi_id: config.pi_id.clone(),
         pid: std::process::id(),
-        at_ms: now_ms(),
-        token: config.token.clone(),
     };
-    bus.publish_durable(
-        subjects::session(&sid, SessionEvent::Joined),
-        &joined,
-        &format!("joined-{sid}-{}", std::process::id()),
-    )
-    .await?;
+    let _: SessionReply = bus
+        .request(subjects::rooms::JOIN.to_string(), &join)
+        .await?;
     tracing::info!(session = %sid, "Joined the session.");
 
     let mut current: Option<Current> = None;

@@ -1,9 +1,18 @@
-//! room-manager: the session lifecycle. Creates a session (id + scoped token)
-//! in the local backend, asks the chosen Pi's spawner to start a client,
-//! marks the session active when the client joins, and ends it everywhere.
+//! room-manager: the session lifecycle. Creates a session (id + signed,
+//! expiring token) in the local backend or as a Daily.co room, asks the
+//! chosen Pi's spawner to start a client, accepts the client's join (token
+//! checked) and only then announces it, ends sessions on request, on expiry
+//! (idle, maximum length) and when their Pi goes away, and cleans up ended
+//! sessions' state after a retention period.
 
+pub mod daily;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bus::async_nats::jetstream::kv::Store;
 use bus::service::{self as svc, Reject};
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, kv_cas, kv_get, names};
@@ -12,19 +21,36 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::{
-    ClientJoined, CreateSessionRequest, ListSessionsRequest, PiPresence, Session, SessionCreated,
-    SessionEnded, SessionList, SessionRef, SessionReply, SessionState, SpawnReply, SpawnRequest,
-    StopClientReply, StopClientRequest,
+    CleanupReply, CleanupRequest, ClientJoined, CreateSessionRequest, FailSessionRequest,
+    JoinRequest, ListSessionsRequest, PiPresence, PurgeReply, PurgeRequest, Session,
+    SessionCreated, SessionEnded, SessionList, SessionRef, SessionReply, SessionState, SpawnReply,
+    SpawnRequest, StopClientReply, StopClientRequest,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub nats_url: String,
-    /// A Pi whose presence is older than this is not offered new sessions.
+    /// A Pi whose presence is older than this is offline: no new sessions,
+    /// and its sessions end.
     pub pi_stale_s: u64,
     /// How long to wait for a spawner to start a client.
     pub spawn_timeout_s: u64,
+    /// A live session with no transcript or playback for this long ends.
+    pub idle_timeout_s: u64,
+    /// No session lasts longer than this (also the token's and room's expiry).
+    pub max_length_s: u64,
+    /// Ended sessions' state is removed after this long.
+    pub retention_s: u64,
+    /// How often expiry and cleanup run.
+    pub sweep_interval_s: u64,
+    /// Token signing key; empty means one shared by all replicas through the
+    /// secrets bucket (made on first start).
+    pub token_secret: String,
+    /// `DAILY_API_KEY`: when set, sessions get a Daily.co room.
+    pub daily_api_key: String,
+    /// `DAILY_API_URL`.
+    pub daily_api_url: String,
 }
 
 impl Default for Config {
@@ -33,14 +59,33 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             pi_stale_s: 30,
             spawn_timeout_s: 10,
+            idle_timeout_s: 600,
+            max_length_s: 3600,
+            retention_s: 24 * 3600,
+            sweep_interval_s: 10,
+            token_secret: String::new(),
+            daily_api_key: String::new(),
+            daily_api_url: "https://api.daily.co/v1".into(),
         }
     }
 }
 
 impl plumbing::Settings for Config {
     const ENV_PREFIX: &'static str = "CINEMA_ROOM_MANAGER_";
+    const SEED_ENV: &'static [(&'static str, &'static str)] = &[
+        ("DAILY_API_KEY", "daily_api_key"),
+        ("DAILY_API_URL", "daily_api_url"),
+    ];
     fn nats_url(&self) -> &str {
         &self.nats_url
+    }
+    fn validate(&self) -> Result<(), String> {
+        if self.max_length_s == 0 || self.idle_timeout_s == 0 || self.sweep_interval_s == 0 {
+            return Err(
+                "max_length_s, idle_timeout_s and sweep_interval_s must be positive".into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -53,37 +98,95 @@ pub enum Error {
 #[derive(Clone)]
 struct Rooms {
     bus: Bus,
-    sessions: bus::async_nats::jetstream::kv::Store,
-    pis: bus::async_nats::jetstream::kv::Store,
-    config: Config,
+    sessions: Store,
+    pis: Store,
+    config: Arc<Config>,
+    signer: token::Signer,
+    daily: Option<daily::Daily>,
+    /// Last transcript / playback / join per live session (this replica's view).
+    activity: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+const TOKEN_KEY: &str = "room-manager-token-key";
+
+async fn signing_key(bus: &Bus, configured: &str) -> Result<Vec<u8>, bus::Error> {
+    if !configured.is_empty() {
+        return Ok(configured.as_bytes().to_vec());
+    }
+    let kv = bus.kv(names::SECRETS_BUCKET).await?;
+    let fresh = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    // First replica to start wins; everyone reads the same key.
+    let _ = kv.create(TOKEN_KEY, fresh.into()).await;
+    let key = kv
+        .get(TOKEN_KEY)
+        .await
+        .map_err(|e| bus::Error::nats("kv get", e))?
+        .ok_or_else(|| bus::Error::nats("kv get", "the token key vanished"))?;
+    Ok(key.to_vec())
 }
 
 pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
+    let daily = (!config.daily_api_key.is_empty())
+        .then(|| daily::Daily::new(&config.daily_api_url, &config.daily_api_key));
     let rooms = Rooms {
         sessions: bus.kv(names::SESSIONS_BUCKET).await?,
         pis: bus.kv(names::PIS_BUCKET).await?,
+        signer: token::Signer::new(&signing_key(&bus, &config.token_secret).await?),
         bus: bus.clone(),
-        config,
+        config: Arc::new(config),
+        daily,
+        activity: Arc::default(),
     };
+    tracing::info!(
+        backend = if rooms.daily.is_some() {
+            "daily"
+        } else {
+            "local"
+        },
+        "Rooms are ready."
+    );
     let service = svc::start(
         bus.client(),
         names::service::ROOM_MANAGER,
         "Session lifecycle",
     )
     .await?;
-    let create = svc::endpoint(&service, "create", subjects::rooms::CREATE).await?;
-    let get = svc::endpoint(&service, "get", subjects::rooms::GET).await?;
-    let end = svc::endpoint(&service, "end", subjects::rooms::END).await?;
-    let list = svc::endpoint(&service, "list", subjects::rooms::LIST).await?;
-    let joined = bus
-        .durable_consumer(
-            names::EVENTS_STREAM,
-            names::ROOM_MANAGER_CONSUMER,
-            vec![SessionEvent::Joined.wildcard()],
-            Duration::from_secs(30),
-            10,
-        )
-        .await?;
+    let ep = |name: &'static str, subject: &'static str| svc::endpoint(&service, name, subject);
+    let (create, get, end, list) = (
+        ep("create", subjects::rooms::CREATE).await?,
+        ep("get", subjects::rooms::GET).await?,
+        ep("end", subjects::rooms::END).await?,
+        ep("list", subjects::rooms::LIST).await?,
+    );
+    let (join, fail, cleanup) = (
+        ep("join", subjects::rooms::JOIN).await?,
+        ep("fail", subjects::rooms::FAIL).await?,
+        ep("cleanup", subjects::rooms::CLEANUP).await?,
+    );
+    let mut activity = bus
+        .client()
+        .subscribe("cinema.session.*.>")
+        .await
+        .map_err(|e| bus::Error::nats("subscribe", e))?;
+    let watch = {
+        let rooms = rooms.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    m = activity.next() => match m {
+                        Some(m) => rooms.saw_activity(&m.subject),
+                        None => return,
+                    },
+                }
+            }
+        }
+    };
     tokio::join!(
         svc::serve(create, shutdown.clone(), 8, |req: CreateSessionRequest| {
             let r = rooms.clone();
@@ -92,29 +195,76 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         svc::serve(get, shutdown.clone(), 16, |req: SessionRef| {
             let r = rooms.clone();
             async move {
-                let (session, _) = r.load(&req.session_id).await?;
                 Ok(SessionReply {
-                    session: Some(session),
+                    session: Some(r.load(&req.session_id).await?.0),
                 })
             }
         }),
         svc::serve(end, shutdown.clone(), 8, |req: SessionRef| {
             let r = rooms.clone();
-            async move { r.end(req).await }
+            async move {
+                r.end(
+                    &req.session_id,
+                    if req.reason.is_empty() {
+                        "ended by operator"
+                    } else {
+                        &req.reason
+                    },
+                )
+                .await
+            }
         }),
         svc::serve(list, shutdown.clone(), 4, |_: ListSessionsRequest| {
             let r = rooms.clone();
-            async move { r.list().await }
+            async move { r.list().await.map(|sessions| SessionList { sessions }) }
         }),
-        rooms.watch_joins(joined, shutdown.clone()),
+        svc::serve(join, shutdown.clone(), 8, |req: JoinRequest| {
+            let r = rooms.clone();
+            async move { r.join(req).await }
+        }),
+        svc::serve(fail, shutdown.clone(), 8, |req: FailSessionRequest| {
+            let r = rooms.clone();
+            async move {
+                let (s, _) = r.load(&req.session_id).await?;
+                if s.state().is_live() {
+                    r.finish(&s, SessionState::Failed, &req.reason).await?;
+                }
+                Ok(SessionReply {
+                    session: Some(r.load(&req.session_id).await?.0),
+                })
+            }
+        }),
+        svc::serve(cleanup, shutdown.clone(), 1, |req: CleanupRequest| {
+            let r = rooms.clone();
+            async move {
+                let age = if req.older_than_s == 0 {
+                    r.config.retention_s
+                } else {
+                    req.older_than_s
+                };
+                r.cleanup(age).await
+            }
+        }),
+        rooms.sweep(shutdown.clone()),
+        watch,
     );
     let _ = service.stop().await;
     Ok(())
 }
 
+trait Live {
+    fn is_live(self) -> bool;
+}
+
+impl Live for SessionState {
+    fn is_live(self) -> bool {
+        matches!(self, SessionState::Waiting | SessionState::Active)
+    }
+}
+
 impl Rooms {
     async fn load(&self, sid: &str) -> Result<(Session, u64), Reject> {
-        bus::subjects::check_id("session id", sid)?;
+        subjects::check_id("session id", sid)?;
         kv_get::<Session>(&self.sessions, sid)
             .await?
             .ok_or_else(|| Reject::not_found(format!("unknown session {sid:?}")))
@@ -122,7 +272,7 @@ impl Rooms {
 
     /// Applies `change` with compare-and-set, retrying on a concurrent write.
     async fn update(&self, sid: &str, change: impl Fn(&mut Session)) -> Result<Session, Reject> {
-        for _ in 0..10 {
+        for _ in 0..20 {
             let (mut s, rev) = self.load(sid).await?;
             change(&mut s);
             if kv_cas(&self.sessions, sid, &s, rev).await?.is_some() {
@@ -134,17 +284,35 @@ impl Rooms {
         )))
     }
 
+    fn saw_activity(&self, subject: &str) {
+        if let Some((sid, SessionEvent::Transcript | SessionEvent::Playback | SessionEvent::Joined)) =
+            subjects::parse_session(subject)
+            && let Ok(mut a) = self.activity.lock()
+        {
+            a.insert(sid.to_string(), now_ms());
+        }
+    }
+
+    async fn presence(&self, pi_id: &str) -> Result<Option<PiPresence>, Reject> {
+        let fresh_after = now_ms() - (self.config.pi_stale_s as i64) * 1000;
+        Ok(kv_get::<PiPresence>(&self.pis, pi_id)
+            .await?
+            .map(|(p, _)| p)
+            .filter(|p| p.heartbeat_ms >= fresh_after))
+    }
+
     async fn pick_pi(&self, wanted: &str) -> Result<String, Reject> {
         if !wanted.is_empty() {
-            bus::subjects::check_id("pi id", wanted)?;
-            return Ok(wanted.to_string());
+            subjects::check_id("pi id", wanted)?;
+            return match self.presence(wanted).await? {
+                Some(_) => Ok(wanted.to_string()),
+                None => Err(Reject::unavailable(format!("Pi {wanted:?} is not online"))),
+            };
         }
         let mut keys = bus::kv_keys(&self.pis).await?;
         keys.sort();
-        let fresh_after = now_ms() - (self.config.pi_stale_s as i64) * 1000;
         for key in keys {
-            if let Some((p, _)) = kv_get::<PiPresence>(&self.pis, &key).await?
-                && p.heartbeat_ms >= fresh_after
+            if let Some(p) = self.presence(&key).await?
                 && (p.sessions.len() as u32) < p.max_sessions.max(1)
             {
                 return Ok(p.pi_id);
@@ -156,16 +324,37 @@ impl Rooms {
     async fn create(&self, req: CreateSessionRequest) -> Result<SessionReply, Reject> {
         let pi_id = self.pick_pi(&req.pi_id).await?;
         let sid = uuid::Uuid::new_v4().simple().to_string();
+        let created = now_ms();
+        let expires = created + (self.config.max_length_s as i64) * 1000;
         let mut session = Session {
             id: sid.clone(),
             pi_id: pi_id.clone(),
             room_url: format!("cinema://local/{sid}"),
-            token: uuid::Uuid::new_v4().simple().to_string(),
+            token: self.signer.sign(&sid, expires),
             state: SessionState::Waiting as i32,
-            created_at_ms: now_ms(),
+            created_at_ms: created,
+            expires_at_ms: expires,
             backend: "local".into(),
             ..Default::default()
         };
+        if let Some(daily) = &self.daily {
+            let name = format!("{}{sid}", daily::ROOM_PREFIX);
+            let room = daily
+                .create_room(&name, expires / 1000)
+                .await
+                .map_err(|e| Reject::new(502, e.to_string()))?;
+            let token = match daily.meeting_token(&room.name, expires / 1000).await {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = daily.delete_room(&room.name).await;
+                    return Err(Reject::new(502, e.to_string()));
+                }
+            };
+            session.backend = "daily".into();
+            session.room_url = room.url;
+            session.room_name = room.name;
+            session.room_token = token;
+        }
         kv_cas(&self.sessions, &sid, &session, 0).await?;
         self.bus
             .publish_durable(
@@ -180,6 +369,7 @@ impl Rooms {
             session_id: sid.clone(),
             token: session.token.clone(),
             room_url: session.room_url.clone(),
+            room_token: session.room_token.clone(),
         };
         let reply: Result<SpawnReply, bus::Error> = self
             .bus
@@ -200,50 +390,109 @@ impl Rooms {
             Err(e) => {
                 let reason = format!("Pi {pi_id} could not start a client: {e}");
                 tracing::warn!(session = %sid, %reason, "Session failed.");
-                self.finish(&sid, SessionState::Failed, &reason).await?;
+                self.finish(&session, SessionState::Failed, &reason).await?;
                 Err(Reject::from(e))
             }
         }
     }
 
+    /// A client asks to join: the token must be this session's and unexpired.
+    /// Only then is `…joined` published (and the director greets).
+    async fn join(&self, req: JoinRequest) -> Result<SessionReply, Reject> {
+        let (session, _) = self.load(&req.session_id).await?;
+        if let Err(e) = self.signer.verify(&req.session_id, &req.token, now_ms()) {
+            tracing::warn!(session = %req.session_id, pid = req.pid, error = %e, "Refused a join.");
+            return Err(Reject::new(401, format!("join refused: {e}")));
+        }
+        if !session.state().is_live() {
+            return Err(Reject::conflict(format!(
+                "session {} has ended",
+                session.id
+            )));
+        }
+        let at = now_ms();
+        let session = self
+            .update(&req.session_id, |s| {
+                if s.state() == SessionState::Waiting {
+                    s.state = SessionState::Active as i32;
+                    s.joined_at_ms = at;
+                } else {
+                    s.client_restarts += 1;
+                }
+                s.client_pid = req.pid;
+            })
+            .await?;
+        let joined = ClientJoined {
+            session_id: session.id.clone(),
+            pi_id: req.pi_id.clone(),
+            pid: req.pid,
+            at_ms: at,
+            token: String::new(),
+        };
+        self.bus
+            .publish_durable(
+                subjects::session(&session.id, SessionEvent::Joined),
+                &joined,
+                &format!("joined-{}-{}", session.id, req.pid),
+            )
+            .await?;
+        tracing::info!(session = %session.id, pid = req.pid, "A client joined.");
+        Ok(SessionReply {
+            session: Some(session),
+        })
+    }
+
+    /// Marks the session ended/failed, deletes its room, announces it.
     async fn finish(
         &self,
-        sid: &str,
+        session: &Session,
         state: SessionState,
         reason: &str,
     ) -> Result<Session, Reject> {
+        let sid = session.id.as_str();
         let session = self
             .update(sid, |s| {
-                s.state = state as i32;
-                s.ended_at_ms = now_ms();
-                s.end_reason = reason.to_string();
+                if s.state().is_live() {
+                    s.state = state as i32;
+                    s.ended_at_ms = now_ms();
+                    s.end_reason = reason.to_string();
+                }
             })
             .await?;
+        if let (Some(daily), false) = (&self.daily, session.room_name.is_empty())
+            && let Err(e) = daily.delete_room(&session.room_name).await
+        {
+            tracing::warn!(session = %sid, error = %e, "Cannot delete the Daily.co room; the sweep will retry.");
+        }
         self.bus
             .publish_durable(
                 subjects::session(sid, SessionEvent::Ended),
                 &SessionEnded {
                     session_id: sid.to_string(),
-                    reason: reason.to_string(),
+                    reason: session.end_reason.clone(),
                     at_ms: now_ms(),
-                    state: state as i32,
+                    state: session.state,
                 },
                 &format!("ended-{sid}"),
             )
             .await?;
+        if let Ok(mut a) = self.activity.lock() {
+            a.remove(sid);
+        }
+        tracing::info!(session = %sid, reason = %session.end_reason, "Session ended.");
         Ok(session)
     }
 
-    async fn end(&self, req: SessionRef) -> Result<SessionReply, Reject> {
-        let (session, _) = self.load(&req.session_id).await?;
-        if matches!(session.state(), SessionState::Ended | SessionState::Failed) {
+    async fn end(&self, sid: &str, reason: &str) -> Result<SessionReply, Reject> {
+        let (session, _) = self.load(sid).await?;
+        if !session.state().is_live() {
             return Ok(SessionReply {
                 session: Some(session),
             });
         }
         let stop = StopClientRequest {
             session_id: session.id.clone(),
-            reason: req.reason.clone(),
+            reason: reason.to_string(),
         };
         let stopped: Result<StopClientReply, bus::Error> = self
             .bus
@@ -256,21 +505,13 @@ impl Rooms {
         if let Err(e) = stopped {
             tracing::warn!(session = %session.id, pi = %session.pi_id, error = %e, "The Pi did not confirm the client stopped.");
         }
-        let reason = if req.reason.is_empty() {
-            "ended by operator"
-        } else {
-            req.reason.as_str()
-        };
-        let session = self
-            .finish(&session.id, SessionState::Ended, reason)
-            .await?;
-        tracing::info!(session = %session.id, %reason, "Session ended.");
+        let session = self.finish(&session, SessionState::Ended, reason).await?;
         Ok(SessionReply {
             session: Some(session),
         })
     }
 
-    async fn list(&self) -> Result<SessionList, Reject> {
+    async fn list(&self) -> Result<Vec<Session>, Reject> {
         let mut sessions = Vec::new();
         for key in bus::kv_keys(&self.sessions).await? {
             if let Some((s, _)) = kv_get::<Session>(&self.sessions, &key).await? {
@@ -278,54 +519,113 @@ impl Rooms {
             }
         }
         sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at_ms));
-        Ok(SessionList { sessions })
+        Ok(sessions)
     }
 
-    /// Marks sessions active when their client joins with the right token.
-    async fn watch_joins(
-        &self,
-        consumer: bus::async_nats::jetstream::consumer::PullConsumer,
-        shutdown: CancellationToken,
-    ) {
-        let mut messages = match consumer.messages().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot consume join events.");
-                return;
+    /// Removes ended sessions' state (session, status record) older than `age_s`.
+    async fn cleanup(&self, age_s: u64) -> Result<CleanupReply, Reject> {
+        let cutoff = now_ms() - (age_s as i64) * 1000;
+        let mut reply = CleanupReply::default();
+        for s in self.list().await? {
+            if s.state().is_live() || s.ended_at_ms > cutoff {
+                continue;
             }
-        };
-        loop {
-            let msg = tokio::select! {
-                () = shutdown.cancelled() => return,
-                m = messages.next() => match m {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => { tracing::warn!(error = %e, "Join events interrupted."); continue; }
-                    None => return,
-                },
-            };
-            match bus::decode_message::<ClientJoined>(&msg) {
-                Ok(j) => match self.load(&j.session_id).await {
-                    Ok((s, _)) if s.token != j.token => {
-                        tracing::warn!(session = %j.session_id, "A client joined with a wrong token; ignored.");
-                    }
-                    Ok((s, _)) if s.state() == SessionState::Waiting => {
-                        let _ = self
-                            .update(&j.session_id, |s| {
-                                s.state = SessionState::Active as i32;
-                                s.joined_at_ms = j.at_ms;
-                            })
-                            .await;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(session = %j.session_id, error = %e.message, "Join for an unknown session.")
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed join event.")
-                }
+            let purged: Result<PurgeReply, bus::Error> = self
+                .bus
+                .request(
+                    subjects::status::PURGE.into(),
+                    &PurgeRequest {
+                        session_id: s.id.clone(),
+                    },
+                )
+                .await;
+            if let Err(e) = purged {
+                tracing::warn!(session = %s.id, error = %e, "Cannot purge the status record; keeping the session for the next sweep.");
+                continue;
             }
-            let _ = msg.ack().await;
+            self.sessions
+                .purge(&s.id)
+                .await
+                .map_err(|e| Reject::unavailable(e.to_string()))?;
+            reply.removed += 1;
+            reply.session_ids.push(s.id);
         }
+        if reply.removed > 0 {
+            tracing::info!(removed = reply.removed, "Cleaned up ended sessions.");
+        }
+        Ok(reply)
+    }
+
+    /// Ends sessions that expired or lost their Pi; cleans up after retention;
+    /// deletes Daily.co rooms left behind.
+    async fn sweep(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(self.config.sweep_interval_s));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.sweep_once().await {
+                tracing::warn!(error = %e.message, "The sweep failed; it runs again.");
+            }
+        }
+    }
+
+    async fn sweep_once(&self) -> Result<(), Reject> {
+        let now = now_ms();
+        let sessions = self.list().await?;
+        for s in &sessions {
+            if !s.state().is_live() {
+                continue;
+            }
+            let last = self
+                .activity
+                .lock()
+                .ok()
+                .and_then(|a| a.get(&s.id).copied())
+                .unwrap_or(0)
+                .max(s.joined_at_ms)
+                .max(s.created_at_ms);
+            let reason = if now >= s.created_at_ms + (self.config.max_length_s as i64) * 1000 {
+                Some(format!(
+                    "reached its maximum length of {} s",
+                    self.config.max_length_s
+                ))
+            } else if now >= last + (self.config.idle_timeout_s as i64) * 1000 {
+                Some(format!("idle for {} s", self.config.idle_timeout_s))
+            } else if self.presence(&s.pi_id).await?.is_none() {
+                Some(format!("Pi {} went offline", s.pi_id))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                tracing::info!(session = %s.id, %reason, "Ending a session.");
+                self.end(&s.id, &reason).await?;
+            }
+        }
+        self.cleanup(self.config.retention_s).await?;
+        if let Some(daily) = &self.daily {
+            // Rooms of sessions that ended (or whose expiry passed) go; a room
+            // with no session record yet may be one being created right now.
+            let ended: std::collections::HashSet<&str> = sessions
+                .iter()
+                .filter(|s| !s.state().is_live())
+                .map(|s| s.room_name.as_str())
+                .collect();
+            match daily.list_rooms().await {
+                Ok(rooms) => {
+                    for room in rooms {
+                        let expired = room.config.exp.is_some_and(|exp| exp * 1000 <= now);
+                        if expired || ended.contains(room.name.as_str()) {
+                            tracing::info!(room = %room.name, "Deleting a Daily.co room with no live session.");
+                            let _ = daily.delete_room(&room.name).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Cannot list Daily.co rooms."),
+            }
+        }
+        Ok(())
     }
 }

@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::conversation_event::Kind;
 use wire::v1::{
-    ClientJoined, ConversationEvent, PlaybackEvent, PlaybackState, SessionCreated, SessionEnded,
-    SessionState, StatusMessage, StatusRecord, StatusRequest, Transcript,
+    ClientIssue, ClientJoined, ConversationEvent, PlaybackEvent, PlaybackState, PurgeReply,
+    PurgeRequest, SessionCreated, SessionEnded, SessionState, StatusMessage, StatusRecord,
+    StatusRequest, Transcript,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,7 +66,23 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
         )
         .await?;
     let reader = store.clone();
+    let purger = store.clone();
+    let purge = svc::endpoint(&service, "purge", subjects::status::PURGE).await?;
     tokio::join!(
+        svc::serve(purge, shutdown.clone(), 4, |req: PurgeRequest| {
+            let store = purger.clone();
+            async move {
+                subjects::check_id("session id", &req.session_id)?;
+                let existed = kv_get::<StatusRecord>(&store, &req.session_id)
+                    .await?
+                    .is_some();
+                store
+                    .purge(&req.session_id)
+                    .await
+                    .map_err(|e| Reject::unavailable(e.to_string()))?;
+                Ok(PurgeReply { removed: existed })
+            }
+        }),
         svc::serve(get, shutdown.clone(), 32, |req: StatusRequest| {
             let store = reader.clone();
             async move {
@@ -177,6 +194,7 @@ enum Change {
     Transcript(Transcript),
     Conversation(ConversationEvent),
     Playback(PlaybackEvent),
+    Client(ClientIssue),
     Ended(SessionEnded),
     Ignore,
 }
@@ -192,6 +210,7 @@ impl Change {
             SessionEvent::Transcript => Change::Transcript(bus::decode_message(msg)?),
             SessionEvent::Conversation => Change::Conversation(bus::decode_message(msg)?),
             SessionEvent::Playback => Change::Playback(bus::decode_message(msg)?),
+            SessionEvent::Client => Change::Client(bus::decode_message(msg)?),
             SessionEvent::Ended => Change::Ended(bus::decode_message(msg)?),
             SessionEvent::Play => Change::Ignore,
         })
@@ -243,6 +262,7 @@ impl Change {
                     rec.last_error = format!("clip {} failed to play: {}", p.clip_id, p.error);
                 }
             }
+            Change::Client(c) => rec.last_error = format!("Pi {}: {}", c.pi_id, c.detail),
             Change::Ended(e) => {
                 rec.status = SessionState::try_from(e.state)
                     .unwrap_or(SessionState::Ended)
