@@ -33,16 +33,29 @@ impl World {
     /// Starts NATS, makes the library, starts every service and waits until
     /// `/health` says every service answers.
     pub async fn start() -> World {
+        World::start_with(&[]).await
+    }
+
+    /// Like [`World::start`], with extra environment for every service.
+    pub async fn start_with(extra_env: &[(&str, &str)]) -> World {
         testkit::require("mpv", "apt-get install mpv");
         let nats = NatsServer::start();
         let library = testkit::film_library(&[FILM]);
         let data = tempfile::tempdir().unwrap();
         let port = testkit::free_port();
-        let env = HashMap::from([
+        let mut env = HashMap::from([
             ("CINEMA_PI_CLIENT_VO".to_string(), "null".to_string()),
             ("CINEMA_PI_CLIENT_AO".to_string(), "null".to_string()),
-            ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
+            (
+                "RUST_LOG".to_string(),
+                "info,async_nats=warn,tantivy=warn".to_string(),
+            ),
         ]);
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let stack = Stack::start(
             StackOptions {
                 bin_dir: testkit::bin_dir().to_path_buf(),
@@ -114,6 +127,17 @@ impl World {
         (code, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self
             .http
@@ -138,9 +162,103 @@ impl World {
         .await
     }
 
+    pub fn stack(&self) -> &Stack {
+        self.stack.as_ref().unwrap()
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
+    /// Polls `/conversation-status/{sid}` until `keep` accepts it.
+    pub async fn status_until(
+        &self,
+        sid: &str,
+        what: &str,
+        keep: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        testkit::eventually(Duration::from_secs(30), what, async || {
+            let (code, s) = self.get(&format!("/conversation-status/{sid}")).await;
+            (code == 200 && keep(&s)).then_some(s)
+        })
+        .await
+    }
+
+    /// Every message of `subject` kept in the events stream, decoded.
+    pub async fn recorded<M: wire::Message + wire::Name + Default>(
+        &self,
+        subject: String,
+    ) -> Vec<M> {
+        use futures::StreamExt;
+        let stream = self
+            .bus
+            .jetstream()
+            .get_stream(bus::names::EVENTS_STREAM)
+            .await
+            .unwrap();
+        let consumer = stream
+            .create_consumer(bus::async_nats::jetstream::consumer::pull::Config {
+                filter_subject: subject,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(Ok(m)) = batch.next().await {
+            if let Ok(v) = bus::decode_message::<M>(&m) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.stack.take() {
             s.stop().await;
         }
     }
+}
+
+/// Waits for the next message on `sub` that decodes as `M` and passes `keep`.
+pub async fn next<M: wire::Message + wire::Name + Default>(
+    sub: &mut bus::async_nats::Subscriber,
+    what: &str,
+    keep: impl Fn(&M) -> bool,
+) -> M {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let msg = sub.next().await.expect("subscription open");
+            if let Ok(m) = bus::decode_message::<M>(&msg)
+                && keep(&m)
+            {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// A variable of a running process's environment.
+pub fn process_env(pid: i32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+/// Sends SIGKILL to one process.
+pub fn kill9(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }

@@ -6,30 +6,10 @@ use std::time::Duration;
 
 use bus::subjects::{self, SessionEvent};
 use futures::StreamExt;
-use tests::World;
+use tests::{World, next};
 use wire::v1::{GetClipReply, GetClipRequest, PlayCommand, PlaybackEvent, PlaybackState};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Waits for the next message on `sub` that decodes as `M` and passes `keep`.
-async fn next<M: wire::Message + wire::Name + Default>(
-    sub: &mut bus::async_nats::Subscriber,
-    what: &str,
-    keep: impl Fn(&M) -> bool,
-) -> M {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let msg = sub.next().await.expect("subscription open");
-            if let Ok(m) = bus::decode_message::<M>(&msg)
-                && keep(&m)
-            {
-                return m;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_conversation_end_to_end() {

@@ -166,3 +166,57 @@ async fn kv_compare_and_set() {
         .unwrap();
     assert_eq!(got, rec);
 }
+
+#[tokio::test]
+async fn durable_consumer_gets_every_filtered_event() {
+    use bus::subjects::{SessionEvent, session};
+    use futures::StreamExt;
+    let nats = testkit::NatsServer::start();
+    let bus = nats.bus("bus-test").await;
+    let consumer = bus
+        .durable_consumer(
+            bus::names::EVENTS_STREAM,
+            "probe",
+            vec![
+                SessionEvent::Joined.wildcard(),
+                SessionEvent::Transcript.wildcard(),
+                SessionEvent::Ended.wildcard(),
+            ],
+            Duration::from_secs(5),
+            3,
+        )
+        .await
+        .unwrap();
+    for (i, ev) in [
+        SessionEvent::Joined,
+        SessionEvent::Play,
+        SessionEvent::Transcript,
+        SessionEvent::Ended,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let msg = wire::v1::SessionEnded {
+            session_id: "s".into(),
+            ..Default::default()
+        };
+        bus.publish_durable(session("s", ev), &msg, &format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    let mut messages = consumer.messages().await.unwrap();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+    {
+        got.push(m.subject.to_string());
+        m.ack().await.unwrap();
+    }
+    assert_eq!(
+        got,
+        vec![
+            "cinema.session.s.joined",
+            "cinema.session.s.transcript",
+            "cinema.session.s.ended"
+        ]
+    );
+}

@@ -231,6 +231,15 @@ impl Stack {
                 .env(
                     "CINEMA_PI_SPAWNER_CLIENT_BIN",
                     opt.bin_dir.join("pi-client"),
+                )
+                .env("CINEMA_PI_SPAWNER_STATE_DIR", opt.data_dir.join("state"))
+                .env(
+                    "CINEMA_PI_SPAWNER_BACKEND_URL",
+                    format!("http://127.0.0.1:{}", opt.port),
+                )
+                .env(
+                    "CINEMA_PI_SPAWNER_VIDEO_SERVICE_URL",
+                    format!("http://127.0.0.1:{}", opt.media_port),
                 );
             if headless {
                 // The simulated Pi: no display, no sound card.
@@ -257,6 +266,12 @@ impl Stack {
 
     pub fn nats_url(&self) -> &str {
         &self.nats_url
+    }
+
+    /// The process id of a supervised service right now (it changes when the
+    /// service is restarted).
+    pub fn pid(&self, service: &str) -> Option<i32> {
+        self.groups.lock().ok()?.get(service).copied()
     }
 
     /// Stops services in reverse order of start (the spawner stops its clients),

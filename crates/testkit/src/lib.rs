@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod daily;
+
 pub use synth;
 
 /// Install hint for nats-server.

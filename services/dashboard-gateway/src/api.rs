@@ -420,7 +420,7 @@ async fn cleanup_old_sessions(
         .request_with_timeout(
             subjects::rooms::CLEANUP.into(),
             &CleanupRequest {
-                older_than_s: q.older_than_s.unwrap_or(0),
+                older_than_s: q.older_than_s,
             },
             Duration::from_secs(30),
         )

@@ -94,6 +94,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
             vec![
                 SessionEvent::Joined.wildcard(),
                 SessionEvent::Transcript.wildcard(),
+                SessionEvent::Ended.wildcard(),
             ],
             Duration::from_secs(30),
             5,
@@ -134,8 +135,13 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
             }
             Some((sid, SessionEvent::Ended)) => {
                 // The session is over: its director state goes (no leaked keys).
-                if let Err(e) = director.state.purge(sid).await {
-                    tracing::warn!(session = %sid, error = %e, "Cannot forget an ended session.");
+                match director.state.purge(sid).await {
+                    Ok(()) => {
+                        tracing::info!(session = %sid, "The session ended; forgot its state.")
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %sid, error = %e, "Cannot forget an ended session.")
+                    }
                 }
             }
             _ => {}

@@ -226,7 +226,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
             let r = rooms.clone();
             async move {
                 let (s, _) = r.load(&req.session_id).await?;
-                if s.state().is_live() {
+                if is_live(s.state()) {
                     r.finish(&s, SessionState::Failed, &req.reason).await?;
                 }
                 Ok(SessionReply {
@@ -237,11 +237,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         svc::serve(cleanup, shutdown.clone(), 1, |req: CleanupRequest| {
             let r = rooms.clone();
             async move {
-                let age = if req.older_than_s == 0 {
-                    r.config.retention_s
-                } else {
-                    req.older_than_s
-                };
+                let age = req.older_than_s.unwrap_or(r.config.retention_s);
                 r.cleanup(age).await
             }
         }),
@@ -252,14 +248,9 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     Ok(())
 }
 
-trait Live {
-    fn is_live(self) -> bool;
-}
-
-impl Live for SessionState {
-    fn is_live(self) -> bool {
-        matches!(self, SessionState::Waiting | SessionState::Active)
-    }
+/// A session that has not ended or failed.
+fn is_live(state: SessionState) -> bool {
+    matches!(state, SessionState::Waiting | SessionState::Active)
 }
 
 impl Rooms {
@@ -404,7 +395,7 @@ impl Rooms {
             tracing::warn!(session = %req.session_id, pid = req.pid, error = %e, "Refused a join.");
             return Err(Reject::new(401, format!("join refused: {e}")));
         }
-        if !session.state().is_live() {
+        if !is_live(session.state()) {
             return Err(Reject::conflict(format!(
                 "session {} has ended",
                 session.id
@@ -452,7 +443,7 @@ impl Rooms {
         let sid = session.id.as_str();
         let session = self
             .update(sid, |s| {
-                if s.state().is_live() {
+                if is_live(s.state()) {
                     s.state = state as i32;
                     s.ended_at_ms = now_ms();
                     s.end_reason = reason.to_string();
@@ -485,7 +476,7 @@ impl Rooms {
 
     async fn end(&self, sid: &str, reason: &str) -> Result<SessionReply, Reject> {
         let (session, _) = self.load(sid).await?;
-        if !session.state().is_live() {
+        if !is_live(session.state()) {
             return Ok(SessionReply {
                 session: Some(session),
             });
@@ -527,7 +518,7 @@ impl Rooms {
         let cutoff = now_ms() - (age_s as i64) * 1000;
         let mut reply = CleanupReply::default();
         for s in self.list().await? {
-            if s.state().is_live() || s.ended_at_ms > cutoff {
+            if is_live(s.state()) || s.ended_at_ms > cutoff {
                 continue;
             }
             let purged: Result<PurgeReply, bus::Error> = self
@@ -576,7 +567,7 @@ impl Rooms {
         let now = now_ms();
         let sessions = self.list().await?;
         for s in &sessions {
-            if !s.state().is_live() {
+            if !is_live(s.state()) {
                 continue;
             }
             let last = self
@@ -610,7 +601,7 @@ impl Rooms {
             // with no session record yet may be one being created right now.
             let ended: std::collections::HashSet<&str> = sessions
                 .iter()
-                .filter(|s| !s.state().is_live())
+                .filter(|s| !is_live(s.state()))
                 .map(|s| s.room_name.as_str())
                 .collect();
             match daily.list_rooms().await {
