@@ -255,7 +255,18 @@ impl ExtraSpawner {
 }
 
 impl Drop for ExtraSpawner {
+    /// SIGTERM first, so the spawner stops its clients.
     fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        for _ in 0..250 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -319,9 +330,11 @@ async fn two_pis_three_sessions_each_command_reaches_its_own_pi() {
     // The three greetings play in any order.
     let mut greeted = std::collections::HashSet::new();
     while greeted.len() < sids.len() {
-        let e: PlaybackEvent = next(&mut playback, "every greeting to play", |e: &PlaybackEvent| {
-            sids.contains(&e.session_id) && e.state() == PlaybackState::Started
-        })
+        let e: PlaybackEvent = next(
+            &mut playback,
+            "every greeting to play",
+            |e: &PlaybackEvent| sids.contains(&e.session_id) && e.state() == PlaybackState::Started,
+        )
         .await;
         greeted.insert(e.session_id);
     }

@@ -165,7 +165,7 @@ pub struct Stack {
     nats_url: String,
     groups: Groups,
     /// Each supervised process with its own stop token, in start order.
-    tasks: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    tasks: Vec<(String, CancellationToken, tokio::task::JoinHandle<()>)>,
     stop: CancellationToken,
 }
 
@@ -202,6 +202,7 @@ impl Stack {
                 .arg(&store);
                 let token = stop.child_token();
                 tasks.push((
+                    "nats-server".to_string(),
                     token.clone(),
                     supervise("nats-server".into(), cmd, groups.clone(), token),
                 ));
@@ -249,6 +250,7 @@ impl Stack {
             cmd.envs(&opt.env);
             let token = stop.child_token();
             tasks.push((
+                name.to_string(),
                 token.clone(),
                 supervise(name.to_string(), cmd, groups.clone(), token),
             ));
@@ -277,7 +279,7 @@ impl Stack {
     /// Stops services in reverse order of start (the spawner stops its clients),
     /// NATS last.
     pub async fn stop(mut self) {
-        for (token, task) in self.tasks.drain(..).rev() {
+        for (_, token, task) in self.tasks.drain(..).rev() {
             token.cancel();
             let _ = task.await;
         }
@@ -286,23 +288,28 @@ impl Stack {
 }
 
 impl Drop for Stack {
-    /// A stack dropped without `stop` (a panicking test) leaves nothing behind.
+    /// A stack dropped without `stop` (a panicking test) leaves nothing
+    /// behind: services stop in reverse order (the spawner stops its
+    /// clients while NATS is still up), each with a bounded grace, NATS last.
     fn drop(&mut self) {
+        let groups = self.groups.lock().map(|g| g.clone()).unwrap_or_default();
+        for (name, token, _) in self.tasks.iter().rev() {
+            token.cancel();
+            let Some(&pgid) = groups.get(name) else {
+                continue;
+            };
+            let group = Pid::from_raw(pgid);
+            let _ = killpg(group, Signal::SIGTERM);
+            // Until its supervisor reaped it (or a bounded grace passed).
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while self.groups.lock().is_ok_and(|g| g.contains_key(name))
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = killpg(group, Signal::SIGKILL);
+        }
         self.stop.cancel();
-        let groups: Vec<i32> = self
-            .groups
-            .lock()
-            .map(|g| g.values().copied().collect())
-            .unwrap_or_default();
-        for g in &groups {
-            let _ = killpg(Pid::from_raw(*g), Signal::SIGTERM);
-        }
-        if !groups.is_empty() {
-            std::thread::sleep(Duration::from_millis(1500));
-        }
-        for g in groups {
-            let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
-        }
     }
 }
 
@@ -348,6 +355,9 @@ fn supervise(
             forward_output(&name, &mut child);
             tokio::select! {
                 status = child.wait() => {
+                    if let Ok(mut g) = groups.lock() {
+                        g.remove(&name);
+                    }
                     if stop.is_cancelled() {
                         return;
                     }

@@ -124,9 +124,18 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     tracing::info!(session = %sid, "Joined the session.");
 
     let mut current: Option<Current> = None;
+    // A client whose spawner died leaves on its own: nobody else would stop it.
+    let parent = nix::unistd::getppid();
+    let mut parent_check = tokio::time::interval(Duration::from_millis(500));
     let result = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
+            _ = parent_check.tick() => {
+                if nix::unistd::getppid() != parent {
+                    tracing::warn!(session = %sid, "The spawner is gone; leaving the session.");
+                    break Ok(());
+                }
+            }
             msg = plays.next() => {
                 let Some(msg) = msg else { break Ok(()) };
                 let cmd = match bus::decode_message::<PlayCommand>(&msg) {
@@ -180,11 +189,15 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
             }
         }
     };
-    if let Some(c) = current.take() {
-        report(&bus, &c, PlaybackState::Interrupted, "session ended").await;
-    }
     player.shutdown().await;
-    let _ = service.stop().await;
+    // Bounded: NATS may be gone too.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        if let Some(c) = current.take() {
+            report(&bus, &c, PlaybackState::Interrupted, "session ended").await;
+        }
+        let _ = service.stop().await;
+    })
+    .await;
     tracing::info!(session = %sid, "Left the session.");
     result
 }

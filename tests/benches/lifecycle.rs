@@ -1,0 +1,145 @@
+//! Session lifecycle benchmark over the real binaries (release build):
+//! create → client joined → greeting playing latency, then N create/end
+//! cycles checking for leaked processes, leaked KV keys and spawner memory.
+//!
+//!     cargo bench -p tests --bench lifecycle            (1,000 cycles)
+//!     CINEMA_BENCH_CYCLES=100 cargo bench -p tests --bench lifecycle
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bus::subjects::SessionEvent;
+use tests::{World, next};
+use wire::v1::{ClientJoined, PlaybackEvent, PlaybackState};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, mut samples: Vec<f64>) {
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "{name:<34} n={:<5} p50={:>7.1} ms  p95={:>7.1} ms  p99={:>7.1} ms  max={:>7.1} ms",
+        samples.len(),
+        percentile(&samples, 50.0),
+        percentile(&samples, 95.0),
+        percentile(&samples, 99.0),
+        samples.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cycles: usize = std::env::var("CINEMA_BENCH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let w = World::start_with(&[("RUST_LOG", "warn")]).await;
+    let client = w.bus.client().clone();
+    let mut joins = client
+        .subscribe(SessionEvent::Joined.wildcard())
+        .await
+        .unwrap();
+    let mut playback = client
+        .subscribe(SessionEvent::Playback.wildcard())
+        .await
+        .unwrap();
+    let spawner = w.stack().pid("pi-spawner").unwrap();
+    let pi_client = testkit::bin("pi-client").display().to_string();
+
+    // Warm up once (first mpv start, page cache), then measure.
+    let mut joined_ms = Vec::new();
+    let mut playing_ms = Vec::new();
+    let mut end_ms = Vec::new();
+    let mut rss_before = 0;
+    let started = Instant::now();
+    for i in 0..=cycles {
+        if i == 1 {
+            rss_before = rss_kib(spawner);
+        }
+        let t0 = Instant::now();
+        let body = w.connect().await;
+        let sid = body["identifier"].as_str().unwrap().to_string();
+        next(&mut joins, "the join", |j: &ClientJoined| {
+            j.session_id == sid
+        })
+        .await;
+        let t_joined = t0.elapsed();
+        next(&mut playback, "the greeting", |e: &PlaybackEvent| {
+            e.session_id == sid && e.state() == PlaybackState::Started
+        })
+        .await;
+        let t_playing = t0.elapsed();
+        let t1 = Instant::now();
+        let (code, _) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
+        assert_eq!(code, 200);
+        if i > 0 {
+            joined_ms.push(t_joined.as_secs_f64() * 1000.0);
+            playing_ms.push(t_playing.as_secs_f64() * 1000.0);
+            end_ms.push(t1.elapsed().as_secs_f64() * 1000.0);
+        }
+        if i % 100 == 0 {
+            eprintln!(
+                "{i}/{cycles} cycles, {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let rss_after = rss_kib(spawner);
+    let wall = started.elapsed();
+
+    // Leaks: processes and keys.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leaked_clients = testkit::pids_matching(&pi_client).len();
+    let leaked_mpv = testkit::pids_matching("cinema-mpv-").len();
+    let (code, cleaned) = w.delete("/api/cleanup-old-sessions?older_than_s=0").await;
+    assert_eq!(code, 200, "{cleaned}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut leaked_keys = 0;
+    for bucket in [
+        bus::names::SESSIONS_BUCKET,
+        bus::names::STATUS_BUCKET,
+        bus::names::CONVERSATIONS_BUCKET,
+    ] {
+        let keys = bus::kv_keys(&w.bus.kv(bucket).await.unwrap())
+            .await
+            .unwrap();
+        println!("keys left in {bucket:<22} {}", keys.len());
+        leaked_keys += keys.len();
+    }
+
+    println!();
+    println!(
+        "session lifecycle, {cycles} create/end cycles in {:.1} s (release build, 2 cores)",
+        wall.as_secs_f64()
+    );
+    report("create → client joined", joined_ms);
+    report("create → greeting playing", playing_ms);
+    report("end (client + mpv stopped)", end_ms);
+    println!("cleanup removed                    {}", cleaned["removed"]);
+    println!("leaked pi-client processes         {leaked_clients}");
+    println!("leaked mpv processes               {leaked_mpv}");
+    println!("leaked KV keys                     {leaked_keys}");
+    println!(
+        "pi-spawner RSS                     before {:.1} MiB, after {:.1} MiB (ratio {:.2})",
+        rss_before as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+        rss_after as f64 / rss_before.max(1) as f64
+    );
+    w.stop().await;
+}
