@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod demo;
+mod subtitles;
 pub use demo::{DEMO_FILMS, demo_library};
+pub use subtitles::subtitle_library;
 
 /// Leading silence before the first line (tiny.en misreads speech at sample 0).
 pub const LEAD_SILENCE_S: f64 = 0.4;

@@ -158,6 +158,91 @@ fn time_now_ns() -> i128 {
     i128::from(now_ms()) * 1_000_000
 }
 
+/// What the retrieval director chose for one line, and how.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Best first; empty when the library has nothing at all.
+    pub options: Vec<Clip>,
+    pub mode: SearchMode,
+    pub query: String,
+    pub reasoning: &'static str,
+    pub search_ms: u32,
+}
+
+async fn search(
+    bus: &Bus,
+    config: &Config,
+    query: &str,
+    mode: SearchMode,
+    exclude: &[String],
+) -> Result<Vec<Clip>, bus::Error> {
+    let reply: SearchReply = bus
+        .request(
+            subjects::clips::SEARCH.to_string(),
+            &SearchRequest {
+                query: query.to_string(),
+                mode: mode as i32,
+                limit: config.options,
+                exclude_ids: exclude.to_vec(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(reply.hits.into_iter().filter_map(|h| h.clip).collect())
+}
+
+/// The retrieval director's choice for `text`: the clip whose cue (the line
+/// before it in its film) is most like `text`; else a clip that says
+/// something similar; else a generic reply; never a clip in `played` unless
+/// nothing else is left. Deterministic for a given library.
+pub async fn decide(
+    bus: &Bus,
+    config: &Config,
+    text: &str,
+    played: &[String],
+) -> Result<Decision, bus::Error> {
+    let started = Instant::now();
+    let mut reasoning = "answered with the line that followed the most similar line in a film";
+    let mut mode = SearchMode::Answer;
+    let mut query = text.to_string();
+    let mut options = search(bus, config, &query, mode, played).await?;
+    if options.is_empty() {
+        mode = SearchMode::Description;
+        reasoning = "no film line was like it; chose a clip that says something similar";
+        options = search(bus, config, &query, mode, played).await?;
+    }
+    for generic in &config.fallback_queries {
+        if !options.is_empty() {
+            break;
+        }
+        reasoning = "nothing matched; chose a generic reply";
+        query = generic.clone();
+        options = search(bus, config, &query, mode, played).await?;
+    }
+    if options.is_empty() {
+        // The library is exhausted for this session: repeats are allowed now.
+        reasoning = "every matching clip was already played; repeating one";
+        options = search(bus, config, text, SearchMode::Answer, &[]).await?;
+        if options.is_empty() {
+            options = search(
+                bus,
+                config,
+                &config.fallback_queries.join(" "),
+                SearchMode::Description,
+                &[],
+            )
+            .await?;
+        }
+    }
+    Ok(Decision {
+        options,
+        mode,
+        query,
+        reasoning,
+        search_ms: started.elapsed().as_millis() as u32,
+    })
+}
+
 /// How the first generation showed a played clip.
 pub fn display(clip: &Clip) -> String {
     format!("[VIDEO: {} | \"{}\"]", clip.film_title, clip.caption)
@@ -199,20 +284,7 @@ impl Director {
         mode: SearchMode,
         exclude: &[String],
     ) -> Result<Vec<Clip>, bus::Error> {
-        let reply: SearchReply = self
-            .bus
-            .request(
-                subjects::clips::SEARCH.to_string(),
-                &SearchRequest {
-                    query: query.to_string(),
-                    mode: mode as i32,
-                    limit: self.config.options,
-                    exclude_ids: exclude.to_vec(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok(reply.hits.into_iter().filter_map(|h| h.clip).collect())
+        search(&self.bus, &self.config, query, mode, exclude).await
     }
 
     async fn event(&self, sid: &str, turn: u32, kind: Kind) {
@@ -386,39 +458,13 @@ impl Director {
         )
         .await;
 
-        let search_started = Instant::now();
-        let mut reasoning = "answered with the line that followed the most similar line in a film";
-        let mut mode = SearchMode::Answer;
-        let mut query = t.text.clone();
-        let mut options = self.search(&query, mode, &st.played_clip_ids).await?;
-        if options.is_empty() {
-            mode = SearchMode::Description;
-            reasoning = "no film line was like it; chose a clip that says something similar";
-            options = self.search(&query, mode, &st.played_clip_ids).await?;
-        }
-        for generic in &self.config.fallback_queries {
-            if !options.is_empty() {
-                break;
-            }
-            reasoning = "nothing matched; chose a generic reply";
-            query = generic.clone();
-            options = self.search(&query, mode, &st.played_clip_ids).await?;
-        }
-        if options.is_empty() {
-            // The library is exhausted for this session: repeats are allowed now.
-            reasoning = "every matching clip was already played; repeating one";
-            options = self.search(&t.text, SearchMode::Answer, &[]).await?;
-            if options.is_empty() {
-                options = self
-                    .search(
-                        &self.config.fallback_queries.join(" "),
-                        SearchMode::Description,
-                        &[],
-                    )
-                    .await?;
-            }
-        }
-        let search_ms = search_started.elapsed().as_millis() as u32;
+        let Decision {
+            options,
+            mode,
+            query,
+            reasoning,
+            search_ms,
+        } = decide(&self.bus, &self.config, &t.text, &st.played_clip_ids).await?;
         self.event(
             sid,
             turn,
