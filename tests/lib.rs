@@ -162,6 +162,14 @@ impl World {
         .await
     }
 
+    /// Subscribes to one event of every session.
+    pub async fn subscribe(
+        &self,
+        event: bus::subjects::SessionEvent,
+    ) -> bus::async_nats::Subscriber {
+        self.bus.client().subscribe(event.wildcard()).await.unwrap()
+    }
+
     pub fn stack(&self) -> &Stack {
         self.stack.as_ref().unwrap()
     }
@@ -261,4 +269,22 @@ pub fn kill9(pid: i32) {
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     );
+}
+
+/// The `p`th percentile of sorted samples (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * (sorted.len().saturating_sub(1)) as f64).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+/// Resident memory of a process, in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -45,19 +45,9 @@ async fn gone(pid: i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_client_is_restarted_and_the_session_goes_on() {
     let w = World::start().await;
-    let client = w.bus.client().clone();
-    let mut playback = client
-        .subscribe(SessionEvent::Playback.wildcard())
-        .await
-        .unwrap();
-    let mut issues = client
-        .subscribe(SessionEvent::Client.wildcard())
-        .await
-        .unwrap();
-    let mut joins = client
-        .subscribe(SessionEvent::Joined.wildcard())
-        .await
-        .unwrap();
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
+    let mut issues = w.subscribe(SessionEvent::Client).await;
+    let mut joins = w.subscribe(SessionEvent::Joined).await;
     let body = w.connect().await;
     let (sid, pid) = sid_pid(&body);
     greeting_started(&mut playback, &sid).await;
@@ -149,12 +139,7 @@ async fn killed_client_is_restarted_and_the_session_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_spawner_leaves_no_orphans() {
     let w = World::start().await;
-    let mut playback = w
-        .bus
-        .client()
-        .subscribe(SessionEvent::Playback.wildcard())
-        .await
-        .unwrap();
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
     let (sid, pid) = sid_pid(&w.connect().await);
     greeting_started(&mut playback, &sid).await;
     let spawner = w.stack().pid("pi-spawner").unwrap();
@@ -192,12 +177,7 @@ async fn client_that_never_joins_is_restarted_then_fails_the_session() {
         ("CINEMA_PI_SPAWNER_RESTART_BACKOFF_MS", "100"),
     ])
     .await;
-    let mut issues = w
-        .bus
-        .client()
-        .subscribe(SessionEvent::Client.wildcard())
-        .await
-        .unwrap();
+    let mut issues = w.subscribe(SessionEvent::Client).await;
     let (sid, _) = sid_pid(&w.connect().await);
     let first: ClientIssue = next(&mut issues, "the join timeout", |i: &ClientIssue| {
         i.session_id == sid
@@ -281,12 +261,7 @@ async fn two_pis_three_sessions_each_command_reaches_its_own_pi() {
     ])
     .await;
     let mut pi_b = ExtraSpawner::start(&w, "pi-b", 2);
-    let mut playback = w
-        .bus
-        .client()
-        .subscribe(SessionEvent::Playback.wildcard())
-        .await
-        .unwrap();
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
     let w = &w;
     let on = |pi: &'static str| async move {
         testkit::eventually(WAIT, "a session on a chosen Pi", async || {
@@ -406,12 +381,7 @@ async fn daily_rooms_against_the_double() {
         ("CINEMA_ROOM_MANAGER_SWEEP_INTERVAL_S", "1"),
     ])
     .await;
-    let mut playback = w
-        .bus
-        .client()
-        .subscribe(SessionEvent::Playback.wildcard())
-        .await
-        .unwrap();
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
     let body = w.connect().await;
     let (sid, pid) = sid_pid(&body);
     let room = format!("cinema-{sid}");
@@ -502,12 +472,7 @@ async fn idle_sessions_expire_cleanup_removes_state_and_dead_services_restart() 
         ("CINEMA_ROOM_MANAGER_SWEEP_INTERVAL_S", "1"),
     ])
     .await;
-    let mut playback = w
-        .bus
-        .client()
-        .subscribe(SessionEvent::Playback.wildcard())
-        .await
-        .unwrap();
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
     let (sid, pid) = sid_pid(&w.connect().await);
     greeting_started(&mut playback, &sid).await;
     let status = w

@@ -14,15 +14,8 @@ const WAIT: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_conversation_end_to_end() {
     let w = World::start().await;
-    let client = w.bus.client().clone();
-    let mut plays = client
-        .subscribe(SessionEvent::Play.wildcard())
-        .await
-        .unwrap();
-    let mut playback = client
-        .subscribe(SessionEvent::Playback.wildcard())
-        .await
-        .unwrap();
+    let mut plays = w.subscribe(SessionEvent::Play).await;
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
 
     // 1. Connect: seed-compatible reply, one pi-client spawned.
     let body = w.connect().await;
@@ -183,11 +176,7 @@ async fn one_conversation_end_to_end() {
 async fn bad_input_gets_clear_errors_and_breaks_nothing() {
     let w = World::start().await;
     let (_, before) = w.get("/health").await;
-    let client = w.bus.client().clone();
-    let mut playback = client
-        .subscribe(SessionEvent::Playback.wildcard())
-        .await
-        .unwrap();
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
 
     // HTTP: unknown session, invalid JSON, wrong shapes, a bad id.
     let (code, body) = w
@@ -241,7 +230,8 @@ async fn bad_input_gets_clear_errors_and_breaks_nothing() {
         SessionEvent::Conversation,
     ] {
         let subject = subjects::session(&sid, event);
-        client
+        w.bus
+            .client()
             .publish(subject.clone(), vec![0xff, 0xff, 0x01].into())
             .await
             .unwrap();

@@ -10,24 +10,8 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use tests::{percentile, rss_kib};
 use wire::v1::{SearchReply, SearchRequest};
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((p / 100.0) * (sorted.len().saturating_sub(1)) as f64).round() as usize;
-    sorted.get(i).copied().unwrap_or(f64::NAN)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 struct Selector(Child);
 
@@ -140,7 +124,7 @@ async fn main() {
         println!(
             "demo library: {size} clips, ready in {:.2} s, clip-selector RSS {:.1} MiB",
             ready.as_secs_f64(),
-            rss_mib(sel.0.id())
+            rss_kib(sel.0.id()) as f64 / 1024.0
         );
         measure("retrieval, demo library", &bus, &demo_lines).await;
     }
@@ -159,7 +143,7 @@ async fn main() {
         "big library: {size} clips, ingested and ready in {:.2} s ({:.0} lines/s), clip-selector RSS {:.1} MiB",
         ready.as_secs_f64(),
         size as f64 / ready.as_secs_f64(),
-        rss_mib(sel.0.id())
+        rss_kib(sel.0.id()) as f64 / 1024.0
     );
     measure(
         &format!("retrieval, {}-line library", big_lines.len()),

@@ -9,16 +9,8 @@
 use std::time::{Duration, Instant};
 
 use bus::subjects::SessionEvent;
-use tests::{World, next};
+use tests::{World, next, percentile, rss_kib};
 use wire::v1::{ClientJoined, PlaybackEvent, PlaybackState};
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn report(name: &str, mut samples: Vec<f64>) {
     samples.sort_by(f64::total_cmp);
@@ -32,17 +24,6 @@ fn report(name: &str, mut samples: Vec<f64>) {
     );
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let cycles: usize = std::env::var("CINEMA_BENCH_CYCLES")
@@ -50,15 +31,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let w = World::start_with(&[("RUST_LOG", "warn")]).await;
-    let client = w.bus.client().clone();
-    let mut joins = client
-        .subscribe(SessionEvent::Joined.wildcard())
-        .await
-        .unwrap();
-    let mut playback = client
-        .subscribe(SessionEvent::Playback.wildcard())
-        .await
-        .unwrap();
+    let mut joins = w.subscribe(SessionEvent::Joined).await;
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
     let spawner = w.stack().pid("pi-spawner").unwrap();
     let pi_client = testkit::bin("pi-client").display().to_string();
 
@@ -70,7 +44,7 @@ async fn main() {
     let started = Instant::now();
     for i in 0..=cycles {
         if i == 1 {
-            rss_before = rss_kib(spawner);
+            rss_before = rss_kib(spawner as u32);
         }
         let t0 = Instant::now();
         let body = w.connect().await;
@@ -100,7 +74,7 @@ async fn main() {
             );
         }
     }
-    let rss_after = rss_kib(spawner);
+    let rss_after = rss_kib(spawner as u32);
     let wall = started.elapsed();
 
     // Leaks: processes and keys.
