@@ -3,20 +3,16 @@
 
 use std::process::Command;
 
-const BINARIES: [&str; 8] = [
-    "room-manager",
-    "stt",
-    "llm",
-    "clip-selector",
-    "status-store",
-    "dashboard-gateway",
-    "pi-spawner",
-    "pi-client",
-];
+use bus::names::service::{ALL, PI_CLIENT};
+
+/// Every service binary, and the per-session pi-client.
+fn binaries() -> impl Iterator<Item = &'static str> {
+    ALL.into_iter().chain([PI_CLIENT])
+}
 
 #[test]
 fn help_version_and_bad_configuration() {
-    for name in BINARIES.iter().chain(["cinema"].iter()) {
+    for name in binaries().chain(["cinema"]) {
         let bin = testkit::bin(name);
         let help = Command::new(&bin).arg("--help").output().unwrap();
         assert!(help.status.success(), "{name} --help");
@@ -30,7 +26,7 @@ fn help_version_and_bad_configuration() {
             "{name} --version"
         );
     }
-    for name in BINARIES {
+    for name in binaries() {
         let out = Command::new(testkit::bin(name))
             .args(["--set", "nats_url=[1,2]"])
             .env("CINEMA_SESSION_ID", "s1")

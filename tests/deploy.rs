@@ -35,15 +35,7 @@ fn every_nats_config_passes_nats_server_t() {
 
 #[test]
 fn systemd_units_exist_for_every_service() {
-    for s in [
-        "room-manager",
-        "stt",
-        "llm",
-        "clip-selector",
-        "status-store",
-        "dashboard-gateway",
-        "pi-spawner",
-    ] {
+    for s in bus::names::service::ALL {
         let unit = root().join(format!("deploy/systemd/cinema-{s}.service"));
         let text = std::fs::read_to_string(&unit)
             .unwrap_or_else(|_| panic!("{} is missing", unit.display()));

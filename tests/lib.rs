@@ -100,53 +100,45 @@ impl World {
         self.http.clone()
     }
 
-    pub async fn post(
-        &self,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> (u16, serde_json::Value) {
-        let mut req = self.http.post(format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
+    /// Sends a request to the gateway: its status and JSON body (`null` when
+    /// the body is not JSON).
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
         let r = req.send().await.unwrap();
         let code = r.status().as_u16();
         (code, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.http.post(self.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req).await
+    }
+
     pub async fn post_raw(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let r = self
+        let req = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(self.url(path))
             .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        (code, r.json().await.unwrap_or(serde_json::Value::Null))
+            .body(body.to_string());
+        self.send(req).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .delete(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        (code, r.json().await.unwrap_or(serde_json::Value::Null))
+        self.send(self.http.delete(self.url(path))).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        (code, r.json().await.unwrap_or(serde_json::Value::Null))
+        self.send(self.http.get(self.url(path))).await
     }
 
     /// Creates a session, retrying while the Pi's presence is not yet known.

@@ -1,6 +1,6 @@
 //! One long-lived `mpv --idle` driven over its JSON IPC socket.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -50,7 +50,6 @@ pub struct Options {
 pub struct Mpv {
     child: Child,
     writer: OwnedWriteHalf,
-    socket: PathBuf,
     _dir: tempfile_dir::Dir,
 }
 
@@ -118,7 +117,6 @@ impl Mpv {
             Mpv {
                 child,
                 writer,
-                socket,
                 _dir: tempfile_dir::Dir(dir),
             },
             rx,
@@ -127,10 +125,6 @@ impl Mpv {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     async fn command(&mut self, args: Value) -> Result<(), Error> {
@@ -147,10 +141,6 @@ impl Mpv {
         let options = format!("start={start_s:.3},end={end_s:.3}");
         self.command(json!(["loadfile", url, "replace", options]))
             .await
-    }
-
-    pub async fn stop(&mut self) -> Result<(), Error> {
-        self.command(json!(["stop"])).await
     }
 
     /// Asks mpv to quit, then kills it if it has not gone within a second.

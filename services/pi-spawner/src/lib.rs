@@ -127,6 +127,8 @@ struct Spawner {
     state_dir: PathBuf,
     clients: Mutex<HashMap<String, Handle>>,
     bus: Bus,
+    /// The presence bucket, opened once.
+    presence: bus::async_nats::jetstream::kv::Store,
 }
 
 pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
@@ -144,6 +146,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         client_bin,
         state_dir,
         clients: Mutex::new(HashMap::new()),
+        presence: bus.kv(names::PIS_BUCKET).await?,
         bus: bus.clone(),
     });
     spawner.end_orphans().await;
@@ -175,9 +178,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     }
     // Bounded: NATS may already be gone.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        if let Ok(kv) = bus.kv(names::PIS_BUCKET).await {
-            let _ = kv.delete(&pi).await;
-        }
+        let _ = spawner.presence.delete(&pi).await;
         let _ = service.stop().await;
     })
     .await;
@@ -564,13 +565,8 @@ impl Spawner {
             heartbeat_ms: now_ms(),
             max_sessions: self.config.max_sessions,
         };
-        match self.bus.kv(names::PIS_BUCKET).await {
-            Ok(kv) => {
-                if let Err(e) = bus::kv_put(&kv, &self.config.pi_id, &presence).await {
-                    tracing::warn!(error = %e, "Cannot publish presence.");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "Cannot open the presence bucket."),
+        if let Err(e) = bus::kv_put(&self.presence, &self.config.pi_id, &presence).await {
+            tracing::warn!(error = %e, "Cannot publish presence.");
         }
     }
 

@@ -515,9 +515,18 @@ impl Rooms {
 
     /// Removes ended sessions' state (session, status record) older than `age_s`.
     async fn cleanup(&self, age_s: u64) -> Result<CleanupReply, Reject> {
+        self.cleanup_sessions(&self.list().await?, age_s).await
+    }
+
+    /// [`Rooms::cleanup`] over sessions already read.
+    async fn cleanup_sessions(
+        &self,
+        sessions: &[Session],
+        age_s: u64,
+    ) -> Result<CleanupReply, Reject> {
         let cutoff = now_ms() - (age_s as i64) * 1000;
         let mut reply = CleanupReply::default();
-        for s in self.list().await? {
+        for s in sessions {
             if is_live(s.state()) || s.ended_at_ms > cutoff {
                 continue;
             }
@@ -539,7 +548,7 @@ impl Rooms {
                 .await
                 .map_err(|e| Reject::unavailable(e.to_string()))?;
             reply.removed += 1;
-            reply.session_ids.push(s.id);
+            reply.session_ids.push(s.id.clone());
         }
         if reply.removed > 0 {
             tracing::info!(removed = reply.removed, "Cleaned up ended sessions.");
@@ -565,8 +574,9 @@ impl Rooms {
 
     async fn sweep_once(&self) -> Result<(), Reject> {
         let now = now_ms();
-        let sessions = self.list().await?;
-        for s in &sessions {
+        // Read once; sessions ended here are replaced by their new state.
+        let mut sessions = self.list().await?;
+        for s in &mut sessions {
             if !is_live(s.state()) {
                 continue;
             }
@@ -592,10 +602,13 @@ impl Rooms {
             };
             if let Some(reason) = reason {
                 tracing::info!(session = %s.id, %reason, "Ending a session.");
-                self.end(&s.id, &reason).await?;
+                if let Some(ended) = self.end(&s.id, &reason).await?.session {
+                    *s = ended;
+                }
             }
         }
-        self.cleanup(self.config.retention_s).await?;
+        self.cleanup_sessions(&sessions, self.config.retention_s)
+            .await?;
         if let Some(daily) = &self.daily {
             // Rooms of sessions that ended (or whose expiry passed) go; a room
             // with no session record yet may be one being created right now.
