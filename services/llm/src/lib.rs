@@ -3,21 +3,30 @@
 //! (default, offline) answers with the line that followed the most similar
 //! line in a film, falling back to description search and generic replies.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bus::async_nats::jetstream::AckKind;
+use bus::async_nats::jetstream::Message;
 use bus::async_nats::jetstream::kv::Store;
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, kv_cas, kv_get, names};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::conversation_event::Kind;
 use wire::v1::{
     ClientJoined, Clip, ClipPlayed, ConversationEvent, ConversationState, DirectorError,
-    OptionsConsidered, PlayCommand, Reasoning, SearchDone, SearchMode, SearchReply, SearchRequest,
-    Transcript, TurnLatency, UserLine,
+    DirectorLease, Exchange, OptionsConsidered, PlayCommand, Reasoning, SearchDone, SearchMode,
+    SearchReply, SearchRequest, Transcript, TurnLatency, UserLine,
 };
+
+pub mod openai;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -29,7 +38,32 @@ pub struct Config {
     pub greeting_query: String,
     /// Generic replies searched when nothing else matches.
     pub fallback_queries: Vec<String>,
+    /// Options searched per query (and shown to a model).
     pub options: u32,
+    /// Makes choices repeatable: the same seed, library and lines give the
+    /// same clips (also sent to the model as its `seed`).
+    pub seed: Option<u64>,
+    /// The retrieval director picks among this many best options (by the
+    /// seed, the session and the turn); 1 always takes the best.
+    pub variety: u32,
+    /// `openai` mode: any OpenAI-compatible chat-completions endpoint.
+    pub openai_api_key: String,
+    pub openai_base_url: String,
+    pub model: String,
+    /// `single` (search first, one model request per turn) or `two-step`
+    /// (the model searches, then plays).
+    pub flow: String,
+    /// Per model request.
+    pub timeout_ms: u64,
+    pub max_tokens: u32,
+    /// Model requests per turn at most (two-step may search more than once).
+    pub max_rounds: u32,
+    /// Exchanges of the session given to the model as context.
+    pub history_turns: u32,
+    /// A file with the system prompt; the built-in one when unset.
+    pub prompt_file: Option<PathBuf>,
+    /// How long a replica's claim on a session's turns lasts unless renewed.
+    pub lease_ms: u64,
 }
 
 impl Default for Config {
@@ -40,21 +74,59 @@ impl Default for Config {
             greeting_query: "hello welcome good evening hi".into(),
             fallback_queries: vec!["I don't know".into(), "Tell me more".into()],
             options: 5,
+            seed: None,
+            variety: 1,
+            openai_api_key: String::new(),
+            openai_base_url: "https://api.openai.com/v1".into(),
+            model: "gpt-4o".into(),
+            flow: "single".into(),
+            timeout_ms: 15_000,
+            max_tokens: 300,
+            max_rounds: 3,
+            history_turns: 8,
+            prompt_file: None,
+            lease_ms: 10_000,
         }
     }
 }
 
 impl plumbing::Settings for Config {
     const ENV_PREFIX: &'static str = "CINEMA_LLM_";
-    const SEED_ENV: &'static [(&'static str, &'static str)] = &[("CINEMA_DIRECTOR", "director")];
+    const SEED_ENV: &'static [(&'static str, &'static str)] = &[
+        ("CINEMA_DIRECTOR", "director"),
+        ("CINEMA_SEED", "seed"),
+        ("OPENAI_API_KEY", "openai_api_key"),
+        ("OPENAI_BASE_URL", "openai_base_url"),
+        ("LLM_MODEL", "model"),
+    ];
     fn nats_url(&self) -> &str {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
+        if !matches!(self.flow.as_str(), "single" | "two-step") {
+            return Err(format!(
+                "flow (CINEMA_LLM_FLOW) must be `single` or `two-step`, got {:?}",
+                self.flow
+            ));
+        }
+        if self.options == 0 || self.variety == 0 || self.timeout_ms == 0 || self.lease_ms < 1000 {
+            return Err(
+                "options, variety and timeout_ms must be above 0, lease_ms at least 1000".into(),
+            );
+        }
         match self.director.as_str() {
             "retrieval" => Ok(()),
             "openai" => {
-                Err("director `openai` is not available in this build yet; use `retrieval`".into())
+                if self.openai_api_key.trim().is_empty()
+                    && self.openai_base_url.contains("api.openai.com")
+                {
+                    return Err("director `openai` needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local endpoint)".into());
+                }
+                if let Some(path) = &self.prompt_file {
+                    std::fs::metadata(path)
+                        .map_err(|e| format!("prompt_file {}: {e}", path.display()))?;
+                }
+                Ok(())
             }
             other => Err(format!(
                 "director must be `retrieval` or `openai`, got {other:?}"
@@ -67,20 +139,44 @@ impl plumbing::Settings for Config {
 pub enum Error {
     #[error(transparent)]
     Bus(#[from] bus::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 struct Director {
     bus: Bus,
     state: Store,
     config: Config,
+    openai: Option<openai::OpenAi>,
+    /// This replica, as named in session leases.
+    replica: String,
 }
 
+/// One event of a session, waiting for its turn.
+struct Job {
+    msg: Message,
+    queued_ms: u32,
+}
+
+/// The session tasks of this replica: one per active session, each handling
+/// its session's events one at a time, in order.
+type Sessions = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>>;
+
+/// How long a session task waits for more events before it goes.
+const SESSION_IDLE: Duration = Duration::from_secs(30);
+
 pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
-    let director = Director {
+    let openai = match config.director.as_str() {
+        "openai" => Some(openai::OpenAi::new(&config).map_err(Error::Config)?),
+        _ => None,
+    };
+    let director = Arc::new(Director {
         state: bus.kv(names::CONVERSATIONS_BUCKET).await?,
         bus: bus.clone(),
         config,
-    };
+        openai,
+        replica: uuid::Uuid::new_v4().to_string(),
+    });
     let service = bus::service::start(
         bus.client(),
         names::service::LLM,
@@ -104,7 +200,14 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         .messages()
         .await
         .map_err(|e| bus::Error::nats("consume", e))?;
-    tracing::info!(director = %director.config.director, "The director is ready.");
+    tracing::info!(
+        director = %director.config.director,
+        flow = %director.config.flow,
+        replica = %director.replica,
+        "The director is ready."
+    );
+    let sessions: Sessions = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         let msg = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -118,40 +221,98 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
             .info()
             .map(|i| (time_now_ns() - i.published.unix_timestamp_nanos()).max(0) / 1_000_000)
             .unwrap_or(0) as u32;
-        match subjects::parse_session(&msg.subject) {
-            Some((sid, SessionEvent::Joined)) => match bus::decode_message::<ClientJoined>(&msg) {
-                Ok(_) => director.greet(sid).await,
-                Err(e) => {
-                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed join event.")
-                }
+        let Some((sid, _)) = subjects::parse_session(&msg.subject) else {
+            let _ = msg.ack().await;
+            continue;
+        };
+        let sid = sid.to_string();
+        let job = Job { msg, queued_ms };
+        let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let job = match map.get(&sid) {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => continue,
+                Err(mpsc::error::SendError(job)) => job,
             },
-            Some((sid, SessionEvent::Transcript)) => {
-                match bus::decode_message::<Transcript>(&msg) {
-                    Ok(t) => director.turn(sid, t, queued_ms).await,
-                    Err(e) => {
-                        tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed transcript.")
-                    }
-                }
-            }
-            Some((sid, SessionEvent::Ended)) => {
-                // The session is over: its director state goes (no leaked keys).
-                match director.state.purge(sid).await {
-                    Ok(()) => {
-                        tracing::info!(session = %sid, "The session ended; forgot its state.")
-                    }
-                    Err(e) => {
-                        tracing::warn!(session = %sid, error = %e, "Cannot forget an ended session.")
-                    }
-                }
-            }
-            _ => {}
-        }
-        if let Err(e) = msg.ack().await {
-            tracing::warn!(error = %e, "Cannot ack an event.");
-        }
+            None => job,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(job);
+        map.insert(sid.clone(), tx);
+        tasks.spawn(session_task(
+            director.clone(),
+            sid,
+            rx,
+            sessions.clone(),
+            shutdown.clone(),
+        ));
+        while tasks.try_join_next().is_some() {}
     }
+    // Let the turns in progress finish; queued events go back to the stream.
+    sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    while tasks.join_next().await.is_some() {}
     let _ = service.stop().await;
     Ok(())
+}
+
+/// Handles one session's events in order, holding the session's lease while
+/// it does, so no other replica decides a turn of this session meanwhile.
+async fn session_task(
+    director: Arc<Director>,
+    sid: String,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    sessions: Sessions,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let job = match tokio::time::timeout(SESSION_IDLE, rx.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(_) => {
+                let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                if rx.is_empty() {
+                    map.remove(&sid);
+                    break;
+                }
+                continue;
+            }
+        };
+        if shutdown.is_cancelled() {
+            // Back to the stream for another replica (or this one, restarted).
+            let _ = job.msg.ack_with(AckKind::Nak(None)).await;
+            continue;
+        }
+        let ended = matches!(
+            subjects::parse_session(&job.msg.subject),
+            Some((_, SessionEvent::Ended))
+        );
+        if !ended && !director.claim(&sid, &job.msg, &shutdown).await {
+            let _ = job.msg.ack_with(AckKind::Nak(None)).await;
+            continue;
+        }
+        director.handle_renewing(&sid, &job).await;
+        if let Err(e) = job.msg.ack().await {
+            tracing::warn!(error = %e, "Cannot ack an event.");
+        }
+        if ended {
+            sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&sid);
+            // Whatever came after the end is of no use.
+            rx.close();
+            while let Some(late) = rx.recv().await {
+                let _ = late.msg.ack().await;
+            }
+            break;
+        }
+        if rx.is_empty() {
+            director.release(&sid).await;
+        }
+    }
+}
+
+fn lease_key(sid: &str) -> String {
+    format!("lease.{sid}")
 }
 
 fn time_now_ns() -> i128 {
@@ -176,19 +337,46 @@ async fn search(
     mode: SearchMode,
     exclude: &[String],
 ) -> Result<Vec<Clip>, bus::Error> {
+    search_with_limit(bus, query, mode, config.options, exclude).await
+}
+
+/// `cinema.clips.search`: the library's best clips for `query`, none of `exclude`.
+pub async fn search_with_limit(
+    bus: &Bus,
+    query: &str,
+    mode: SearchMode,
+    limit: u32,
+    exclude: &[String],
+) -> Result<Vec<Clip>, bus::Error> {
     let reply: SearchReply = bus
         .request(
             subjects::clips::SEARCH.to_string(),
             &SearchRequest {
                 query: query.to_string(),
                 mode: mode as i32,
-                limit: config.options,
+                limit,
                 exclude_ids: exclude.to_vec(),
                 ..Default::default()
             },
         )
         .await?;
     Ok(reply.hits.into_iter().filter_map(|h| h.clip).collect())
+}
+
+/// Which of the first `n` options to play: fixed by the seed, the session and
+/// the turn, so a replay with the same seed makes the same choices.
+pub fn pick(seed: Option<u64>, sid: &str, turn: u32, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let digest = Sha256::new()
+        .chain_update(seed.unwrap_or(0).to_le_bytes())
+        .chain_update(sid.as_bytes())
+        .chain_update(turn.to_le_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_le_bytes(first) % n as u64) as usize
 }
 
 /// The retrieval director's choice for `text`: the clip whose cue (the line
@@ -243,12 +431,127 @@ pub async fn decide(
     })
 }
 
+/// What one turn chose, and how, whichever director chose it.
+struct Choice {
+    clip: Option<Clip>,
+    options: Vec<Clip>,
+    searches: Vec<(String, SearchMode, u32)>,
+    reasoning: String,
+    search_ms: u32,
+    model_ms: u32,
+}
+
+/// Exchanges kept in a session's state for a model's context.
+const HISTORY_KEPT: usize = 20;
+
 /// How the first generation showed a played clip.
 pub fn display(clip: &Clip) -> String {
     format!("[VIDEO: {} | \"{}\"]", clip.film_title, clip.caption)
 }
 
 impl Director {
+    /// Takes (or renews) this replica's lease on the session's turns.
+    /// `false` when another replica holds it and it has not expired.
+    async fn try_claim(&self, sid: &str) -> Result<bool, bus::Error> {
+        let key = lease_key(sid);
+        let now = now_ms();
+        let mine = DirectorLease {
+            owner: self.replica.clone(),
+            until_ms: now + self.config.lease_ms as i64,
+        };
+        let revision = match kv_get::<DirectorLease>(&self.state, &key).await? {
+            None => 0,
+            Some((lease, rev)) if lease.owner == self.replica || lease.until_ms <= now => rev,
+            Some(_) => return Ok(false),
+        };
+        Ok(kv_cas(&self.state, &key, &mine, revision).await?.is_some())
+    }
+
+    /// Waits until this replica holds the session's lease, keeping the event
+    /// from being redelivered meanwhile. `false` on shutdown.
+    async fn claim(&self, sid: &str, msg: &Message, shutdown: &CancellationToken) -> bool {
+        let mut waited = Duration::ZERO;
+        let step = Duration::from_millis(50);
+        loop {
+            match self.try_claim(sid).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(session = %sid, error = %e, "Cannot claim the session."),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(step) => {}
+            }
+            waited += step;
+            if waited.as_millis().is_multiple_of(5000) {
+                tracing::info!(session = %sid, "Another replica is deciding this session; waiting.");
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+
+    /// Gives the lease up once this replica has nothing queued for the session.
+    async fn release(&self, sid: &str) {
+        let key = lease_key(sid);
+        if let Ok(Some((lease, rev))) = kv_get::<DirectorLease>(&self.state, &key).await
+            && lease.owner == self.replica
+        {
+            let free = DirectorLease {
+                owner: String::new(),
+                until_ms: 0,
+            };
+            let _ = kv_cas(&self.state, &key, &free, rev).await;
+        }
+    }
+
+    /// Handles one event, renewing the lease (and the event's ack deadline)
+    /// while a slow model thinks.
+    async fn handle_renewing(&self, sid: &str, job: &Job) {
+        let work = self.handle(sid, job);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.lease_ms / 3));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = &mut work => return,
+                _ = tick.tick() => {
+                    if !matches!(self.try_claim(sid).await, Ok(true)) {
+                        tracing::warn!(session = %sid, "Lost the session's lease during a turn.");
+                    }
+                    let _ = job.msg.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, sid: &str, job: &Job) {
+        let msg = &job.msg;
+        match subjects::parse_session(&msg.subject) {
+            Some((_, SessionEvent::Joined)) => match bus::decode_message::<ClientJoined>(msg) {
+                Ok(_) => self.greet(sid).await,
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed join event.")
+                }
+            },
+            Some((_, SessionEvent::Transcript)) => match bus::decode_message::<Transcript>(msg) {
+                Ok(t) => self.turn(sid, t, job.queued_ms).await,
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed transcript.")
+                }
+            },
+            Some((_, SessionEvent::Ended)) => {
+                // The session is over: its director state goes (no leaked keys).
+                for key in [sid.to_string(), lease_key(sid)] {
+                    if let Err(e) = self.state.purge(&key).await {
+                        tracing::warn!(session = %sid, error = %e, "Cannot forget an ended session.");
+                    }
+                }
+                tracing::info!(session = %sid, "The session ended; forgot its state.");
+            }
+            _ => {}
+        }
+    }
+
     async fn load(&self, sid: &str) -> Result<(ConversationState, u64), bus::Error> {
         Ok(kv_get::<ConversationState>(&self.state, sid)
             .await?
@@ -423,6 +726,59 @@ impl Director {
         Ok(())
     }
 
+    /// The clip for one line: the model's choice in `openai` mode (falling
+    /// back to retrieval, with an error event, when the model fails), else
+    /// the retrieval director's.
+    async fn choose(
+        &self,
+        sid: &str,
+        turn: u32,
+        text: &str,
+        st: &ConversationState,
+    ) -> Result<Choice, bus::Error> {
+        let mut searches = Vec::new();
+        let mut fallback_ms = 0;
+        if let Some(ai) = &self.openai {
+            let started = Instant::now();
+            match ai.choose(&self.bus, &self.config, text, st).await {
+                Ok(c) => {
+                    return Ok(Choice {
+                        clip: Some(c.clip),
+                        options: c.options,
+                        searches: c.searches,
+                        reasoning: c.reasoning,
+                        search_ms: c.search_ms,
+                        model_ms: c.model_ms,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(session = %sid, error = %e, "The model failed; answering with retrieval.");
+                    self.event(
+                        sid,
+                        turn,
+                        Kind::Error(DirectorError {
+                            message: format!("{e}; answered with the retrieval director"),
+                        }),
+                    )
+                    .await;
+                    fallback_ms = started.elapsed().as_millis() as u32;
+                }
+            }
+        }
+        let d = decide(&self.bus, &self.config, text, &st.played_clip_ids).await?;
+        searches.push((d.query.clone(), d.mode, d.options.len() as u32));
+        let n = d.options.len().min(self.config.variety as usize);
+        let clip = d.options.get(pick(self.config.seed, sid, turn, n)).cloned();
+        Ok(Choice {
+            clip,
+            options: d.options,
+            searches,
+            reasoning: d.reasoning.to_string(),
+            search_ms: d.search_ms,
+            model_ms: fallback_ms,
+        })
+    }
+
     async fn turn(&self, sid: &str, t: Transcript, queue_ms: u32) {
         if !t.is_final || t.text.trim().is_empty() {
             return;
@@ -458,23 +814,26 @@ impl Director {
         )
         .await;
 
-        let Decision {
+        let Choice {
+            clip,
             options,
-            mode,
-            query,
+            searches,
             reasoning,
             search_ms,
-        } = decide(&self.bus, &self.config, &t.text, &st.played_clip_ids).await?;
-        self.event(
-            sid,
-            turn,
-            Kind::Search(SearchDone {
-                query: query.clone(),
-                mode: mode as i32,
-                hits: options.len() as u32,
-            }),
-        )
-        .await;
+            model_ms,
+        } = self.choose(sid, turn, &t.text, &st).await?;
+        for (query, mode, hits) in searches {
+            self.event(
+                sid,
+                turn,
+                Kind::Search(SearchDone {
+                    query,
+                    mode: mode as i32,
+                    hits,
+                }),
+            )
+            .await;
+        }
         self.event(
             sid,
             turn,
@@ -483,7 +842,7 @@ impl Director {
             }),
         )
         .await;
-        let Some(clip) = options.into_iter().next() else {
+        let Some(clip) = clip else {
             self.event(
                 sid,
                 turn,
@@ -496,14 +855,8 @@ impl Director {
                 .await?;
             return Ok(());
         };
-        self.event(
-            sid,
-            turn,
-            Kind::Reasoning(Reasoning {
-                text: reasoning.into(),
-            }),
-        )
-        .await;
+        self.event(sid, turn, Kind::Reasoning(Reasoning { text: reasoning }))
+            .await;
         let cmd = PlayCommand {
             session_id: sid.to_string(),
             command_id: format!("turn-{sid}-{}", t.utterance_id),
@@ -532,17 +885,24 @@ impl Director {
             Kind::Latency(TurnLatency {
                 queue_ms,
                 search_ms,
-                model_ms: 0,
+                model_ms,
                 total_ms,
             }),
         )
         .await;
         let utterance = t.utterance_id.clone();
+        let exchange = Exchange {
+            user: t.text.clone(),
+            reply: display(&clip),
+        };
         self.save(sid, |s| {
             if !s.handled_transcripts.contains(&utterance) {
                 s.turn = turn;
                 s.played_clip_ids.push(clip.id.clone());
                 s.handled_transcripts.push(utterance.clone());
+                s.history.push(exchange.clone());
+                let over = s.history.len().saturating_sub(HISTORY_KEPT);
+                s.history.drain(..over);
             }
         })
         .await?;
