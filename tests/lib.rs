@@ -280,3 +280,160 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A second film, so a session can go on for a dozen turns without repeats.
+pub const FILM_TWO: (&str, &[&str]) = (
+    "rainy-evening",
+    &[
+        "Is anybody home?",
+        "Come in, come in, you are soaking wet.",
+        "It has rained all day.",
+        "Sit by the fire and tell me everything.",
+        "I lost my way in the forest.",
+        "Nobody finds this house by chance.",
+        "Do you have anything to eat?",
+        "There is soup, and bread, and a little cheese.",
+        "You are very kind.",
+        "Kindness costs nothing on a night like this.",
+    ],
+);
+
+/// Service processes of a test, killed when it drops.
+pub struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Processes {
+    pub fn pids(&self) -> Vec<u32> {
+        self.0.iter().map(std::process::Child::id).collect()
+    }
+}
+
+/// The director's world without a Pi: NATS, a real clip-selector over a
+/// synthetic library, and `replicas` llm processes with `env`. Events are
+/// published on the bus as room-manager and stt would.
+pub struct DirectorRig {
+    pub bus: bus::Bus,
+    pub processes: Processes,
+    pub nats: NatsServer,
+    _library: tempfile::TempDir,
+}
+
+impl DirectorRig {
+    pub async fn start(env: &[(&str, &str)], replicas: usize) -> DirectorRig {
+        let nats = NatsServer::start();
+        let library = testkit::film_library(&[FILM, FILM_TWO]);
+        let bus = nats.bus("test").await;
+        let spawn = |name: &str, extra: &[(&str, &str)]| {
+            std::process::Command::new(testkit::bin(name))
+                .env("NATS_URL", nats.url())
+                .env("CINEMA_LIBRARY", library.path())
+                .env("CINEMA_CLIP_SELECTOR_MEDIA_ADDR", "127.0.0.1:0")
+                .env("RUST_LOG", "warn")
+                .envs(extra.iter().copied())
+                .spawn()
+                .unwrap()
+        };
+        let mut children = vec![spawn("clip-selector", &[])];
+        for _ in 0..replicas {
+            children.push(spawn("llm", env));
+        }
+        let processes = Processes(children);
+        testkit::eventually(
+            Duration::from_secs(60),
+            "clip-selector and every llm replica to answer",
+            async || {
+                let up = bus::service::ping_all(bus.client(), Duration::from_millis(300))
+                    .await
+                    .ok()?;
+                let llms = up
+                    .iter()
+                    .filter(|i| i.name == bus::names::service::LLM)
+                    .count();
+                let selector = up
+                    .iter()
+                    .any(|i| i.name == bus::names::service::CLIP_SELECTOR);
+                (selector && llms == replicas).then_some(())
+            },
+        )
+        .await;
+        DirectorRig {
+            bus,
+            processes,
+            nats,
+            _library: library,
+        }
+    }
+
+    /// The Pi of `sid` joined (as room-manager announces it).
+    pub async fn join(&self, sid: &str) {
+        let joined = wire::v1::ClientJoined {
+            session_id: sid.into(),
+            ..Default::default()
+        };
+        self.bus
+            .publish_durable(
+                bus::subjects::session(sid, bus::subjects::SessionEvent::Joined),
+                &joined,
+                &format!("joined-{sid}"),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The visitor said `text` (a final transcript, as stt publishes it).
+    pub async fn say(&self, sid: &str, utterance: &str, text: &str) {
+        let t = wire::v1::Transcript {
+            session_id: sid.into(),
+            utterance_id: utterance.into(),
+            text: text.into(),
+            is_final: true,
+            source: wire::v1::TranscriptSource::Typed as i32,
+            at_ms: wire::now_ms(),
+            ..Default::default()
+        };
+        self.bus
+            .publish_durable(
+                bus::subjects::session(sid, bus::subjects::SessionEvent::Transcript),
+                &t,
+                &format!("t-{sid}-{utterance}"),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The session is over (as room-manager announces it).
+    pub async fn end(&self, sid: &str) {
+        let ended = wire::v1::SessionEnded {
+            session_id: sid.into(),
+            ..Default::default()
+        };
+        self.bus
+            .publish_durable(
+                bus::subjects::session(sid, bus::subjects::SessionEvent::Ended),
+                &ended,
+                &format!("ended-{sid}"),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn subscribe(
+        &self,
+        sid: &str,
+        event: bus::subjects::SessionEvent,
+    ) -> bus::async_nats::Subscriber {
+        self.bus
+            .client()
+            .subscribe(bus::subjects::session(sid, event))
+            .await
+            .unwrap()
+    }
+}

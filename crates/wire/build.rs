@@ -10,7 +10,11 @@ const PROTO_ROOT: &str = "../../proto";
 const PROTO_DIR: &str = "../../proto/cinema/v1";
 
 fn main() {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // At run time, not `env!`: the compiled build script is shared between
+    // clones, and must read the proto files of the clone being built.
+    let manifest = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
     let mut names: Vec<String> = std::fs::read_dir(manifest.join(PROTO_DIR))
         .expect("proto/cinema/v1 is readable")
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))

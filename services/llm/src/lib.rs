@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bus::async_nats::jetstream::AckKind;
 use bus::async_nats::jetstream::Message;
 use bus::async_nats::jetstream::kv::Store;
+use bus::async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, kv_cas, kv_get, names};
 use futures::StreamExt;
@@ -21,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::conversation_event::Kind;
 use wire::v1::{
-    ClientJoined, Clip, ClipPlayed, ConversationEvent, ConversationState, DirectorError,
-    DirectorLease, Exchange, OptionsConsidered, PlayCommand, Reasoning, SearchDone, SearchMode,
-    SearchReply, SearchRequest, Transcript, TurnLatency, UserLine,
+    ClientJoined, Clip, ClipPlayed, ConversationEvent, ConversationState, DirectorError, Exchange,
+    OptionsConsidered, PlayCommand, Reasoning, SearchDone, SearchMode, SearchReply, SearchRequest,
+    Transcript, TurnLatency, UserLine,
 };
 
 pub mod openai;
@@ -56,14 +57,18 @@ pub struct Config {
     /// Per model request.
     pub timeout_ms: u64,
     pub max_tokens: u32,
+    /// Retries of a request the endpoint answered with 429 or 5xx (with
+    /// backoff, within `timeout_ms`); 0 falls back to retrieval at once.
+    pub model_retries: u32,
     /// Model requests per turn at most (two-step may search more than once).
     pub max_rounds: u32,
     /// Exchanges of the session given to the model as context.
     pub history_turns: u32,
     /// A file with the system prompt; the built-in one when unset.
     pub prompt_file: Option<PathBuf>,
-    /// How long a replica's claim on a session's turns lasts unless renewed.
-    pub lease_ms: u64,
+    /// How long an event waits for an earlier event of its session (being
+    /// decided on another replica) before it is decided anyway.
+    pub order_wait_ms: u64,
 }
 
 impl Default for Config {
@@ -82,10 +87,11 @@ impl Default for Config {
             flow: "single".into(),
             timeout_ms: 15_000,
             max_tokens: 300,
+            model_retries: 0,
             max_rounds: 3,
             history_turns: 8,
             prompt_file: None,
-            lease_ms: 10_000,
+            order_wait_ms: 60_000,
         }
     }
 }
@@ -109,10 +115,8 @@ impl plumbing::Settings for Config {
                 self.flow
             ));
         }
-        if self.options == 0 || self.variety == 0 || self.timeout_ms == 0 || self.lease_ms < 1000 {
-            return Err(
-                "options, variety and timeout_ms must be above 0, lease_ms at least 1000".into(),
-            );
+        if self.options == 0 || self.variety == 0 || self.timeout_ms == 0 {
+            return Err("options, variety and timeout_ms must be above 0".into());
         }
         match self.director.as_str() {
             "retrieval" => Ok(()),
@@ -148,8 +152,7 @@ struct Director {
     state: Store,
     config: Config,
     openai: Option<openai::OpenAi>,
-    /// This replica, as named in session leases.
-    replica: String,
+    events: Stream,
 }
 
 /// One event of a session, waiting for its turn.
@@ -175,7 +178,11 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         bus: bus.clone(),
         config,
         openai,
-        replica: uuid::Uuid::new_v4().to_string(),
+        events: bus
+            .jetstream()
+            .get_stream(names::EVENTS_STREAM)
+            .await
+            .map_err(|e| bus::Error::nats("events stream", e))?,
     });
     let service = bus::service::start(
         bus.client(),
@@ -203,7 +210,6 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     tracing::info!(
         director = %director.config.director,
         flow = %director.config.flow,
-        replica = %director.replica,
         "The director is ready."
     );
     let sessions: Sessions = Arc::default();
@@ -254,8 +260,8 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     Ok(())
 }
 
-/// Handles one session's events in order, holding the session's lease while
-/// it does, so no other replica decides a turn of this session meanwhile.
+/// Handles one session's events, one at a time, in stream order — also
+/// across replicas (see [`Director::wait_for_turn`]).
 async fn session_task(
     director: Arc<Director>,
     sid: String,
@@ -285,11 +291,19 @@ async fn session_task(
             subjects::parse_session(&job.msg.subject),
             Some((_, SessionEvent::Ended))
         );
-        if !ended && !director.claim(&sid, &job.msg, &shutdown).await {
+        let seq = job.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        if !ended && !director.wait_for_turn(&sid, seq, &job.msg, &shutdown).await {
             let _ = job.msg.ack_with(AckKind::Nak(None)).await;
             continue;
         }
-        director.handle_renewing(&sid, &job).await;
+        director.handle_alive(&sid, &job).await;
+        if !ended
+            && let Err(e) = director
+                .save(&sid, |s| s.last_seq = s.last_seq.max(seq))
+                .await
+        {
+            tracing::warn!(session = %sid, error = %e, "Cannot record the event as handled.");
+        }
         if let Err(e) = job.msg.ack().await {
             tracing::warn!(error = %e, "Cannot ack an event.");
         }
@@ -305,14 +319,7 @@ async fn session_task(
             }
             break;
         }
-        if rx.is_empty() {
-            director.release(&sid).await;
-        }
     }
-}
-
-fn lease_key(sid: &str) -> String {
-    format!("lease.{sid}")
 }
 
 fn time_now_ns() -> i128 {
@@ -450,76 +457,82 @@ pub fn display(clip: &Clip) -> String {
 }
 
 impl Director {
-    /// Takes (or renews) this replica's lease on the session's turns.
-    /// `false` when another replica holds it and it has not expired.
-    async fn try_claim(&self, sid: &str) -> Result<bool, bus::Error> {
-        let key = lease_key(sid);
-        let now = now_ms();
-        let mine = DirectorLease {
-            owner: self.replica.clone(),
-            until_ms: now + self.config.lease_ms as i64,
-        };
-        let revision = match kv_get::<DirectorLease>(&self.state, &key).await? {
-            None => 0,
-            Some((lease, rev)) if lease.owner == self.replica || lease.until_ms <= now => rev,
-            Some(_) => return Ok(false),
-        };
-        Ok(kv_cas(&self.state, &key, &mine, revision).await?.is_some())
+    /// The stream sequence of the earliest event of `sid` this director
+    /// handles (joined, transcript) after `after`, if any.
+    async fn next_pending(&self, sid: &str, after: u64) -> Result<Option<u64>, bus::Error> {
+        let mut first: Option<u64> = None;
+        for event in [SessionEvent::Joined, SessionEvent::Transcript] {
+            match self
+                .events
+                .get_first_raw_message_by_subject(subjects::session(sid, event), after + 1)
+                .await
+            {
+                Ok(m) => first = Some(first.map_or(m.sequence, |f| f.min(m.sequence))),
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(bus::Error::nats("events stream", e)),
+            }
+        }
+        Ok(first)
     }
 
-    /// Waits until this replica holds the session's lease, keeping the event
-    /// from being redelivered meanwhile. `false` on shutdown.
-    async fn claim(&self, sid: &str, msg: &Message, shutdown: &CancellationToken) -> bool {
-        let mut waited = Duration::ZERO;
-        let step = Duration::from_millis(50);
+    /// Waits until every earlier event of the session is handled (by any
+    /// replica), keeping this one from being redelivered meanwhile. `false`
+    /// on shutdown. After `order_wait_ms` it goes ahead anyway, so an event
+    /// lost elsewhere cannot stall a session for good.
+    async fn wait_for_turn(
+        &self,
+        sid: &str,
+        seq: u64,
+        msg: &Message,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let started = Instant::now();
+        let mut last_progress = Instant::now();
         loop {
-            match self.try_claim(sid).await {
-                Ok(true) => return true,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(session = %sid, error = %e, "Cannot claim the session."),
+            let ready = match self.load(sid).await {
+                Ok((st, _)) if st.last_seq >= seq => true,
+                Ok((st, _)) => match self.next_pending(sid, st.last_seq).await {
+                    Ok(Some(first)) => first >= seq,
+                    Ok(None) => true,
+                    Err(e) => {
+                        tracing::warn!(session = %sid, error = %e, "Cannot read the session's events.");
+                        false
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(session = %sid, error = %e, "Cannot read the session's state.");
+                    false
+                }
+            };
+            if ready {
+                return true;
+            }
+            if started.elapsed() > Duration::from_millis(self.config.order_wait_ms) {
+                tracing::warn!(session = %sid, seq, "An earlier event was never handled; going ahead.");
+                return true;
+            }
+            if last_progress.elapsed() > Duration::from_secs(5) {
+                let _ = msg.ack_with(AckKind::Progress).await;
+                last_progress = Instant::now();
             }
             tokio::select! {
                 () = shutdown.cancelled() => return false,
-                () = tokio::time::sleep(step) => {}
-            }
-            waited += step;
-            if waited.as_millis().is_multiple_of(5000) {
-                tracing::info!(session = %sid, "Another replica is deciding this session; waiting.");
-                let _ = msg.ack_with(AckKind::Progress).await;
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
     }
 
-    /// Gives the lease up once this replica has nothing queued for the session.
-    async fn release(&self, sid: &str) {
-        let key = lease_key(sid);
-        if let Ok(Some((lease, rev))) = kv_get::<DirectorLease>(&self.state, &key).await
-            && lease.owner == self.replica
-        {
-            let free = DirectorLease {
-                owner: String::new(),
-                until_ms: 0,
-            };
-            let _ = kv_cas(&self.state, &key, &free, rev).await;
-        }
-    }
-
-    /// Handles one event, renewing the lease (and the event's ack deadline)
-    /// while a slow model thinks.
-    async fn handle_renewing(&self, sid: &str, job: &Job) {
+    /// Handles one event, telling the stream it is still being worked on
+    /// while a slow model thinks (so it is not redelivered elsewhere).
+    async fn handle_alive(&self, sid: &str, job: &Job) {
         let work = self.handle(sid, job);
         tokio::pin!(work);
-        let mut tick = tokio::time::interval(Duration::from_millis(self.config.lease_ms / 3));
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;
         loop {
             tokio::select! {
                 () = &mut work => return,
-                _ = tick.tick() => {
-                    if !matches!(self.try_claim(sid).await, Ok(true)) {
-                        tracing::warn!(session = %sid, "Lost the session's lease during a turn.");
-                    }
-                    let _ = job.msg.ack_with(AckKind::Progress).await;
-                }
+                _ = tick.tick() => { let _ = job.msg.ack_with(AckKind::Progress).await; }
             }
         }
     }
@@ -541,12 +554,14 @@ impl Director {
             },
             Some((_, SessionEvent::Ended)) => {
                 // The session is over: its director state goes (no leaked keys).
-                for key in [sid.to_string(), lease_key(sid)] {
-                    if let Err(e) = self.state.purge(&key).await {
-                        tracing::warn!(session = %sid, error = %e, "Cannot forget an ended session.");
+                match self.state.purge(sid).await {
+                    Ok(()) => {
+                        tracing::info!(session = %sid, "The session ended; forgot its state.")
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %sid, error = %e, "Cannot forget an ended session.")
                     }
                 }
-                tracing::info!(session = %sid, "The session ended; forgot its state.");
             }
             _ => {}
         }

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
+use async_openai::middleware::retry::OpenAIRetryLayer;
 use async_openai::types::chat::{
     ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
@@ -121,8 +123,19 @@ impl OpenAi {
         let api = OpenAIConfig::new()
             .with_api_base(config.openai_base_url.trim_end_matches('/'))
             .with_api_key(config.openai_api_key.clone());
+        // async-openai retries 429s and 5xx by default; a visitor is
+        // waiting, so retries are the operator's choice (`model_retries`).
+        let transport = ReqwestService::default();
+        let client = match config.model_retries {
+            0 => Client::with_config(api).with_http_service(transport),
+            n => Client::with_config(api).with_http_service(
+                tower::ServiceBuilder::new()
+                    .layer(OpenAIRetryLayer::new(n as usize))
+                    .service(transport),
+            ),
+        };
         Ok(OpenAi {
-            client: Client::with_config(api),
+            client,
             model: config.model.clone(),
             prompt,
             two_step: config.flow == "two-step",
