@@ -370,16 +370,17 @@ pub async fn search_with_limit(
     Ok(reply.hits.into_iter().filter_map(|h| h.clip).collect())
 }
 
-/// Which of the first `n` options to play: fixed by the seed, the session and
-/// the turn, so a replay with the same seed makes the same choices.
-pub fn pick(seed: Option<u64>, sid: &str, turn: u32, n: usize) -> usize {
+/// Which of the first `n` options to play: fixed by the seed, the turn and
+/// the line, so replaying a conversation with the same seed (in any session)
+/// makes the same choices.
+pub fn pick(seed: Option<u64>, turn: u32, text: &str, n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
     let digest = Sha256::new()
         .chain_update(seed.unwrap_or(0).to_le_bytes())
-        .chain_update(sid.as_bytes())
         .chain_update(turn.to_le_bytes())
+        .chain_update(text.trim().to_lowercase().as_bytes())
         .finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -783,7 +784,10 @@ impl Director {
         let d = decide(&self.bus, &self.config, text, &st.played_clip_ids).await?;
         searches.push((d.query.clone(), d.mode, d.options.len() as u32));
         let n = d.options.len().min(self.config.variety as usize);
-        let clip = d.options.get(pick(self.config.seed, sid, turn, n)).cloned();
+        let clip = d
+            .options
+            .get(pick(self.config.seed, turn, text, n))
+            .cloned();
         Ok(Choice {
             clip,
             options: d.options,
@@ -923,5 +927,74 @@ impl Director {
         .await?;
         tracing::info!(session = %sid, turn, clip = %cmd.clip_id, "Answered.");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_are_fixed_by_the_seed() {
+        let lines = [
+            "hello",
+            "where is the station",
+            "thank you",
+            "goodbye",
+            "why",
+        ];
+        let run = |seed| -> Vec<usize> {
+            (0..40)
+                .map(|turn| pick(seed, turn, lines[turn as usize % lines.len()], 3))
+                .collect()
+        };
+        assert_eq!(run(Some(7)), run(Some(7)), "same seed, same choices");
+        assert_ne!(run(Some(7)), run(Some(8)), "another seed, other choices");
+        assert!(run(Some(7)).iter().all(|&i| i < 3));
+        for i in 0..3 {
+            assert!(
+                run(Some(7)).contains(&i),
+                "every option gets chosen sometimes"
+            );
+        }
+        // Case and spaces of the line do not matter; one option leaves no choice.
+        assert_eq!(pick(Some(1), 2, " Hello ", 3), pick(Some(1), 2, "hello", 3));
+        assert_eq!(pick(Some(1), 2, "hello", 1), 0);
+        assert_eq!(pick(Some(1), 2, "hello", 0), 0);
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        use plumbing::Settings;
+        let ok = Config::default();
+        assert!(ok.validate().is_ok());
+        let bad_flow = Config {
+            flow: "three-step".into(),
+            ..Config::default()
+        };
+        assert!(bad_flow.validate().unwrap_err().contains("two-step"));
+        let no_key = Config {
+            director: "openai".into(),
+            ..Config::default()
+        };
+        assert!(no_key.validate().unwrap_err().contains("OPENAI_API_KEY"));
+        let local = Config {
+            director: "openai".into(),
+            openai_base_url: "http://127.0.0.1:11434/v1".into(),
+            ..Config::default()
+        };
+        assert!(local.validate().is_ok(), "a local endpoint needs no key");
+        let missing_prompt = Config {
+            director: "openai".into(),
+            openai_api_key: "k".into(),
+            prompt_file: Some("/nonexistent/prompt.txt".into()),
+            ..Config::default()
+        };
+        assert!(
+            missing_prompt
+                .validate()
+                .unwrap_err()
+                .contains("prompt_file")
+        );
     }
 }
