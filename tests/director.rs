@@ -273,6 +273,10 @@ async fn a_misbehaving_model_never_leaves_the_visitor_without_a_clip() {
             "not a JSON object",
         ),
         (call("delete_everything", "{}"), "unknown tool"),
+        (
+            Reply::Refusal("I can't assist with that.".into()),
+            "the model refused",
+        ),
         (Reply::Hang, "did not answer within 1500 ms"),
     ];
     let lines = [
@@ -286,6 +290,7 @@ async fn a_misbehaving_model_never_leaves_the_visitor_without_a_clip() {
         "Where is the station?",
         "Thank you very much.",
         "Sit by the fire and tell me everything.",
+        "Nobody finds this house by chance.",
     ];
     let mut played = Vec::new();
     for ((reply, expected), line) in cases.into_iter().zip(lines) {

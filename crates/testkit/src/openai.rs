@@ -28,6 +28,9 @@ pub enum Reply {
     Status(u16, String),
     /// HTTP 200 with this raw body and content-type application/json.
     Malformed(String),
+    /// An assistant message with `refusal` set and no content (what OpenAI
+    /// models send when they decline).
+    Refusal(String),
     /// Never answers (sleeps for an hour) — for client timeouts.
     Hang,
     /// The scripted stand-in model (see the module docs).
@@ -174,6 +177,11 @@ async fn chat_completions(
                 "refusal": null,
             });
             completion(&body, n, message, "tool_calls", completion_tokens)
+        }
+        Reply::Refusal(text) => {
+            let completion_tokens = rough_tokens(&text);
+            let message = json!({ "role": "assistant", "content": null, "refusal": text });
+            completion(&body, n, message, "stop", completion_tokens)
         }
         Reply::Content(text) => {
             let completion_tokens = rough_tokens(&text);
