@@ -2,8 +2,10 @@
 //! commands, announces its join, and plays each clip (resolved by id through
 //! the library) in one long-lived mpv, reporting playback started/finished.
 
+pub mod audio;
 pub mod mpv;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bus::subjects::{self, SessionEvent};
@@ -31,8 +33,29 @@ pub struct Config {
     pub vo: String,
     /// mpv `--ao` (`null` without a sound card); empty keeps mpv's default.
     pub ao: String,
-    /// What the Pi hears (`CINEMA_PI_AUDIO_INPUT`): `none` in this build.
+    /// What the Pi hears (`CINEMA_PI_AUDIO_INPUT`): `none`, `wav:PATH`,
+    /// `wav-loop:PATH`, `stdin` (s16le 16 kHz mono) or `alsa:DEVICE`.
     pub audio_input: String,
+    /// Silence that ends the visitor's turn.
+    pub end_silence_ms: u32,
+    /// Shorter speech is dropped.
+    pub min_speech_ms: u32,
+    /// Longer speech is cut and sent in parts.
+    pub max_utterance_ms: u32,
+    /// Audio kept from before speech was detected.
+    pub pre_roll_ms: u32,
+    /// earshot score (0–1) from which a frame is speech.
+    pub vad_threshold: f32,
+    /// The echo gate stays closed this long after a clip ends.
+    pub echo_tail_ms: u32,
+    /// Speech over a playing clip stops it (off: the TV's own voice would).
+    pub barge_in: bool,
+    /// How long the visitor must speak over a clip to stop it.
+    pub barge_in_ms: u32,
+    /// Simulation: the mic hears the clips the TV plays (decoded with ffmpeg).
+    pub simulate_echo: bool,
+    /// Publish 20 ms level frames for observers (meters, recorders).
+    pub audio_frames: bool,
 }
 
 impl Default for Config {
@@ -46,6 +69,16 @@ impl Default for Config {
             vo: String::new(),
             ao: String::new(),
             audio_input: "none".into(),
+            end_silence_ms: 300,
+            min_speech_ms: 250,
+            max_utterance_ms: 15_000,
+            pre_roll_ms: 300,
+            vad_threshold: 0.5,
+            echo_tail_ms: 500,
+            barge_in: false,
+            barge_in_ms: 400,
+            simulate_echo: false,
+            audio_frames: true,
         }
     }
 }
@@ -64,12 +97,22 @@ impl plumbing::Settings for Config {
     fn validate(&self) -> Result<(), String> {
         bus::subjects::check_id("session_id (CINEMA_SESSION_ID)", &self.session_id)
             .map_err(|e| e.to_string())?;
-        match self.audio_input.as_str() {
-            "none" | "" => Ok(()),
-            other => Err(format!(
-                "audio_input (CINEMA_PI_AUDIO_INPUT) {other:?} is not supported by this build; use `none`"
-            )),
+        let input: audio::Input = self
+            .audio_input
+            .parse()
+            .map_err(|e| format!("audio_input (CINEMA_PI_AUDIO_INPUT): {e}"))?;
+        if let audio::Input::Wav(p) | audio::Input::WavLoop(p) = &input
+            && !p.is_file()
+        {
+            return Err(format!(
+                "audio_input (CINEMA_PI_AUDIO_INPUT): {} is not a file",
+                p.display()
+            ));
         }
+        if !(0.0..=1.0).contains(&self.vad_threshold) || self.end_silence_ms == 0 {
+            return Err("vad_threshold must be within 0–1 and end_silence_ms above 0".into());
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +127,7 @@ pub enum Error {
 /// The clip on screen.
 struct Current {
     cmd: PlayCommand,
+    url: String,
     start_s: f64,
     end_s: f64,
     started: bool,
@@ -98,6 +142,34 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         extra_args: Vec::new(),
     };
     let (mut player, mut events) = mpv::Mpv::start(&opts).await?;
+    let gate = Arc::new(audio::Gate::default());
+    let (ears_tx, ears_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    let ears_stop = CancellationToken::new();
+    let ears = tokio::spawn(audio::run(
+        bus.clone(),
+        audio::Settings {
+            session_id: sid.clone(),
+            pi_id: config.pi_id.clone(),
+            // Checked by `validate`.
+            input: config.audio_input.parse().unwrap_or(audio::Input::None),
+            vad: audio::vad::Params {
+                threshold: config.vad_threshold,
+                end_silence_ms: config.end_silence_ms,
+                min_speech_ms: config.min_speech_ms,
+                max_utterance_ms: config.max_utterance_ms,
+                pre_roll_ms: config.pre_roll_ms,
+                ..Default::default()
+            },
+            frames: config.audio_frames,
+            simulate_echo: config.simulate_echo,
+        },
+        gate.clone(),
+        ears_rx,
+        notice_tx,
+        ears_stop.clone(),
+    ));
+    let tail = Duration::from_millis(config.echo_tail_ms.into());
     tracing::info!(session = %sid, mpv_pid = player.pid(), "mpv is ready.");
     let service = bus::service::start(
         bus.client(),
@@ -151,8 +223,30 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                 };
                 if let Some(prev) = current.take() {
                     report(&bus, &prev, PlaybackState::Interrupted, "").await;
+                    let _ = ears_tx.send(audio::Control::EchoStop);
                 }
+                // Deaf from before the first sound of the clip.
+                gate.close();
+                let greeting = cmd.greeting;
                 current = play(&bus, &mut player, cmd).await;
+                if current.is_none() {
+                    gate.open_after(Duration::ZERO);
+                    if greeting {
+                        let _ = ears_tx.send(audio::Control::GreetingOver);
+                    }
+                }
+            }
+            notice = notices.recv() => {
+                let Some(audio::Notice::SpeechOverClip { ms }) = notice else { continue };
+                if config.barge_in && ms >= config.barge_in_ms
+                    && let Some(c) = current.take()
+                {
+                    tracing::info!(session = %sid, clip = %c.cmd.clip_id, "The visitor spoke over the clip; stopping it.");
+                    let _ = player.stop().await;
+                    report(&bus, &c, PlaybackState::Interrupted, "the visitor spoke").await;
+                    let _ = ears_tx.send(audio::Control::EchoStop);
+                    gate.open_after(Duration::ZERO);
+                }
             }
             ev = events.recv() => {
                 let Some(ev) = ev else {
@@ -161,6 +255,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     tracing::warn!(session = %sid, ?status, "mpv exited; restarting it.");
                     if let Some(c) = current.take() {
                         report(&bus, &c, PlaybackState::Failed, "the player crashed").await;
+                        finished(&ears_tx, &gate, &c, tail);
                     }
                     match mpv::Mpv::start(&opts).await {
                         Ok((p, e)) => { player = p; events = e; continue; }
@@ -172,6 +267,16 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                         if let Some(c) = current.as_mut().filter(|c| !c.started) {
                             c.started = true;
                             report(&bus, c, PlaybackState::Started, "").await;
+                            if config.simulate_echo {
+                                let tx = ears_tx.clone();
+                                let (url, start, end) = (c.url.clone(), c.start_s, c.end_s);
+                                tokio::spawn(async move {
+                                    match audio::input::decode_clip(&url, start, end).await {
+                                        Ok(pcm) => { let _ = tx.send(audio::Control::Echo(pcm)); }
+                                        Err(e) => tracing::warn!(error = %e, "Cannot simulate the clip's echo."),
+                                    }
+                                });
+                            }
                         }
                     }
                     mpv::Event::EndFile { reason, error } => {
@@ -183,12 +288,15 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                         };
                         if let Some(c) = current.take() {
                             report(&bus, &c, state, error.as_deref().unwrap_or("")).await;
+                            finished(&ears_tx, &gate, &c, tail);
                         }
                     }
                 }
             }
         }
     };
+    ears_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), ears).await;
     player.shutdown().await;
     // Bounded: NATS may be gone too.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -200,6 +308,21 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     .await;
     tracing::info!(session = %sid, "Left the session.");
     result
+}
+
+/// A clip is over: the ears open after the tail (the room's echo dies
+/// down), and after the greeting a simulated visitor may answer.
+fn finished(
+    ears: &tokio::sync::mpsc::UnboundedSender<audio::Control>,
+    gate: &audio::Gate,
+    c: &Current,
+    tail: Duration,
+) {
+    gate.open_after(tail);
+    let _ = ears.send(audio::Control::EchoStop);
+    if c.cmd.greeting {
+        let _ = ears.send(audio::Control::GreetingOver);
+    }
 }
 
 /// Resolves the clip id through the library and starts it; an unknown id is
@@ -224,6 +347,7 @@ async fn play(bus: &Bus, player: &mut mpv::Mpv, cmd: PlayCommand) -> Option<Curr
             tracing::warn!(clip = %cmd.clip_id, error = %e, "Cannot resolve a clip.");
             let failed = Current {
                 cmd,
+                url: String::new(),
                 start_s: 0.0,
                 end_s: 0.0,
                 started: false,
@@ -234,6 +358,7 @@ async fn play(bus: &Bus, player: &mut mpv::Mpv, cmd: PlayCommand) -> Option<Curr
     };
     let cur = Current {
         cmd,
+        url: url.clone(),
         start_s: clip.start_s,
         end_s: clip.end_s,
         started: false,

@@ -143,6 +143,11 @@ impl Mpv {
             .await
     }
 
+    /// Stops the clip (barge-in); mpv stays, idle.
+    pub async fn stop(&mut self) -> Result<(), Error> {
+        self.command(json!(["stop"])).await
+    }
+
     /// Asks mpv to quit, then kills it if it has not gone within a second.
     pub async fn shutdown(mut self) {
         let _ = self.command(json!(["quit"])).await;
