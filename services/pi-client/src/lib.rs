@@ -48,6 +48,9 @@ pub struct Config {
     pub vad_threshold: f32,
     /// The echo gate stays closed this long after a clip ends.
     pub echo_tail_ms: u32,
+    /// Close the ears while clips play (off only where the TV cannot be
+    /// heard by the microphone, e.g. headphones).
+    pub echo_gate: bool,
     /// Speech over a playing clip stops it (off: the TV's own voice would).
     pub barge_in: bool,
     /// How long the visitor must speak over a clip to stop it.
@@ -75,6 +78,7 @@ impl Default for Config {
             pre_roll_ms: 300,
             vad_threshold: 0.5,
             echo_tail_ms: 500,
+            echo_gate: true,
             barge_in: false,
             barge_in_ms: 400,
             simulate_echo: false,
@@ -226,7 +230,9 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     let _ = ears_tx.send(audio::Control::EchoStop);
                 }
                 // Deaf from before the first sound of the clip.
-                gate.close();
+                if config.echo_gate {
+                    gate.close();
+                }
                 let greeting = cmd.greeting;
                 current = play(&bus, &mut player, cmd).await;
                 if current.is_none() {

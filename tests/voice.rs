@@ -1,0 +1,184 @@
+//! The visitor's voice: a simulated Pi hears speech (a WAV file answering
+//! the greeting), cuts it into an utterance and queues it for stt; and the
+//! TV's own voice, heard by the same microphone, never becomes one.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bus::subjects::{self, SessionEvent};
+use futures::StreamExt;
+use tests::{World, next};
+use wire::v1::{AudioFrame, PlayCommand, PlaybackEvent, PlaybackState, Utterance};
+
+/// `text` spoken by espeak-ng, after 0.3 s of silence, as a WAV file.
+fn speech_wav(dir: &std::path::Path, text: &str) -> (std::path::PathBuf, f64) {
+    let (pcm, rate) = synth::speak(text, "en-us").unwrap();
+    let mut padded = vec![0i16; rate as usize * 3 / 10];
+    padded.extend(&pcm);
+    padded.extend(vec![0i16; rate as usize / 2]);
+    let path = dir.join("visitor.wav");
+    synth::write_wav(&path, &padded, rate).unwrap();
+    (path, pcm.len() as f64 / rate as f64)
+}
+
+/// Waits for the session's greeting to finish playing.
+async fn greeting_finished(w: &World, sid: &str) -> PlaybackEvent {
+    let mut plays = w.subscribe(SessionEvent::Play).await;
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
+    let greeting: PlayCommand = next(&mut plays, "the greeting", |p: &PlayCommand| {
+        p.session_id == sid && p.greeting
+    })
+    .await;
+    next(
+        &mut playback,
+        "the greeting finished",
+        |e: &PlaybackEvent| {
+            e.command_id == greeting.command_id && e.state() == PlaybackState::Finished
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_answering_the_greeting_is_heard_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wav, spoken_s) = speech_wav(dir.path(), "Where is the station?");
+    let input = format!("wav:{}", wav.display());
+    let w = World::start_with(&[("CINEMA_PI_AUDIO_INPUT", input.as_str())]).await;
+    let mut utterances = w
+        .bus
+        .client()
+        .subscribe(subjects::UTTERANCE_WILDCARD)
+        .await
+        .unwrap();
+    let mut frames = w
+        .bus
+        .client()
+        .subscribe("cinema.session.*.audio")
+        .await
+        .unwrap();
+    let sid = w.connect().await["identifier"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let finished = greeting_finished(&w, &sid).await;
+
+    let u: Utterance = next(
+        &mut utterances,
+        "the visitor's utterance",
+        |u: &Utterance| u.session_id == sid,
+    )
+    .await;
+    assert_eq!(u.sample_rate, 16_000);
+    assert_eq!(u.pcm.len() % 2, 0);
+    assert_eq!(u.device, input);
+    let heard_s = u.pcm.len() as f64 / 2.0 / 16_000.0;
+    // The speech, with pre-roll before it and the end-of-turn silence after.
+    assert!(
+        heard_s > spoken_s && heard_s < spoken_s + 1.2,
+        "heard {heard_s:.2} s of {spoken_s:.2} s of speech"
+    );
+    let speech_ms = u.speech_end_ms - u.speech_start_ms;
+    assert!(
+        (speech_ms as f64 / 1000.0 - spoken_s).abs() < 0.5,
+        "speech {speech_ms} ms for {spoken_s:.2} s"
+    );
+    // The visitor answered after the greeting (and its echo tail), not over it.
+    assert!(
+        u.speech_start_ms >= finished.at_ms,
+        "speech at {} before the greeting ended at {}",
+        u.speech_start_ms,
+        finished.at_ms
+    );
+
+    // Heard once: no second utterance of the same speech.
+    let again = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let m = utterances.next().await.unwrap();
+            if let Ok(u) = bus::decode_message::<Utterance>(&m)
+                && u.session_id == sid
+            {
+                return u;
+            }
+        }
+    })
+    .await;
+    assert!(
+        again.is_err(),
+        "a second utterance: {:?}",
+        again.map(|u| u.utterance_id)
+    );
+
+    // Observers get 20 ms level frames (buffered since before the greeting);
+    // the visitor's speech shows on the meter.
+    let mut loudest = 0.0f32;
+    for _ in 0..1000 {
+        let f: AudioFrame = next(&mut frames, "audio frames", |f: &AudioFrame| {
+            f.session_id == sid
+        })
+        .await;
+        assert_eq!((f.pcm.len(), f.sample_rate), (640, 16_000));
+        loudest = loudest.max(f.level);
+        if loudest > 0.5 {
+            break;
+        }
+    }
+    assert!(loudest > 0.5, "the meter never moved: {loudest}");
+    w.stop().await;
+}
+
+/// The mic hears every clip the TV plays (`simulate_echo`). With the echo
+/// gate, nothing becomes an utterance; without it (the control), the TV's
+/// own voice would be taken for the visitor's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tv_is_never_heard_as_the_visitor() {
+    for gate in ["true", "false"] {
+        let w = World::start_with(&[
+            ("CINEMA_PI_CLIENT_SIMULATE_ECHO", "true"),
+            ("CINEMA_PI_CLIENT_ECHO_GATE", gate),
+        ])
+        .await;
+        let mut utterances = w
+            .bus
+            .client()
+            .subscribe(subjects::UTTERANCE_WILDCARD)
+            .await
+            .unwrap();
+        let sid = w.connect().await["identifier"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        greeting_finished(&w, &sid).await;
+        // A typed line: the TV answers with another spoken clip.
+        let (code, _) = w
+            .post(
+                &format!("/api/sessions/{sid}/say"),
+                Some(serde_json::json!({"text": "Where is the station?"})),
+            )
+            .await;
+        assert_eq!(code, 202);
+        let heard = tokio::time::timeout(Duration::from_secs(12), async {
+            loop {
+                let m = utterances.next().await.unwrap();
+                if let Ok(u) = bus::decode_message::<Utterance>(&m)
+                    && u.session_id == sid
+                {
+                    return u;
+                }
+            }
+        })
+        .await;
+        match gate {
+            "true" => assert!(
+                heard.is_err(),
+                "the TV's voice became an utterance: {:?}",
+                heard.map(|u| u.pcm.len())
+            ),
+            _ => assert!(
+                heard.is_ok(),
+                "without the gate the echo is heard (the control)"
+            ),
+        }
+        w.stop().await;
+    }
+}
