@@ -182,3 +182,88 @@ async fn the_tv_is_never_heard_as_the_visitor() {
         w.stop().await;
     }
 }
+
+/// The Pi's input is listed and chosen over the bus; a running client
+/// switches at once (same process), a missing device is reported and
+/// retried (never a crash loop), and a WAV chosen later is heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audio_input_is_listed_and_switched_without_a_restart() {
+    use wire::v1::{
+        AudioDevices, AudioDevicesRequest, ClientIssue, ClientIssueKind, SetAudioInput,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (wav, _) = speech_wav(dir.path(), "Is anybody home?");
+    let w = World::start().await;
+    let mut utterances = w
+        .bus
+        .client()
+        .subscribe(subjects::UTTERANCE_WILDCARD)
+        .await
+        .unwrap();
+    let mut issues = w.subscribe(SessionEvent::Client).await;
+    let body = w.connect().await;
+    let sid = body["identifier"].as_str().unwrap().to_string();
+    let pid = body["pid"].as_i64().unwrap() as i32;
+    greeting_finished(&w, &sid).await;
+
+    let listed: AudioDevices = w
+        .bus
+        .request(subjects::pi_devices("test-pi"), &AudioDevicesRequest {})
+        .await
+        .unwrap();
+    assert_eq!(listed.pi_id, "test-pi");
+    assert_eq!(listed.audio_input, "");
+
+    let set = |input: &str| SetAudioInput {
+        audio_input: input.into(),
+    };
+    let bad = w
+        .bus
+        .request::<_, AudioDevices>(subjects::pi_audio_input("test-pi"), &set("microphone:1"))
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("alsa:DEVICE"), "{bad}");
+
+    // A device this machine does not have.
+    let chosen: AudioDevices = w
+        .bus
+        .request(subjects::pi_audio_input("test-pi"), &set("alsa:hw:9,0"))
+        .await
+        .unwrap();
+    assert_eq!(chosen.audio_input, "alsa:hw:9,0");
+    let issue: ClientIssue = next(&mut issues, "a microphone problem", |i: &ClientIssue| {
+        i.session_id == sid && i.kind() == ClientIssueKind::AudioInput
+    })
+    .await;
+    assert!(issue.detail.contains("hw:9,0"), "{}", issue.detail);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        testkit::group_alive(pid),
+        "the client lives on, retrying the device"
+    );
+
+    // Now a visitor from a file: heard by the same client process.
+    let input = format!("wav:{}", wav.display());
+    let _: AudioDevices = w
+        .bus
+        .request(subjects::pi_audio_input("test-pi"), &set(&input))
+        .await
+        .unwrap();
+    let u: Utterance = next(
+        &mut utterances,
+        "speech from the new input",
+        |u: &Utterance| u.session_id == sid,
+    )
+    .await;
+    assert_eq!(u.device, input);
+    assert!(testkit::group_alive(pid), "switched without a restart");
+
+    // Stored on the Pi: the presence shows it.
+    let presence = w.bus.kv(bus::names::PIS_BUCKET).await.unwrap();
+    let (p, _) = bus::kv_get::<wire::v1::PiPresence>(&presence, "test-pi")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.audio_input, input);
+    w.stop().await;
+}

@@ -117,6 +117,21 @@ pub fn pi_stop(pi_id: &str) -> String {
     format!("cinema.pi.{pi_id}.stop")
 }
 
+/// `cinema.pi.{pi}.devices`: the Pi's capture devices (request).
+pub fn pi_devices(pi_id: &str) -> String {
+    format!("cinema.pi.{pi_id}.devices")
+}
+
+/// `cinema.pi.{pi}.audio_input`: choose the Pi's audio input (request).
+pub fn pi_audio_input(pi_id: &str) -> String {
+    format!("cinema.pi.{pi_id}.audio_input")
+}
+
+/// `cinema.pi.{pi}.audio_input_changed`: the Pi's clients switch (core event).
+pub fn pi_audio_input_changed(pi_id: &str) -> String {
+    format!("cinema.pi.{pi_id}.audio_input_changed")
+}
+
 /// Checks that an id may be used as one subject token: non-empty, at most 64
 /// characters of `[A-Za-z0-9_-]` (so never `.`, `*`, `>` or whitespace).
 pub fn check_id(kind: &'static str, id: &str) -> Result<(), Error> {

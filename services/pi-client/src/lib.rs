@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::{
     GetClipReply, GetClipRequest, JoinRequest, PlayCommand, PlaybackEvent, PlaybackState,
-    SessionReply,
+    SessionReply, SetAudioInput,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,32 +147,15 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     };
     let (mut player, mut events) = mpv::Mpv::start(&opts).await?;
     let gate = Arc::new(audio::Gate::default());
-    let (ears_tx, ears_rx) = tokio::sync::mpsc::unbounded_channel();
     let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
-    let ears_stop = CancellationToken::new();
-    let ears = tokio::spawn(audio::run(
-        bus.clone(),
-        audio::Settings {
-            session_id: sid.clone(),
-            pi_id: config.pi_id.clone(),
-            // Checked by `validate`.
-            input: config.audio_input.parse().unwrap_or(audio::Input::None),
-            vad: audio::vad::Params {
-                threshold: config.vad_threshold,
-                end_silence_ms: config.end_silence_ms,
-                min_speech_ms: config.min_speech_ms,
-                max_utterance_ms: config.max_utterance_ms,
-                pre_roll_ms: config.pre_roll_ms,
-                ..Default::default()
-            },
-            frames: config.audio_frames,
-            simulate_echo: config.simulate_echo,
-        },
-        gate.clone(),
-        ears_rx,
-        notice_tx,
-        ears_stop.clone(),
-    ));
+    let input: audio::Input = config.audio_input.parse().unwrap_or(audio::Input::None);
+    let mut ears = Ears::start(&bus, &config, input, &gate, &notice_tx);
+    // The Pi's audio input can be switched over the bus without a restart.
+    let mut input_changes = bus
+        .client()
+        .subscribe(subjects::pi_audio_input_changed(&config.pi_id))
+        .await
+        .map_err(|e| bus::Error::nats("subscribe", e))?;
     let tail = Duration::from_millis(config.echo_tail_ms.into());
     tracing::info!(session = %sid, mpv_pid = player.pid(), "mpv is ready.");
     let service = bus::service::start(
@@ -227,7 +210,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                 };
                 if let Some(prev) = current.take() {
                     report(&bus, &prev, PlaybackState::Interrupted, "").await;
-                    let _ = ears_tx.send(audio::Control::EchoStop);
+                    let _ = ears.tx.send(audio::Control::EchoStop);
                 }
                 // Deaf from before the first sound of the clip.
                 if config.echo_gate {
@@ -238,8 +221,26 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                 if current.is_none() {
                     gate.open_after(Duration::ZERO);
                     if greeting {
-                        let _ = ears_tx.send(audio::Control::GreetingOver);
+                        let _ = ears.tx.send(audio::Control::GreetingOver);
                     }
+                }
+            }
+            change = input_changes.next() => {
+                let Some(change) = change else { continue };
+                match bus::decode_message::<SetAudioInput>(&change)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| c.audio_input.parse::<audio::Input>())
+                {
+                    Ok(input) => {
+                        tracing::info!(session = %sid, input = %input.device_name(), "Switching the audio input.");
+                        ears.stop().await;
+                        ears = Ears::start(&bus, &config, input, &gate, &notice_tx);
+                        if current.is_none() {
+                            // The greeting is long over: a new visitor may speak.
+                            let _ = ears.tx.send(audio::Control::GreetingOver);
+                        }
+                    }
+                    Err(e) => tracing::warn!(session = %sid, error = %e, "Ignored a bad audio input change."),
                 }
             }
             notice = notices.recv() => {
@@ -250,7 +251,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     tracing::info!(session = %sid, clip = %c.cmd.clip_id, "The visitor spoke over the clip; stopping it.");
                     let _ = player.stop().await;
                     report(&bus, &c, PlaybackState::Interrupted, "the visitor spoke").await;
-                    let _ = ears_tx.send(audio::Control::EchoStop);
+                    let _ = ears.tx.send(audio::Control::EchoStop);
                     gate.open_after(Duration::ZERO);
                 }
             }
@@ -261,7 +262,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     tracing::warn!(session = %sid, ?status, "mpv exited; restarting it.");
                     if let Some(c) = current.take() {
                         report(&bus, &c, PlaybackState::Failed, "the player crashed").await;
-                        finished(&ears_tx, &gate, &c, tail);
+                        finished(&ears.tx, &gate, &c, tail);
                     }
                     match mpv::Mpv::start(&opts).await {
                         Ok((p, e)) => { player = p; events = e; continue; }
@@ -274,7 +275,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                             c.started = true;
                             report(&bus, c, PlaybackState::Started, "").await;
                             if config.simulate_echo {
-                                let tx = ears_tx.clone();
+                                let tx = ears.tx.clone();
                                 let (url, start, end) = (c.url.clone(), c.start_s, c.end_s);
                                 tokio::spawn(async move {
                                     match audio::input::decode_clip(&url, start, end).await {
@@ -294,15 +295,14 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                         };
                         if let Some(c) = current.take() {
                             report(&bus, &c, state, error.as_deref().unwrap_or("")).await;
-                            finished(&ears_tx, &gate, &c, tail);
+                            finished(&ears.tx, &gate, &c, tail);
                         }
                     }
                 }
             }
         }
     };
-    ears_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(1), ears).await;
+    ears.stop().await;
     player.shutdown().await;
     // Bounded: NATS may be gone too.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -314,6 +314,55 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     .await;
     tracing::info!(session = %sid, "Left the session.");
     result
+}
+
+/// The ears of the client: the audio task and its control channel.
+struct Ears {
+    tx: tokio::sync::mpsc::UnboundedSender<audio::Control>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ears {
+    fn start(
+        bus: &Bus,
+        config: &Config,
+        input: audio::Input,
+        gate: &Arc<audio::Gate>,
+        notices: &tokio::sync::mpsc::UnboundedSender<audio::Notice>,
+    ) -> Ears {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let settings = audio::Settings {
+            session_id: config.session_id.clone(),
+            pi_id: config.pi_id.clone(),
+            input,
+            vad: audio::vad::Params {
+                threshold: config.vad_threshold,
+                end_silence_ms: config.end_silence_ms,
+                min_speech_ms: config.min_speech_ms,
+                max_utterance_ms: config.max_utterance_ms,
+                pre_roll_ms: config.pre_roll_ms,
+                ..Default::default()
+            },
+            frames: config.audio_frames,
+            simulate_echo: config.simulate_echo,
+        };
+        let task = tokio::spawn(audio::run(
+            bus.clone(),
+            settings,
+            gate.clone(),
+            rx,
+            notices.clone(),
+            stop.clone(),
+        ));
+        Ears { tx, stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+    }
 }
 
 /// A clip is over: the ears open after the tail (the room's echo dies

@@ -28,8 +28,9 @@ use tokio::sync::{Mutex, oneshot};
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::{
-    ClientIssue, ClientIssueKind, ClientJoined, FailSessionRequest, PiPresence, SessionReply,
-    SpawnReply, SpawnRequest, StopClientReply, StopClientRequest,
+    AudioDevices, AudioDevicesRequest, ClientIssue, ClientIssueKind, ClientJoined,
+    FailSessionRequest, PiPresence, SessionReply, SetAudioInput, SpawnReply, SpawnRequest,
+    StopClientReply, StopClientRequest,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +63,10 @@ pub struct Config {
     /// Where pid files of running clients are kept; empty means
     /// `$XDG_STATE_HOME/cinema` (or `~/.local/state/cinema`).
     pub state_dir: PathBuf,
+    /// What this Pi's clients hear (`CINEMA_PI_AUDIO_INPUT`); a choice made
+    /// over the bus (`cinema.pi.{pi}.audio_input`) is stored in the state
+    /// dir and wins over it.
+    pub audio_input: String,
 }
 
 impl Default for Config {
@@ -82,13 +87,17 @@ impl Default for Config {
             max_restarts: 3,
             restart_backoff_ms: 500,
             state_dir: PathBuf::new(),
+            audio_input: String::new(),
         }
     }
 }
 
 impl plumbing::Settings for Config {
     const ENV_PREFIX: &'static str = "CINEMA_PI_SPAWNER_";
-    const SEED_ENV: &'static [(&'static str, &'static str)] = &[("CINEMA_PI_ID", "pi_id")];
+    const SEED_ENV: &'static [(&'static str, &'static str)] = &[
+        ("CINEMA_PI_ID", "pi_id"),
+        ("CINEMA_PI_AUDIO_INPUT", "audio_input"),
+    ];
     fn nats_url(&self) -> &str {
         &self.nats_url
     }
@@ -100,6 +109,7 @@ impl plumbing::Settings for Config {
         if self.join_timeout_s == 0 {
             return Err("join_timeout_s must be at least 1".into());
         }
+        check_audio_input(&self.audio_input)?;
         Ok(())
     }
 }
@@ -129,6 +139,40 @@ struct Spawner {
     bus: Bus,
     /// The presence bucket, opened once.
     presence: bus::async_nats::jetstream::kv::Store,
+    /// What the clients hear (see `Config::audio_input`).
+    audio_input: std::sync::Mutex<String>,
+    /// Capture devices, listed at start and on request.
+    devices: std::sync::Mutex<Vec<String>>,
+}
+
+/// The forms `pi-client` accepts; it reports anything wrong with the device
+/// itself (missing, unplugged) as a client issue.
+fn check_audio_input(input: &str) -> Result<(), String> {
+    let kind = input.split_once(':').map_or(input, |(k, _)| k);
+    match kind {
+        "" | "none" | "stdin" | "alsa" => Ok(()),
+        "wav" | "wav-loop" if input.len() > kind.len() + 1 => Ok(()),
+        _ => Err(format!(
+            "audio input {input:?}: use none, wav:PATH, wav-loop:PATH, stdin or alsa:DEVICE"
+        )),
+    }
+}
+
+/// "id (description)" of every capture device cpal sees (ALSA on a Pi).
+fn list_devices() -> Result<Vec<String>, String> {
+    use cpal::traits::{DeviceTrait, HostTrait};
+    let devices = cpal::default_host()
+        .input_devices()
+        .map_err(|e| format!("cannot list audio inputs: {e}"))?;
+    Ok(devices
+        .map(|d| {
+            let id = d.id().map(|i| i.id().to_string()).unwrap_or_default();
+            match d.description() {
+                Ok(desc) if desc.name() != id => format!("{id} ({})", desc.name()),
+                _ => id,
+            }
+        })
+        .collect())
 }
 
 pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
@@ -141,7 +185,19 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         config.client_bin.clone()
     };
     let state_dir = pidfile::state_dir(&config.state_dir, &config.pi_id);
+    let stored = std::fs::read_to_string(state_dir.join("audio-input"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| check_audio_input(s).is_ok());
+    let audio_input = stored.unwrap_or_else(|| config.audio_input.clone());
+    let devices = tokio::task::spawn_blocking(list_devices)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     let spawner = Arc::new(Spawner {
+        audio_input: std::sync::Mutex::new(audio_input),
+        devices: std::sync::Mutex::new(devices),
         config,
         client_bin,
         state_dir,
@@ -159,6 +215,8 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     .await?;
     let spawn = svc::endpoint(&service, "spawn", &subjects::pi_spawn(&pi)).await?;
     let stop = svc::endpoint(&service, "stop", &subjects::pi_stop(&pi)).await?;
+    let devices = svc::endpoint(&service, "devices", &subjects::pi_devices(&pi)).await?;
+    let set_input = svc::endpoint(&service, "audio_input", &subjects::pi_audio_input(&pi)).await?;
     tracing::info!(pi = %pi, client = %spawner.client_bin.display(), state = %spawner.state_dir.display(), "The Pi is registered.");
     tokio::join!(
         svc::serve(spawn, shutdown.clone(), 4, |req: SpawnRequest| {
@@ -168,6 +226,14 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         svc::serve(stop, shutdown.clone(), 4, |req: StopClientRequest| {
             let s = spawner.clone();
             async move { Ok(s.stop(&req.session_id).await) }
+        }),
+        svc::serve(devices, shutdown.clone(), 1, |_: AudioDevicesRequest| {
+            let s = spawner.clone();
+            async move { Ok(s.devices().await) }
+        }),
+        svc::serve(set_input, shutdown.clone(), 1, |req: SetAudioInput| {
+            let s = spawner.clone();
+            async move { s.set_audio_input(req).await }
         }),
         spawner.clone().heartbeat(shutdown.clone()),
     );
@@ -286,7 +352,70 @@ impl Spawner {
             .process_group(0)
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
+        let input = self.audio_input();
+        if !input.is_empty() {
+            cmd.env("CINEMA_PI_AUDIO_INPUT", input);
+        }
         cmd
+    }
+
+    fn audio_input(&self) -> String {
+        self.audio_input
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn devices(&self) -> AudioDevices {
+        let listed = tokio::task::spawn_blocking(list_devices)
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let error = match listed {
+            Ok(devices) => {
+                *self.devices.lock().unwrap_or_else(|p| p.into_inner()) = devices;
+                String::new()
+            }
+            Err(e) => e,
+        };
+        AudioDevices {
+            pi_id: self.config.pi_id.clone(),
+            devices: self
+                .devices
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            audio_input: self.audio_input(),
+            error,
+        }
+    }
+
+    /// Stores the Pi's audio input and tells running clients to switch.
+    async fn set_audio_input(&self, req: SetAudioInput) -> Result<AudioDevices, Reject> {
+        let input = req.audio_input.trim().to_string();
+        check_audio_input(&input).map_err(Reject::bad_request)?;
+        let path = self.state_dir.join("audio-input");
+        let written = std::fs::create_dir_all(&self.state_dir)
+            .and_then(|()| std::fs::write(&path, format!("{input}\n")));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "Cannot store the audio input; it holds until restart.");
+        }
+        *self.audio_input.lock().unwrap_or_else(|p| p.into_inner()) = input.clone();
+        let changed = SetAudioInput {
+            audio_input: input.clone(),
+        };
+        if let Err(e) = self
+            .bus
+            .publish(
+                subjects::pi_audio_input_changed(&self.config.pi_id),
+                &changed,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "Cannot tell the clients about the new audio input.");
+        }
+        tracing::info!(input = %input, "The audio input changed.");
+        self.publish_presence().await;
+        Ok(self.devices().await)
     }
 
     /// Runs one session's client until it is stopped or restarts run out.
@@ -560,7 +689,12 @@ impl Spawner {
                 .trim()
                 .to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
-            audio_devices: Vec::new(),
+            audio_devices: self
+                .devices
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            audio_input: self.audio_input(),
             sessions,
             heartbeat_ms: now_ms(),
             max_sessions: self.config.max_sessions,
