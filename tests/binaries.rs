@@ -75,3 +75,58 @@ fn help_version_and_bad_configuration() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// `cinema tap` prints one session's traffic, decoded, as JSON lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cinema_tap_prints_a_sessions_traffic_as_json() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let nats = testkit::NatsServer::start();
+    let bus = nats.bus("test").await;
+    let mut tap = Command::new(testkit::bin("cinema"))
+        .args(["tap", "--session", "s1", "--count", "2"])
+        .env("NATS_URL", nats.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says when it is subscribed.
+    let mut err = BufReader::new(tap.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("watching cinema.session.s1.>"), "{line}");
+    for sid in ["s2", "s1"] {
+        let t = wire::v1::Transcript {
+            session_id: sid.into(),
+            text: format!("hello from {sid}"),
+            is_final: true,
+            ..Default::default()
+        };
+        bus.publish(
+            bus::subjects::session(sid, bus::subjects::SessionEvent::Transcript),
+            &t,
+        )
+        .await
+        .unwrap();
+    }
+    bus.client()
+        .publish("cinema.session.s1.play", "not protobuf".into())
+        .await
+        .unwrap();
+    bus.client().flush().await.unwrap();
+    let out = tokio::task::spawn_blocking(move || tap.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["subject"], "cinema.session.s1.transcript");
+    assert_eq!(lines[0]["type"], "cinema.v1.Transcript");
+    assert_eq!(lines[0]["message"]["text"], "hello from s1");
+    assert_eq!(lines[1]["message"], "not protobuf");
+}

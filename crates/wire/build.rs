@@ -31,6 +31,14 @@ fn main() {
         .collect();
     let fds = protox::compile(&files, [manifest.join(Path::new(PROTO_ROOT))])
         .expect("proto files compile");
+    // The descriptors themselves, for tools that decode any message by its
+    // type name (`cinema tap`).
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(
+        out.join("file_descriptor_set.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )
+    .expect("OUT_DIR is writable");
     prost_build::Config::new()
         .enable_type_names()
         .type_name_domain(["."], "type.cinema.dev")

@@ -1,4 +1,5 @@
 //! The `cinema` command. `cinema up` supervises a whole installation on one
 //! machine the way systemd would on a real one.
 
+pub mod tap;
 pub mod up;

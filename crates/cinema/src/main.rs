@@ -16,6 +16,8 @@ enum Command {
     /// Run the whole stack on this machine: a private nats-server, every
     /// service, one simulated Pi, the demo library, the gateway on PORT.
     Up(cinema::up::UpArgs),
+    /// Print bus traffic as JSON lines, decoded from protobuf.
+    Tap(cinema::tap::TapArgs),
     /// Work with film libraries.
     Library {
         #[command(subcommand)]
@@ -37,21 +39,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Up(args) => {
             plumbing::init_tracing();
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cinema: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(cinema::up::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("cinema up: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on("cinema up", cinema::up::run(args))
         }
+        Command::Tap(args) => block_on("cinema tap", cinema::tap::run(args)),
         Command::Library {
             command: LibraryCommand::Demo { dir },
         } => match synth::demo_library(&dir) {
@@ -64,5 +54,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Runs a subcommand on a fresh runtime; its error is one line and exit 1.
+fn block_on(what: &str, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cinema: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{what}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

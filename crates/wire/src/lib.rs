@@ -10,6 +10,11 @@ pub mod v1 {
 
 pub use prost::{Message, Name};
 
+/// The encoded `FileDescriptorSet` of every wire type, for decoding a
+/// message known only by its type name (the bus's type header).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
+
 /// Milliseconds since the Unix epoch, the time unit of every `*_ms` field.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
