@@ -47,3 +47,68 @@ fn systemd_units_exist_for_every_service() {
         assert!(text.contains("NoNewPrivileges=yes"));
     }
 }
+
+#[test]
+fn the_compose_file_is_valid() {
+    let compose = testkit::require(
+        "docker-compose",
+        "apt-get install docker-compose (it validates offline; no engine needed)",
+    );
+    let out = Command::new(compose)
+        .current_dir(root())
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .env("CINEMA_API_TOKEN", "test-token")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The gateway is never exposed without a token.
+    let out = Command::new("docker-compose")
+        .current_dir(root())
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .env_remove("CINEMA_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CINEMA_API_TOKEN"));
+}
+
+/// `systemd-analyze verify` on every unit, pointed at the built binaries
+/// (it checks that ExecStart exists and is executable).
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let analyze = testkit::require("systemd-analyze", "apt-get install systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for entry in std::fs::read_dir(root().join("deploy/systemd")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "service") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let bin = name
+            .trim_start_matches("cinema-")
+            .trim_end_matches(".service");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            &format!("/usr/local/bin/{bin}"),
+            testkit::bin(bin).to_str().unwrap(),
+        );
+        let copy = dir.path().join(&name);
+        std::fs::write(&copy, text).unwrap();
+        units.push(copy);
+    }
+    assert!(!units.is_empty());
+    let out = Command::new(analyze)
+        .arg("verify")
+        .args(&units)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
