@@ -161,7 +161,7 @@ pub fn refused() -> u64 {
 }
 
 /// How long one pull waits for an utterance before it asks again.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// Delay before an utterance whose transcript could not be published, or
 /// whose inference failed, is tried again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
