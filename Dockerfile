@@ -2,6 +2,10 @@
 # slim with mpv/ffmpeg/espeak-ng only where a service needs them.
 FROM rust:1-bookworm AS build
 ENV GGML_NATIVE=OFF CARGO_TARGET_DIR=/target
+# whisper-rs builds whisper.cpp: cmake, and libclang for its bindings.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake clang libclang-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

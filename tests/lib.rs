@@ -44,11 +44,15 @@ impl World {
         let data = tempfile::tempdir().unwrap();
         let port = testkit::free_port();
         let mut env = HashMap::from([
+            (
+                "WHISPER_MODEL".to_string(),
+                whisper_model().display().to_string(),
+            ),
             ("CINEMA_PI_CLIENT_VO".to_string(), "null".to_string()),
             ("CINEMA_PI_CLIENT_AO".to_string(), "null".to_string()),
             (
                 "RUST_LOG".to_string(),
-                "info,async_nats=warn,tantivy=warn".to_string(),
+                "info,async_nats=warn,tantivy=warn,whisper_rs=warn".to_string(),
             ),
         ]);
         env.extend(
@@ -189,34 +193,7 @@ impl World {
         &self,
         subject: String,
     ) -> Vec<M> {
-        use futures::StreamExt;
-        let stream = self
-            .bus
-            .jetstream()
-            .get_stream(bus::names::EVENTS_STREAM)
-            .await
-            .unwrap();
-        let consumer = stream
-            .create_consumer(bus::async_nats::jetstream::consumer::pull::Config {
-                filter_subject: subject,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1000)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .unwrap();
-        while let Some(Ok(m)) = batch.next().await {
-            if let Ok(v) = bus::decode_message::<M>(&m) {
-                out.push(v);
-            }
-        }
-        out
+        recorded(&self.bus, subject).await
     }
 
     pub async fn stop(mut self) {
@@ -224,6 +201,40 @@ impl World {
             s.stop().await;
         }
     }
+}
+
+/// Every message of `subject` kept in the events stream, decoded.
+pub async fn recorded<M: wire::Message + wire::Name + Default>(
+    bus: &bus::Bus,
+    subject: String,
+) -> Vec<M> {
+    use futures::StreamExt;
+    let stream = bus
+        .jetstream()
+        .get_stream(bus::names::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(bus::async_nats::jetstream::consumer::pull::Config {
+            filter_subject: subject,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1000)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(Ok(m)) = batch.next().await {
+        if let Ok(v) = bus::decode_message::<M>(&m) {
+            out.push(v);
+        }
+    }
+    out
 }
 
 /// Waits for the next message on `sub` that decodes as `M` and passes `keep`.
@@ -435,5 +446,174 @@ impl DirectorRig {
             .subscribe(bus::subjects::session(sid, event))
             .await
             .unwrap()
+    }
+}
+
+/// The Whisper model of the tests and benches: `../shared/models/ggml-tiny.en.bin`
+/// from the workspace root. Panics with a hint when it is missing.
+pub fn whisper_model() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let path = root.join("../shared/models/ggml-tiny.en.bin");
+    assert!(
+        path.is_file(),
+        "the Whisper test model {} is missing: download ggml-tiny.en.bin from \
+         https://huggingface.co/ggerganov/whisper.cpp/resolve/main/ggml-tiny.en.bin into ../shared/models/",
+        path.display()
+    );
+    path
+}
+
+/// `text` spoken by espeak-ng at 16 kHz, with 0.3 s of silence before it
+/// (tiny.en misreads speech that starts at sample 0) and 0.2 s after.
+pub fn speech(text: &str) -> Vec<i16> {
+    testkit::require("espeak-ng", "apt-get install espeak-ng");
+    testkit::require("ffmpeg", "apt-get install ffmpeg");
+    let mut pcm = vec![0i16; 4_800];
+    pcm.extend(synth::speech_pcm16k(text).unwrap());
+    pcm.extend(std::iter::repeat_n(0, 3_200));
+    pcm
+}
+
+/// An utterance of 16 kHz samples, as the Pi sends it.
+pub fn utterance(sid: &str, utterance_id: &str, pcm: &[i16]) -> wire::v1::Utterance {
+    let now = wire::now_ms();
+    wire::v1::Utterance {
+        session_id: sid.into(),
+        utterance_id: utterance_id.into(),
+        sample_rate: 16_000,
+        pcm: pcm.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        speech_start_ms: now - (pcm.len() as i64 * 1000 / 16_000),
+        speech_end_ms: now,
+        device: "test".into(),
+    }
+}
+
+/// Puts an utterance on the work queue, as pi-client does.
+pub async fn send_utterance(bus: &bus::Bus, u: &wire::v1::Utterance) {
+    bus.publish_durable(
+        bus::subjects::utterance(&u.session_id),
+        u,
+        &format!("utterance-{}", u.utterance_id),
+    )
+    .await
+    .unwrap();
+}
+
+/// Word error rate of `hypothesis` against `reference`: word-level edit
+/// distance over the reference's length, both lowercased, punctuation dropped.
+pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
+    fn words(s: &str) -> Vec<String> {
+        s.to_lowercase()
+            .split_whitespace()
+            .map(|w| {
+                w.chars()
+                    .filter(|c| c.is_alphanumeric() || *c == '\'')
+                    .collect::<String>()
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+    let (r, h) = (words(reference), words(hypothesis));
+    if r.is_empty() {
+        return if h.is_empty() { 0.0 } else { 1.0 };
+    }
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len() as f64
+}
+
+/// An stt process on the test model; its stderr (JSON log lines) goes to a
+/// file the test can read. Killed on drop.
+pub struct Stt {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Stt {
+    /// Starts stt against `nats_url` with a short ack wait (3 s), one worker,
+    /// and `env` on top.
+    pub fn spawn(nats_url: &str, env: &[(&str, &str)]) -> Stt {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = std::process::Command::new(testkit::bin("stt"))
+            .env("NATS_URL", nats_url)
+            .env("WHISPER_MODEL", whisper_model())
+            .env("CINEMA_STT_ACK_WAIT_S", "3")
+            .env("RUST_LOG", "info,async_nats=warn,whisper_rs=warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        Stt { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        kill9(self.pid());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Stt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `n` stt instances answer on the services API (each registers
+/// once its model is loaded and its consumer exists).
+pub async fn stt_ready(bus: &bus::Bus, n: usize) {
+    testkit::eventually(Duration::from_secs(120), "stt to be ready", async || {
+        let up = bus::service::ping_all(bus.client(), Duration::from_millis(300))
+            .await
+            .ok()?;
+        let stt = up
+            .iter()
+            .filter(|i| i.name == bus::names::service::STT)
+            .count();
+        (stt == n).then_some(())
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod wer_tests {
+    use super::word_error_rate;
+
+    #[test]
+    fn word_error_rates() {
+        assert_eq!(
+            word_error_rate("Where is the station?", "where is the station"),
+            0.0
+        );
+        assert_eq!(word_error_rate("a b c d", "a x c d"), 0.25);
+        assert_eq!(word_error_rate("a b c d", "a c d"), 0.25);
+        assert_eq!(word_error_rate("a b", "a b c d"), 1.0);
+        assert_eq!(word_error_rate("", ""), 0.0);
+        assert_eq!(word_error_rate("hi", ""), 1.0);
     }
 }

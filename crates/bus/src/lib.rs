@@ -111,6 +111,28 @@ pub fn decode_message<M: prost::Message + Name + Default>(msg: &Message) -> Resu
     decode(msg.headers.as_ref(), &msg.payload)
 }
 
+/// Tells the server never to redeliver a JetStream message, with a reason the
+/// server puts in its `MSG_TERMINATED` advisory (`+TERM <reason>`).
+pub async fn term(
+    client: &async_nats::Client,
+    msg: &jetstream::Message,
+    reason: &str,
+) -> Result<()> {
+    let Some(reply) = msg.reply.clone() else {
+        return Ok(());
+    };
+    // One line: the reason travels in the ack's payload.
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    client
+        .publish(reply, Bytes::from(format!("+TERM {reason}")))
+        .await
+        .map_err(|e| Error::nats("term", e))
+}
+
 /// A connection to the bus: the NATS client and its JetStream context.
 #[derive(Clone, Debug)]
 pub struct Bus {

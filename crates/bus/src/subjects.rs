@@ -63,6 +63,14 @@ pub fn utterance(session_id: &str) -> String {
 
 pub const UTTERANCE_WILDCARD: &str = "cinema.session.*.utterance";
 
+/// The session id of an utterance subject.
+pub fn parse_utterance(subject: &str) -> Option<&str> {
+    let sid = subject
+        .strip_prefix("cinema.session.")?
+        .strip_suffix(".utterance")?;
+    (!sid.is_empty() && !sid.contains('.')).then_some(sid)
+}
+
 /// `cinema.session.{sid}.audio` (core NATS only).
 pub fn audio(session_id: &str) -> String {
     format!("cinema.session.{session_id}.audio")
@@ -163,6 +171,10 @@ mod tests {
         assert_eq!(session("s", SessionEvent::Play), "cinema.session.s.play");
         assert_eq!(parse_session("cinema.session.s.utterance"), None);
         assert_eq!(parse_session("cinema.rooms.create"), None);
+        assert_eq!(parse_utterance(&utterance("abc-1")), Some("abc-1"));
+        assert_eq!(parse_utterance("cinema.session..utterance"), None);
+        assert_eq!(parse_utterance("cinema.session.a.b.utterance"), None);
+        assert_eq!(parse_utterance("cinema.session.a.transcript"), None);
     }
 
     #[test]

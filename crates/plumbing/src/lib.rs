@@ -24,7 +24,7 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// human output on a terminal, JSON lines otherwise (journald, containers).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,async_nats=warn,tantivy=warn")
+        tracing_subscriber::EnvFilter::new("info,async_nats=warn,tantivy=warn,whisper_rs=warn")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -92,6 +92,43 @@ pub fn speak(text: &str, voice: &str) -> Result<(Vec<i16>, u32), Error> {
     Ok((samples, rate))
 }
 
+/// Speaks `text` with espeak-ng and returns it as Whisper hears it: 16 kHz
+/// mono 16-bit samples (resampled by ffmpeg), without added silence.
+pub fn speech_pcm16k(text: &str) -> Result<Vec<i16>, Error> {
+    let dir = tempfile::tempdir()?;
+    let wav = dir.path().join("speech.wav");
+    run(
+        "espeak-ng",
+        Command::new("espeak-ng")
+            .args(["-v", "en-us", "-s", "150", "-w"])
+            .arg(&wav)
+            .arg(text),
+    )?;
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(&wav)
+        .args(["-ar", "16000", "-ac", "1", "-f", "s16le", "-"])
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Missing {
+                tool: "ffmpeg",
+                hint: "apt-get install ffmpeg",
+            },
+            _ => Error::Io(e),
+        })?;
+    if !out.status.success() {
+        return Err(Error::Tool {
+            tool: "ffmpeg",
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect())
+}
+
 /// Writes `samples` as a mono 16-bit WAV file.
 pub fn write_wav(path: &Path, samples: &[i16], rate: u32) -> Result<(), Error> {
     let spec = hound::WavSpec {
@@ -257,5 +294,13 @@ mod tests {
             end_s: 1.25,
         }]);
         assert_eq!(doc, "1\n00:00:00,500 --> 00:00:01,250\nHi.\n\n");
+    }
+
+    #[test]
+    fn speech_at_16k() {
+        let pcm = speech_pcm16k("Hello there").unwrap();
+        let seconds = pcm.len() as f64 / 16_000.0;
+        assert!((0.4..3.0).contains(&seconds), "{seconds} s");
+        assert!(pcm.iter().any(|s| s.unsigned_abs() > 1000), "silent");
     }
 }
