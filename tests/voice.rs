@@ -267,3 +267,52 @@ async fn the_audio_input_is_listed_and_switched_without_a_restart() {
     assert_eq!(p.audio_input, input);
     w.stop().await;
 }
+
+/// The whole voice path: a visitor's spoken question → pi-client utterance
+/// → stt (whisper tiny.en) → transcript → the director → the answer clip
+/// playing on the Pi.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoken_question_is_answered_with_a_clip() {
+    use wire::v1::Transcript;
+    let dir = tempfile::tempdir().unwrap();
+    let (wav, _) = speech_wav(dir.path(), "Where is the station?");
+    let input = format!("wav:{}", wav.display());
+    let w = World::start_with(&[("CINEMA_PI_AUDIO_INPUT", input.as_str())]).await;
+    let mut transcripts = w.subscribe(SessionEvent::Transcript).await;
+    let mut plays = w.subscribe(SessionEvent::Play).await;
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
+    let sid = w.connect().await["identifier"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let t: Transcript = next(&mut transcripts, "the transcript", |t: &Transcript| {
+        t.session_id == sid
+    })
+    .await;
+    let wer = tests::word_error_rate("Where is the station?", &t.text);
+    assert!(wer <= 0.25, "heard {:?} (WER {wer:.2})", t.text);
+    assert_eq!(t.source(), wire::v1::TranscriptSource::Speech);
+    assert!(t.inference_ms > 0);
+
+    let answer: PlayCommand = next(&mut plays, "the answer", |p: &PlayCommand| {
+        p.session_id == sid && !p.greeting
+    })
+    .await;
+    assert!(answer.command_id.contains(&t.utterance_id), "{answer:?}");
+    next(
+        &mut playback,
+        "the answer on screen",
+        |e: &PlaybackEvent| {
+            e.command_id == answer.command_id && e.state() == PlaybackState::Started
+        },
+    )
+    .await;
+    let status = w
+        .status_until(&sid, "the answer in the record", |s| {
+            s.to_string().contains("past the bakery")
+        })
+        .await;
+    assert!(status.to_string().contains(&t.text), "{status}");
+    w.stop().await;
+}
