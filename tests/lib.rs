@@ -243,8 +243,18 @@ pub async fn next<M: wire::Message + wire::Name + Default>(
     what: &str,
     keep: impl Fn(&M) -> bool,
 ) -> M {
+    next_within(sub, what, Duration::from_secs(30), keep).await
+}
+
+/// [`next`] with its own patience (slow work on a loaded 2-core machine).
+pub async fn next_within<M: wire::Message + wire::Name + Default>(
+    sub: &mut bus::async_nats::Subscriber,
+    what: &str,
+    within: Duration,
+    keep: impl Fn(&M) -> bool,
+) -> M {
     use futures::StreamExt;
-    tokio::time::timeout(Duration::from_secs(30), async {
+    tokio::time::timeout(within, async {
         loop {
             let msg = sub.next().await.expect("subscription open");
             if let Ok(m) = bus::decode_message::<M>(&msg)
