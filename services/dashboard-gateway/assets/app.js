@@ -131,6 +131,53 @@ function streamUrl(path) {
   return state.token ? `${path}?token=${encodeURIComponent(state.token)}` : path;
 }
 
+// Clip details (range, film, media URL) by clip id, asked once each.
+const clipCache = new Map();
+function clipInfo(id) {
+  if (!clipCache.has(id)) {
+    const p = api("GET", `/api/clips/${encodeURIComponent(id)}`);
+    p.catch(() => clipCache.delete(id));
+    clipCache.set(id, p);
+  }
+  return clipCache.get(id);
+}
+
+// A still of the clip (its middle frame, straight from the film's media
+// URL); a click plays the clip there, with sound.
+function clipThumb(clip, slot, meta) {
+  if (!clip.id) return;
+  clipInfo(clip.id)
+    .then((info) => {
+      const c = info.clip || {};
+      const start = Number(c.start_s) || 0;
+      const end = Number(c.end_s) || start;
+      if (meta && !meta.querySelector(".range")) {
+        meta.prepend(el("span", { class: "film", text: c.film_title || "" }), " · ", el("span", { class: "range", text: fmtRange(start, end) }));
+      }
+      const mid = ((start + end) / 2).toFixed(2);
+      const v = el("video", { class: "thumb", muted: true, preload: "metadata", playsinline: true, src: `${info.media_url}#t=${mid}`, title: "Play this clip", tabindex: "0" });
+      v.muted = true;
+      const play = () => {
+        v.muted = false;
+        v.currentTime = start;
+        v.play().catch(() => {});
+        const stop = () => {
+          if (v.currentTime >= end) {
+            v.pause();
+            v.removeEventListener("timeupdate", stop);
+          }
+        };
+        v.addEventListener("timeupdate", stop);
+      };
+      v.addEventListener("click", play);
+      v.addEventListener("keydown", (e) => e.key === "Enter" && play());
+      slot.replaceWith(v);
+    })
+    .catch(() => {
+      /* no preview: the placeholder stays */
+    });
+}
+
 // ---------- live streams ----------
 
 function setLive(on, text) {
@@ -145,7 +192,17 @@ function connectStreams() {
   const es = new EventSource(streamUrl("/api/events"));
   state.events = es;
   es.onopen = () => setLive(true, "live");
-  es.onerror = () => setLive(false, "reconnecting…");
+  es.onerror = () => {
+    if (es.readyState !== EventSource.CLOSED) {
+      setLive(false, "reconnecting…"); // the browser retries by itself
+      return;
+    }
+    // Refused (a wrong token, a gateway that answered with an error): the
+    // browser gives up, so try again a little later.
+    setLive(false, state.auth ? "offline (token?)" : "offline");
+    clearTimeout(state.timers.reconnect);
+    state.timers.reconnect = setTimeout(() => state.events === es && connectStreams(), 3000);
+  };
   for (const kind of ["created", "joined", "transcript", "play", "playback", "conversation", "client", "ended"]) {
     es.addEventListener(kind, (m) => onEvent(kind, JSON.parse(m.data)));
   }
@@ -198,7 +255,7 @@ function sessionCard(sid, info = {}) {
     log,
     form,
   );
-  s = { sid, card, log, seen: new Set(), stateBadge, player, piEl: pi, form, input, endBtn, closeBtn, pi: info.pi_id || "", state: "waiting", turns: new Map() };
+  s = { sid, card, log, seen: new Set(), stateBadge, player, piEl: pi, form, input, endBtn, closeBtn, pi: info.pi_id || "", state: "waiting", playback: new Map() };
   state.sessions.set(sid, s);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -272,29 +329,44 @@ function clipEntry(s, clip, opts) {
   const key = `clip:${clip.id}:${opts.at_ms}`;
   if (s.seen.has(key)) return;
   s.seen.add(key);
+  const known = clip.end_s !== undefined;
   const meta = el(
     "div",
     { class: "clip-meta" },
-    el("span", { class: "film", text: clip.film_title || clip.film_id || "" }),
-    " · ",
-    el("span", { class: "range", text: fmtRange(clip.start_s, clip.end_s) }),
+    known ? [el("span", { class: "film", text: clip.film_title || clip.film_id || "" }), " · ", el("span", { class: "range", text: fmtRange(clip.start_s, clip.end_s) })] : null,
     opts.greeting ? el("span", { class: "tag", text: "greeting" }) : null,
   );
-  const thumb = clip.thumbnail ? el("img", { class: "thumb", src: clip.thumbnail, alt: "" }) : el("div", { class: "thumb placeholder", "aria-hidden": "true", text: "🎬" });
+  const thumb = clip.thumbnail ? el("img", { class: "thumb", src: clip.thumbnail, alt: "" }) : el("div", { class: "thumb placeholder", "aria-hidden": "true" });
   const li = addEntry(
     s,
     "clip",
     [thumb, el("div", { class: "clip-body" }, el("q", { class: "caption", text: clip.caption || "" }), meta)],
-    { dataset: { turn: String(opts.turn ?? ""), clip: clip.id || "" } },
+    { dataset: { turn: String(opts.turn ?? ""), clip: clip.id || "", command: opts.command_id || "" } },
   );
-  li.title = fmtTime(opts.at_ms);
+  li.title = `${opts.greeting ? "Greeting" : `Turn ${opts.turn ?? ""}`} · ${fmtTime(opts.at_ms)}`;
+  if (!clip.thumbnail) clipThumb(clip, thumb, known ? null : meta);
+  const pending = s.playback.get(opts.command_id);
+  if (pending) markPlayback(li, pending);
+}
+
+// Playback state on the clip's entry: playing, played, cut short, failed.
+const PLAYBACK_WORDS = { started: "playing", finished: "played", interrupted: "cut short", failed: "failed" };
+function markPlayback(li, st) {
+  let chip = li.querySelector(".playback");
+  if (!chip) {
+    chip = el("span", { class: "playback" });
+    $(".clip-meta", li).append(chip);
+  }
+  chip.textContent = PLAYBACK_WORDS[st] || st;
+  chip.className = `playback ${st}`;
 }
 
 function visitorEntry(s, text, at_ms, source) {
   const key = `user:${at_ms}:${text}`;
   if (s.seen.has(key)) return;
   s.seen.add(key);
-  addEntry(s, "visitor", [el("span", { class: "who", text: source === "speech" ? "🎤 Visitor" : "⌨ Visitor" }), el("span", { class: "line", text })], { title: fmtTime(at_ms) });
+  const who = source === "speech" ? "Visitor (spoken)" : source === "typed" ? "Visitor (typed)" : "Visitor";
+  addEntry(s, "visitor", [el("span", { class: "who", text: who }), el("span", { class: "line", text })], { title: fmtTime(at_ms) });
 }
 
 function noteEntry(s, kind, text, title) {
@@ -322,6 +394,11 @@ function onRecord(d) {
 
 function onEvent(kind, d) {
   const sid = d.session_id;
+  if (kind === "created" || kind === "joined" || kind === "ended") {
+    // A Pi's sessions changed: read presence again, a moment later.
+    clearTimeout(state.timers.pis);
+    state.timers.pis = setTimeout(loadPis, 1500);
+  }
   const m = d.message || {};
   if (m.error && !m.session_id && Object.keys(m).length === 1) {
     // A payload the gateway could not read.
@@ -355,9 +432,12 @@ function onEvent(kind, d) {
       const s = sessionCard(sid);
       const st = enumWord(m.state, "PLAYBACK_STATE_");
       s.player.textContent = st === "started" ? "▶ playing" : "";
-      if (s.pi) state.piPlayer.set(s.pi, `${st} ${fmtTime(m.at_ms)}`);
+      if (s.pi) state.piPlayer.set(s.pi, `${st === "started" ? "playing" : "idle"} since ${fmtTime(m.at_ms)}`);
+      // The clip's entry may come a moment after its playback starts.
+      s.playback.set(m.command_id, st);
+      const li = [...s.log.querySelectorAll("li.clip")].find((x) => x.dataset.command === m.command_id);
+      if (li) markPlayback(li, st);
       if (st === "failed") noteEntry(s, "error", `The clip failed to play: ${m.error}`);
-      if (st === "interrupted") noteEntry(s, "system", "The clip was interrupted.");
       break;
     }
     case "client": {
@@ -387,20 +467,20 @@ function onConversation(s, ev) {
   const turn = ev.turn;
   if (ev.search) {
     const mode = enumWord(ev.search.mode, "SEARCH_MODE_");
-    noteEntry(s, "search", `🔎 searched (${mode}) “${ev.search.query}” → ${ev.search.hits} hit${ev.search.hits === 1 ? "" : "s"}`);
+    addEntry(s, "note search", [el("span", { class: "label", text: "search" }), `${mode}: “${ev.search.query}” → ${ev.search.hits} hit${ev.search.hits === 1 ? "" : "s"}`]);
   } else if (ev.options) {
     const opts = ev.options.options || [];
     if (!opts.length) return;
     const list = el("ol", { class: "options" }, opts.map((c) => el("li", {}, el("q", { text: c.caption }), el("span", { class: "muted", text: ` ${c.film_title || ""}` }))));
-    addEntry(s, "note options", [el("details", {}, el("summary", { text: `${opts.length} option${opts.length === 1 ? "" : "s"} considered` }), list)]);
+    addEntry(s, "note options", [el("details", {}, el("summary", {}, el("span", { class: "label", text: "options" }), `${opts.length} clip${opts.length === 1 ? "" : "s"} considered`), list)]);
   } else if (ev.reasoning) {
-    if (ev.reasoning.text) noteEntry(s, "reasoning", `💭 ${ev.reasoning.text}`);
+    if (ev.reasoning.text) addEntry(s, "note reasoning", [el("span", { class: "label", text: "why" }), ev.reasoning.text]);
   } else if (ev.clip_played) {
     const p = ev.clip_played;
-    clipEntry(s, p.clip || {}, { at_ms: ev.at_ms, greeting: p.greeting, turn });
+    clipEntry(s, p.clip || {}, { at_ms: ev.at_ms, greeting: p.greeting, turn, command_id: p.command_id });
   } else if (ev.latency) {
     const l = ev.latency;
-    const text = `⏱ turn ${turn}: ${l.total_ms} ms (queue ${l.queue_ms}, search ${l.search_ms}, model ${l.model_ms})`;
+    const text = `turn ${turn}: ${l.total_ms} ms (queue ${l.queue_ms} ms, search ${l.search_ms} ms, model ${l.model_ms} ms)`;
     const clip = [...s.log.querySelectorAll(`li.clip[data-turn="${turn}"]`)].pop();
     if (clip) {
       $(".clip-meta", clip).append(el("span", { class: "latency", text: `${l.total_ms} ms`, title: text }));
@@ -408,7 +488,7 @@ function onConversation(s, ev) {
       noteEntry(s, "latency", text);
     }
   } else if (ev.error) {
-    noteEntry(s, "error", `⚠ ${ev.error.message}`);
+    addEntry(s, "note error", [el("span", { class: "label", text: "error" }), ev.error.message]);
   }
   // user_line repeats the transcript, shown already.
 }

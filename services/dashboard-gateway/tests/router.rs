@@ -465,3 +465,47 @@ async fn the_dashboard_is_served_from_the_binary() {
         assert!(!text.contains("https://"), "a CDN reference");
     }
 }
+
+#[tokio::test]
+async fn audio_levels_are_throttled_per_session() {
+    let (_nats, bus, router, _) = bare(Config::default()).await;
+    let resp = router
+        .clone()
+        .oneshot(get("/api/audio?session=s1"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    // 50 frames a second for a second, as a pi-client sends them, and a
+    // frame of another session.
+    let publisher = tokio::spawn(async move {
+        for seq in 0..50u64 {
+            for sid in ["s1", "s2"] {
+                let frame = wire::v1::AudioFrame {
+                    session_id: sid.into(),
+                    seq,
+                    sample_rate: 16_000,
+                    level: if sid == "s2" {
+                        0.99
+                    } else {
+                        seq as f32 / 100.0
+                    },
+                    ..Default::default()
+                };
+                bus.publish(bus::subjects::audio(sid), &frame)
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    let mut seen = String::new();
+    read_until(&mut body, &mut seen, "\"seq\":49").await;
+    publisher.await.unwrap();
+    let levels = seen.matches("event: level").count();
+    assert!(
+        (5..=15).contains(&levels),
+        "{levels} level events for one second of frames:\n{seen}"
+    );
+    assert!(!seen.contains("0.99"), "another session's level: {seen}");
+}
