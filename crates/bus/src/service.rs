@@ -169,38 +169,139 @@ pub struct Instance {
     pub version: String,
 }
 
-/// Pings every service instance on the bus and collects the answers that
-/// arrive within `wait`.
-pub async fn ping_all(
+/// Subject every services-API instance answers its statistics on.
+pub const STATS_SUBJECT: &str = "$SRV.STATS";
+
+/// Sends one discovery request (`$SRV.PING`, `$SRV.STATS`, …) and collects
+/// the JSON answers that arrive within `wait`; answers that are not JSON are
+/// skipped.
+async fn gather(
     client: &async_nats::Client,
+    subject: &'static str,
     wait: std::time::Duration,
-) -> Result<Vec<Instance>> {
+) -> Result<Vec<serde_json::Value>> {
     let inbox = client.new_inbox();
     let mut sub = client
         .subscribe(inbox.clone())
         .await
         .map_err(|e| Error::nats("subscribe", e))?;
     client
-        .publish_with_reply(PING_SUBJECT, inbox, bytes::Bytes::new())
+        .publish_with_reply(subject, inbox, bytes::Bytes::new())
         .await
         .map_err(|e| Error::nats("publish", e))?;
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
-        if let Ok(info) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
-            let field = |k: &str| {
-                info.get(k)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            out.push(Instance {
-                name: field("name"),
-                id: field("id"),
-                version: field("version"),
-            });
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+            out.push(v);
         }
     }
+    Ok(out)
+}
+
+fn str_field(v: &serde_json::Value, k: &str) -> String {
+    v.get(k)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Pings every service instance on the bus and collects the answers that
+/// arrive within `wait`.
+pub async fn ping_all(
+    client: &async_nats::Client,
+    wait: std::time::Duration,
+) -> Result<Vec<Instance>> {
+    let mut out: Vec<Instance> = gather(client, PING_SUBJECT, wait)
+        .await?
+        .iter()
+        .map(|info| Instance {
+            name: str_field(info, "name"),
+            id: str_field(info, "id"),
+            version: str_field(info, "version"),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    Ok(out)
+}
+
+/// One endpoint's counters, as its instance reports them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointStats {
+    pub name: String,
+    pub subject: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// Total time spent handling requests.
+    pub processing_time: std::time::Duration,
+    pub average_processing_time: std::time::Duration,
+    /// `code:message` of the latest error, empty when none.
+    pub last_error: String,
+}
+
+/// One instance's answer to `$SRV.STATS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceStats {
+    pub name: String,
+    pub id: String,
+    pub version: String,
+    /// When the instance started (Unix milliseconds; 0 when unreadable).
+    pub started_ms: i64,
+    pub endpoints: Vec<EndpointStats>,
+}
+
+impl InstanceStats {
+    pub fn requests(&self) -> u64 {
+        self.endpoints.iter().map(|e| e.requests).sum()
+    }
+    pub fn errors(&self) -> u64 {
+        self.endpoints.iter().map(|e| e.errors).sum()
+    }
+    /// Average handling time over every endpoint's requests.
+    pub fn average_processing_time(&self) -> std::time::Duration {
+        let total: std::time::Duration = self.endpoints.iter().map(|e| e.processing_time).sum();
+        match self.requests() {
+            0 => std::time::Duration::ZERO,
+            n => total / u32::try_from(n).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Asks every service instance for its statistics (`$SRV.STATS`) and
+/// collects the answers that arrive within `wait`, sorted by name and id.
+/// An answer that does not read as services-API statistics is skipped.
+pub async fn stats_all(
+    client: &async_nats::Client,
+    wait: std::time::Duration,
+) -> Result<Vec<InstanceStats>> {
+    let mut out: Vec<InstanceStats> = gather(client, STATS_SUBJECT, wait)
+        .await?
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<service::Stats>(v).ok())
+        .map(|s| InstanceStats {
+            started_ms: i64::try_from(s.started.unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or_default(),
+            name: s.name,
+            id: s.id,
+            version: s.version,
+            endpoints: s
+                .endpoints
+                .into_iter()
+                .map(|e| EndpointStats {
+                    name: e.name,
+                    subject: e.subject,
+                    requests: e.requests as u64,
+                    errors: e.errors as u64,
+                    processing_time: e.processing_time,
+                    average_processing_time: e.average_processing_time,
+                    last_error: e
+                        .last_error
+                        .map(|e| format!("{}:{}", e.code, e.status))
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect();
     out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
     Ok(out)
 }

@@ -76,6 +76,21 @@ pub fn audio(session_id: &str) -> String {
     format!("cinema.session.{session_id}.audio")
 }
 
+/// The audio frames of every session.
+pub const AUDIO_WILDCARD: &str = "cinema.session.*.audio";
+
+/// Everything said about every session: its events, commands, utterances
+/// and audio frames.
+pub const SESSION_WILDCARD: &str = "cinema.session.>";
+
+/// The session id of an audio frame subject (`cinema.session.{sid}.audio`).
+pub fn parse_audio(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("cinema.session.")?
+        .strip_suffix(".audio")
+        .filter(|sid| !sid.contains('.'))
+}
+
 /// Splits a session event subject into its session id and event.
 pub fn parse_session(subject: &str) -> Option<(&str, SessionEvent)> {
     let rest = subject.strip_prefix("cinema.session.")?;
@@ -175,6 +190,9 @@ mod tests {
         assert_eq!(parse_utterance("cinema.session..utterance"), None);
         assert_eq!(parse_utterance("cinema.session.a.b.utterance"), None);
         assert_eq!(parse_utterance("cinema.session.a.transcript"), None);
+        assert_eq!(parse_audio(&audio("s-1")), Some("s-1"));
+        assert_eq!(parse_audio("cinema.session.a.b.audio"), None);
+        assert_eq!(parse_audio("cinema.session.s.play"), None);
     }
 
     #[test]

@@ -110,6 +110,20 @@ async fn typed_requests_refusals_and_error_kinds() {
     let stats = svc.stats().await;
     assert_eq!(stats["get"].requests, 4);
     assert_eq!(stats["get"].errors, 3);
+    // The same counters over the bus ($SRV.STATS), as the dashboard reads them.
+    let remote = service::stats_all(bus.client(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(remote.len(), 1, "{remote:?}");
+    assert_eq!(remote[0].name, "clip-selector");
+    assert_eq!((remote[0].requests(), remote[0].errors()), (4, 3));
+    assert!(remote[0].started_ms > 0 && remote[0].started_ms <= wire::now_ms());
+    let get = &remote[0].endpoints[0];
+    assert_eq!(
+        (get.name.as_str(), get.subject.as_str()),
+        ("get", "cinema.clips.get")
+    );
+    assert!(get.last_error.starts_with("400:"), "{}", get.last_error);
 
     shutdown.cancel();
     serve.await.unwrap();

@@ -1,9 +1,10 @@
 //! The HTTP API as a router, so tests can call it without sockets.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,16 +20,24 @@ use wire::v1::{
     StatusRequest, Transcript, TranscriptSource,
 };
 
-use crate::Config;
+use crate::events::Hub;
+use crate::metrics::Metrics;
+use crate::{Config, assets, events, library, metrics, pis};
 
 /// Longest typed line accepted.
 pub const MAX_LINE_CHARS: usize = 1000;
 
 #[derive(Clone)]
 pub struct AppState {
-    bus: Bus,
+    pub(crate) bus: Bus,
     token: Option<Arc<str>>,
-    config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) metrics: Arc<Metrics>,
+    pis: Arc<tokio::sync::OnceCell<bus::async_nats::jetstream::kv::Store>>,
+    /// Every Pi this gateway has seen, by id: shown offline once its
+    /// presence entry expires.
+    pub(crate) pis_seen: Arc<Mutex<HashMap<String, wire::v1::PiPresence>>>,
 }
 
 impl AppState {
@@ -37,7 +46,37 @@ impl AppState {
             bus,
             token: (!config.api_token.is_empty()).then(|| Arc::from(config.api_token.as_str())),
             config: Arc::new(config.clone()),
+            hub: Arc::new(Hub::new()),
+            metrics: Arc::new(Metrics::new()),
+            pis: Arc::default(),
+            pis_seen: Arc::default(),
         }
+    }
+
+    /// Starts relaying session events to SSE clients (one subscription for
+    /// every client) until `shutdown`. Without it, `/api/events` streams
+    /// only the stored records.
+    pub async fn start_relay(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, bus::Error> {
+        events::start_relay(
+            self.hub.clone(),
+            self.metrics.clone(),
+            self.bus.client().clone(),
+            shutdown,
+        )
+        .await
+    }
+
+    /// The presence bucket, opened once.
+    pub(crate) async fn pis_bucket(
+        &self,
+    ) -> Result<bus::async_nats::jetstream::kv::Store, bus::Error> {
+        self.pis
+            .get_or_try_init(|| self.bus.kv(names::PIS_BUCKET))
+            .await
+            .cloned()
     }
 }
 
@@ -45,12 +84,12 @@ impl AppState {
 /// logged, and the client gets the message only.
 #[derive(Debug)]
 pub struct AppError {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl AppError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         AppError {
             status,
             message: message.into(),
@@ -112,6 +151,20 @@ pub fn app(state: AppState) -> Router {
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
     };
     Router::new()
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::script))
+        .route("/app.css", get(assets::style))
+        .route("/api/info", get(info))
+        .route("/api/events", get(events::events))
+        .route("/api/audio", get(events::audio))
+        .route("/api/pis", get(pis::list))
+        .route("/api/pis/{pi}/devices", get(pis::devices))
+        .route("/api/pis/{pi}/audio_input", post(pis::set_audio_input))
+        .route("/api/clips/search", get(library::search))
+        .route("/api/clips/films", get(library::films))
+        .route("/api/clips/{id}", get(library::clip))
+        .route("/api/health/services", get(health_services))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/connect", post(connect))
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", get(get_session))
@@ -124,10 +177,15 @@ pub fn app(state: AppState) -> Router {
             axum::routing::delete(cleanup_old_sessions),
         )
         .route("/api/start_pi_client", post(start_pi_client))
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
         ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.body_limit,
         ))
@@ -135,25 +193,66 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Every mutating request needs `Authorization: Bearer <CINEMA_API_TOKEN>`
-/// when a token is configured.
+/// Live streams: guarded like mutations (they carry the conversation as it
+/// happens), and they take the token from `?token=` as well, since a
+/// browser's EventSource cannot send headers.
+const STREAMS: [&str; 2] = ["/api/events", "/api/audio"];
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// Every mutating request, and every live stream, needs
+/// `Authorization: Bearer <CINEMA_API_TOKEN>` when a token is configured
+/// (streams accept `?token=<CINEMA_API_TOKEN>` too).
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if let (true, Some(token)) = (mutating, &state.token) {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token) {
-            return AppError::new(
-                StatusCode::UNAUTHORIZED,
-                "this endpoint needs `Authorization: Bearer <CINEMA_API_TOKEN>`",
-            )
-            .into_response();
-        }
+    let stream = STREAMS.contains(&req.uri().path());
+    if !mutating && !stream {
+        return next.run(req).await;
+    }
+    let header_token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let query_token = stream
+        .then(|| Query::<TokenQuery>::try_from_uri(req.uri()).ok())
+        .flatten()
+        .and_then(|Query(q)| q.token);
+    let given = header_token.or(query_token);
+    if given.as_deref() != Some(&**token) {
+        let how = if stream {
+            "this stream needs `?token=<CINEMA_API_TOKEN>` or `Authorization: Bearer <CINEMA_API_TOKEN>`"
+        } else {
+            "this endpoint needs `Authorization: Bearer <CINEMA_API_TOKEN>`"
+        };
+        return AppError::new(StatusCode::UNAUTHORIZED, how).into_response();
     }
     next.run(req).await
+}
+
+/// Any other path: 404 in the API's error shape.
+async fn not_found(req: Request) -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {} {}", req.method(), req.uri().path()),
+    )
+}
+
+/// `GET /api/info`: what the dashboard needs to know before it starts.
+async fn info(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "service": names::service::DASHBOARD_GATEWAY,
+        "version": env!("CARGO_PKG_VERSION"),
+        "auth": st.token.is_some(),
+        "pi_stale_s": st.config.pi_stale_s,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -404,6 +503,59 @@ async fn health(State(st): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// `GET /api/health/services`: every service instance from the NATS
+/// services API (`$SRV.STATS`) with its counters, and NATS itself.
+async fn health_services(State(st): State<AppState>) -> Json<Value> {
+    let client = st.bus.client();
+    let stats = bus::service::stats_all(client, metrics::STATS_WAIT)
+        .await
+        .unwrap_or_default();
+    let now = wire::now_ms();
+    let instances: Vec<Value> = stats
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "id": s.id,
+                "version": s.version,
+                "started_ms": s.started_ms,
+                "uptime_s": (now - s.started_ms).max(0) / 1000,
+                "requests": s.requests(),
+                "errors": s.errors(),
+                "average_processing_ms": s.average_processing_time().as_secs_f64() * 1000.0,
+                "endpoints": s.endpoints.iter().map(|e| json!({
+                    "name": e.name,
+                    "subject": e.subject,
+                    "requests": e.requests,
+                    "errors": e.errors,
+                    "average_processing_ms": e.average_processing_time.as_secs_f64() * 1000.0,
+                    "last_error": e.last_error,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let missing: Vec<&str> = names::service::ALL
+        .into_iter()
+        .filter(|n| !stats.iter().any(|s| s.name == *n))
+        .collect();
+    let connected = matches!(
+        client.connection_state(),
+        bus::async_nats::connection::State::Connected
+    );
+    let server = client.server_info();
+    Json(json!({
+        "instances": instances,
+        "missing": missing,
+        "nats": {
+            "status": if connected { "ok" } else { "disconnected" },
+            "server_version": server.version,
+            "server_name": server.server_name,
+            "jetstream": server.jetstream,
+        },
+        "decode_errors": bus::decode_errors(),
+    }))
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct CleanupQuery {
     /// Ended at least this many seconds ago (default: the configured retention).
@@ -413,8 +565,9 @@ struct CleanupQuery {
 /// Seed-compatible: removes ended sessions' state.
 async fn cleanup_old_sessions(
     State(st): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<CleanupQuery>,
+    q: Result<Query<CleanupQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
+    let Query(q) = q.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let reply: CleanupReply = st
         .bus
         .request_with_timeout(

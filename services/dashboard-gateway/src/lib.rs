@@ -1,9 +1,17 @@
 //! dashboard-gateway: the only HTTP face. The first generation's REST API
 //! (`POST /api/connect`, `GET /conversation-status/{id}`, `GET /health`), the
 //! typed-line path (`POST /api/sessions/{id}/say`) and session control, all
-//! turned into requests and events on the bus.
+//! turned into requests and events on the bus; the operator's dashboard at
+//! `/` (assets compiled in), live updates over server-sent events
+//! (`/api/events`, `/api/audio`), the Pis, the library, the services'
+//! health and `/metrics`.
 
 mod api;
+mod assets;
+pub mod events;
+mod library;
+mod metrics;
+mod pis;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -27,6 +35,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// A Pi whose heartbeat is older than this is shown stale (and offline
+    /// after twice this); room-manager's `pi_stale_s` should match.
+    pub pi_stale_s: u64,
 }
 
 impl Default for Config {
@@ -38,6 +49,7 @@ impl Default for Config {
             api_token: String::new(),
             cors_origins: Vec::new(),
             body_limit: 64 * 1024,
+            pi_stale_s: 30,
         }
     }
 }
@@ -90,11 +102,13 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     )
     .await?;
     let state = AppState::new(bus, &config);
+    let relay = state.start_relay(shutdown.clone()).await?;
     tracing::info!(url = %format!("http://{local}/"), auth = !config.api_token.is_empty(), "The gateway is listening.");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(|source| Error::Listen { addr, source })?;
+    relay.abort();
     let _ = service.stop().await;
     Ok(())
 }

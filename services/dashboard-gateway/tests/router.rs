@@ -123,3 +123,389 @@ async fn bad_bodies_get_4xx_with_a_message() {
     let (code, _) = call(&router, post("/api/sessions/abc/say", &long, None)).await;
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+/// A router over a bus with the streams and buckets but no services.
+async fn bare(config: Config) -> (testkit::NatsServer, bus::Bus, axum::Router, AppState) {
+    let nats = testkit::NatsServer::start();
+    let bus = nats.bus("gateway-test").await;
+    bus.ensure_topology().await.unwrap();
+    let state = AppState::new(bus.clone(), &config);
+    (nats, bus, app(state.clone()), state)
+}
+
+#[tokio::test]
+async fn streams_and_new_mutations_need_the_token() {
+    let (_nats, _bus, router, _) = bare(Config {
+        api_token: "s3cret".into(),
+        ..Config::default()
+    })
+    .await;
+    let (code, body) = call(
+        &router,
+        post(
+            "/api/pis/test-pi/audio_input",
+            r#"{"audio_input":"none"}"#,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+    // The query token is for streams only.
+    let (code, _) = call(&router, post("/api/connect?token=s3cret", "{}", None)).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    for uri in ["/api/events", "/api/audio", "/api/events?token=wrong"] {
+        let (code, body) = call(&router, get(uri)).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
+    }
+    // With the token (query or header) the stream opens.
+    for req in [
+        get("/api/events?token=s3cret"),
+        get("/api/audio?token=s3cret&session=abc"),
+        Request::get("/api/events")
+            .header("authorization", "Bearer s3cret")
+            .body(Body::empty())
+            .unwrap(),
+    ] {
+        let resp = router.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+    }
+    // The dashboard and reads stay open.
+    for uri in [
+        "/",
+        "/app.js",
+        "/app.css",
+        "/api/info",
+        "/api/pis",
+        "/metrics",
+    ] {
+        let resp = router.clone().oneshot(get(uri)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{uri}");
+    }
+    let (_, info) = call(&router, get("/api/info")).await;
+    assert_eq!(info["auth"], true);
+}
+
+#[tokio::test]
+async fn validation_and_error_shapes_of_the_new_endpoints() {
+    let (_nats, _bus, router, _) = bare(Config::default()).await;
+    let cases = [
+        (
+            post("/api/pis/test-pi/audio_input", "{oops", None),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            post("/api/pis/test-pi/audio_input", r#"{"input":"none"}"#, None),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            post(
+                "/api/pis/test-pi/audio_input",
+                r#"{"audio_input":" "}"#,
+                None,
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            post(
+                "/api/pis/nope/audio_input",
+                r#"{"audio_input":"none"}"#,
+                None,
+            ),
+            StatusCode::NOT_FOUND,
+        ),
+        (get("/api/pis/nope/devices"), StatusCode::NOT_FOUND),
+        (get("/api/pis/a.b/devices"), StatusCode::BAD_REQUEST),
+        (get("/api/clips/search"), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            get("/api/clips/search?q=%20"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            get("/api/clips/search?q=hi&mode=bogus"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            get("/api/clips/search?q=hi&limit=-1"),
+            StatusCode::BAD_REQUEST,
+        ),
+        // No clip-selector on this bus.
+        (
+            get("/api/clips/search?q=hi"),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (get("/api/clips/films"), StatusCode::SERVICE_UNAVAILABLE),
+        (get("/api/events?session=a.b"), StatusCode::BAD_REQUEST),
+        (get("/api/audio?session=*"), StatusCode::BAD_REQUEST),
+        (
+            get("/api/cleanup-old-sessions?older_than_s=soon"),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Request::delete("/api/cleanup-old-sessions?older_than_s=soon")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (get("/no/such/page"), StatusCode::NOT_FOUND),
+    ];
+    for (req, want) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (code, json) = call(&router, req).await;
+        assert_eq!(code, want, "{what}: {json}");
+        if code != StatusCode::METHOD_NOT_ALLOWED {
+            assert!(
+                !json["error"].as_str().unwrap_or_default().is_empty(),
+                "{what}: {json}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn pis_by_heartbeat_age_and_their_spawner_missing() {
+    let (_nats, bus, router, _) = bare(Config::default()).await;
+    let store = bus.kv(bus::names::PIS_BUCKET).await.unwrap();
+    let now = wire::now_ms();
+    for (pi, age_ms) in [
+        ("fresh-pi", 1_000),
+        ("late-pi", 45_000),
+        ("gone-pi", 90_000),
+    ] {
+        let p = wire::v1::PiPresence {
+            pi_id: pi.into(),
+            heartbeat_ms: now - age_ms,
+            sessions: vec!["s1".into()],
+            max_sessions: 1,
+            audio_input: "none".into(),
+            ..Default::default()
+        };
+        bus::kv_put(&store, pi, &p).await.unwrap();
+    }
+    let (code, body) = call(&router, get("/api/pis")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let words: Vec<(&str, &str)> = body["pis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["pi_id"].as_str().unwrap(), p["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        words,
+        [
+            ("fresh-pi", "online"),
+            ("gone-pi", "offline"),
+            ("late-pi", "stale")
+        ]
+    );
+    assert_eq!(body["pis"][0]["sessions"][0], "s1");
+    // A known Pi whose spawner does not answer: 503 with a message.
+    let (code, body) = call(&router, get("/api/pis/fresh-pi/devices")).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no service answers")
+    );
+}
+
+/// Reads an SSE body until `want` shows up in it (or 10 s pass).
+async fn read_until(body: &mut axum::body::BodyDataStream, seen: &mut String, want: &str) {
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !seen.contains(want) {
+            let chunk = body.next().await.expect("stream open").unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{want:?} never came; got {seen:?}"));
+}
+
+#[tokio::test]
+async fn bus_events_reach_sse_clients_and_metrics() {
+    let (_nats, bus, router, state) = bare(Config::default()).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let relay = state.start_relay(shutdown.clone()).await.unwrap();
+
+    let resp = router
+        .clone()
+        .oneshot(get("/api/events?session=s1"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    let mut everything = router
+        .clone()
+        .oneshot(get("/api/events"))
+        .await
+        .unwrap()
+        .into_body()
+        .into_data_stream();
+    let (_, metrics) = call_text(&router, get("/metrics")).await;
+    assert!(
+        metrics.contains("cinema_sse_clients{stream=\"events\"} 2"),
+        "{metrics}"
+    );
+
+    // Another session's event, then one of s1: the filtered stream sees s1's.
+    let other = wire::v1::Transcript {
+        session_id: "s2".into(),
+        text: "not for s1".into(),
+        ..Default::default()
+    };
+    bus.publish(
+        bus::subjects::session("s2", bus::subjects::SessionEvent::Transcript),
+        &other,
+    )
+    .await
+    .unwrap();
+    let ev = wire::v1::ConversationEvent {
+        session_id: "s1".into(),
+        turn: 1,
+        at_ms: 5,
+        kind: Some(wire::v1::conversation_event::Kind::Latency(
+            wire::v1::TurnLatency {
+                total_ms: 420,
+                ..Default::default()
+            },
+        )),
+    };
+    bus.publish(
+        bus::subjects::session("s1", bus::subjects::SessionEvent::Conversation),
+        &ev,
+    )
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    read_until(&mut body, &mut seen, "\"total_ms\":420").await;
+    assert!(seen.contains("event: conversation"), "{seen}");
+    assert!(!seen.contains("not for s1"), "{seen}");
+    let mut all = String::new();
+    read_until(&mut everything, &mut all, "\"total_ms\":420").await;
+    assert!(all.contains("not for s1"), "{all}");
+    // Ids increase across the gateway: s2's transcript was 1, s1's event 2.
+    assert!(seen.contains("id: 2"), "{seen}");
+    assert!(all.contains("id: 1") && all.contains("id: 2"), "{all}");
+
+    // One service instance on the bus, for the per-service metrics (added
+    // now: it would not answer the streams' record requests).
+    let svc = bus::service::start(bus.client(), "status-store", "test")
+        .await
+        .unwrap();
+    let _get = bus::service::endpoint(&svc, "get", "cinema.status.get")
+        .await
+        .unwrap();
+    let (resp, metrics) = call_text(&router, get("/metrics")).await;
+    assert_eq!(
+        resp, "text/plain; version=0.0.4; charset=utf-8",
+        "Prometheus text format"
+    );
+    for want in [
+        "cinema_turn_latency_seconds_count 1",
+        "cinema_turn_latency_seconds_bucket{le=\"0.5\"} 1",
+        "cinema_bus_events_relayed_total{event=\"conversation\"} 1",
+        "cinema_bus_events_relayed_total{event=\"transcript\"} 1",
+        "cinema_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"} 1",
+        "# TYPE cinema_service_requests_total counter",
+        "# TYPE cinema_service_uptime_seconds gauge",
+        "cinema_service_uptime_seconds{instance=\"",
+        "cinema_service_requests_total{endpoint=\"get\",instance=\"",
+    ] {
+        assert!(metrics.contains(want), "{want} missing from\n{metrics}");
+    }
+    drop(body);
+    drop(everything);
+    let (_, metrics) = call_text(&router, get("/metrics")).await;
+    assert!(
+        metrics.contains("cinema_sse_clients{stream=\"events\"} 0"),
+        "{metrics}"
+    );
+
+    shutdown.cancel();
+    relay.await.unwrap();
+}
+
+/// The content type and the text of a response.
+async fn call_text(router: &axum::Router, req: Request<Body>) -> (String, String) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    (ct, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary() {
+    let (_nats, _bus, router, _) = bare(Config::default()).await;
+    let (ct, html) = call_text(&router, get("/")).await;
+    assert_eq!(ct, "text/html; charset=utf-8");
+    assert!(html.contains("<script src=\"/app.js\"></script>"));
+    let (ct, js) = call_text(&router, get("/app.js")).await;
+    assert_eq!(ct, "text/javascript; charset=utf-8");
+    assert!(js.contains("new EventSource"));
+    let (ct, _) = call_text(&router, get("/app.css")).await;
+    assert_eq!(ct, "text/css; charset=utf-8");
+    // Nothing is fetched from another site.
+    for text in [&html, &js] {
+        assert!(!text.contains("https://"), "a CDN reference");
+    }
+}
+
+#[tokio::test]
+async fn audio_levels_are_throttled_per_session() {
+    let (_nats, bus, router, _) = bare(Config::default()).await;
+    let resp = router
+        .clone()
+        .oneshot(get("/api/audio?session=s1"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    // 50 frames a second for a second, as a pi-client sends them, and a
+    // frame of another session.
+    let publisher = tokio::spawn(async move {
+        for seq in 0..50u64 {
+            for sid in ["s1", "s2"] {
+                let frame = wire::v1::AudioFrame {
+                    session_id: sid.into(),
+                    seq,
+                    sample_rate: 16_000,
+                    level: if sid == "s2" {
+                        0.99
+                    } else {
+                        seq as f32 / 100.0
+                    },
+                    ..Default::default()
+                };
+                bus.publish(bus::subjects::audio(sid), &frame)
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    let mut seen = String::new();
+    read_until(&mut body, &mut seen, "\"seq\":49").await;
+    publisher.await.unwrap();
+    let levels = seen.matches("event: level").count();
+    assert!(
+        (5..=15).contains(&levels),
+        "{levels} level events for one second of frames:\n{seen}"
+    );
+    assert!(!seen.contains("0.99"), "another session's level: {seen}");
+}

@@ -1,0 +1,562 @@
+//! Live updates over server-sent events.
+//!
+//! One core NATS subscription on `cinema.session.>` per gateway (so events
+//! reach the relay in the order they were published) feeds a
+//! [`tokio::sync::broadcast`] channel that every SSE client reads: each event
+//! is decoded and turned into JSON once, whatever the number of clients.
+//! Utterances and audio frames are not relayed; `GET /api/audio` streams
+//! input levels from its own subscription, throttled.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bus::subjects::{self, SessionEvent};
+use futures::{Stream, StreamExt};
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use wire::v1::{
+    AudioFrame, ConversationEvent, ListSessionsRequest, SessionList, SessionState, StatusRecord,
+    StatusRequest, conversation_event,
+};
+
+use crate::api::{AppError, AppState};
+use crate::metrics::{Metrics, SseClient};
+
+/// Events waiting for the slowest SSE client before it is told it lagged.
+pub const CHANNEL_CAPACITY: usize = 1024;
+/// A comment line this often keeps proxies from closing an idle stream.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Input levels sent per session per second (`GET /api/audio`).
+pub const LEVELS_PER_S: u64 = 10;
+/// Live sessions whose records a new all-sessions stream starts with.
+const CATCH_UP_SESSIONS: usize = 50;
+/// Fields never shown outside: session tokens and meeting tokens.
+const SECRET_FIELDS: [&str; 2] = ["token", "room_token"];
+
+/// One bus event as every SSE client receives it.
+#[derive(Debug)]
+pub struct Relayed {
+    /// Increases by one with every event this gateway relays.
+    pub id: u64,
+    pub session_id: String,
+    pub event: SessionEvent,
+    /// `{id, session_id, event, type, message}`.
+    pub data: String,
+}
+
+/// Turns protobuf payloads into JSON by the type named in their header
+/// (proto field names, 64-bit integers as numbers, enums by name, defaults
+/// included), with secrets removed.
+pub struct Decoder {
+    pool: DescriptorPool,
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        // The descriptors are compiled into the wire crate from the same
+        // protos as its types; they always decode.
+        #[allow(clippy::expect_used)]
+        let pool = DescriptorPool::decode(wire::FILE_DESCRIPTOR_SET)
+            .expect("the wire crate's descriptors decode");
+        Decoder { pool }
+    }
+
+    /// The JSON of a payload of type `type_name`, or `{"error": …}` when the
+    /// type is unknown or the bytes are not a valid message of it.
+    pub fn to_json(&self, type_name: &str, payload: &[u8]) -> Value {
+        let Some(desc) = self.pool.get_message_by_name(type_name) else {
+            return json!({ "error": format!("unknown type {type_name:?}") });
+        };
+        let msg = match DynamicMessage::decode(desc, payload) {
+            Ok(m) => m,
+            Err(e) => return json!({ "error": format!("not a valid {type_name}: {e}") }),
+        };
+        let options = SerializeOptions::new()
+            .use_proto_field_name(true)
+            .stringify_64_bit_integers(false)
+            .skip_default_fields(false);
+        let mut value = msg
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+        redact(&mut value);
+        value
+    }
+
+    /// The JSON of a typed message.
+    pub fn message<M: wire::Message + wire::Name>(&self, msg: &M) -> Value {
+        self.to_json(&M::full_name(), &msg.encode_to_vec())
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+/// Removes every secret field, at any depth.
+fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for f in SECRET_FIELDS {
+                map.remove(f);
+            }
+            map.values_mut().for_each(redact);
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// The gateway's side of the live updates: the broadcast channel and the
+/// numbering of events.
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Relayed>>,
+    next_id: AtomicU64,
+    pub decoder: Decoder,
+    /// Cancelled when the relay stops (the gateway shuts down): every
+    /// stream ends, so open SSE connections do not hold the shutdown up.
+    closing: CancellationToken,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub {
+            tx: broadcast::channel(CHANNEL_CAPACITY).0,
+            next_id: AtomicU64::new(1),
+            decoder: Decoder::new(),
+            closing: CancellationToken::new(),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Relayed>> {
+        self.tx.subscribe()
+    }
+
+    /// Turns one bus message into a relayed event (none for subjects that are
+    /// not session events: utterances, audio frames). Never fails: a payload
+    /// that does not decode is relayed with an `error` in place of its message.
+    pub fn relayed(
+        &self,
+        subject: &str,
+        headers: Option<&bus::async_nats::HeaderMap>,
+        payload: &[u8],
+    ) -> Option<Relayed> {
+        let (sid, event) = subjects::parse_session(subject)?;
+        let type_name = headers
+            .and_then(|h| h.get(bus::names::TYPE_HEADER))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        let message = if type_name.is_empty() {
+            json!({ "error": "the message names no type" })
+        } else {
+            self.decoder.to_json(&type_name, payload)
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let data = json!({
+            "id": id,
+            "session_id": sid,
+            "event": event.token(),
+            "type": type_name,
+            "message": message,
+        });
+        Some(Relayed {
+            id,
+            session_id: sid.to_string(),
+            event,
+            data: data.to_string(),
+        })
+    }
+
+    /// Sends an event to every SSE client (none listening is fine).
+    pub fn send(&self, relayed: Relayed) {
+        let _ = self.tx.send(Arc::new(relayed));
+    }
+}
+
+/// Subscribes to every session's events and relays them until `shutdown`.
+/// Turn latencies (conversation `latency` events) feed the histogram.
+pub async fn start_relay(
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    client: bus::async_nats::Client,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, bus::Error> {
+    let mut sub = client
+        .subscribe(subjects::SESSION_WILDCARD)
+        .await
+        .map_err(|e| bus::Error::nats("subscribe", e))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                () = shutdown.cancelled() => break,
+                msg = sub.next() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let Some(relayed) = hub.relayed(&msg.subject, msg.headers.as_ref(), &msg.payload)
+            else {
+                continue;
+            };
+            metrics.event_relayed(relayed.event.token());
+            if relayed.event == SessionEvent::Conversation
+                && let Ok(ev) = bus::decode_message::<ConversationEvent>(&msg)
+                && let Some(conversation_event::Kind::Latency(l)) = ev.kind
+            {
+                metrics.turn_latency(l.total_ms);
+            }
+            hub.send(relayed);
+        }
+        hub.closing.cancel();
+        let _ = sub.unsubscribe().await;
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamQuery {
+    /// Only this session (all sessions when absent).
+    session: Option<String>,
+    /// The API token, for clients that cannot send headers (EventSource);
+    /// checked by the auth middleware.
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+impl StreamQuery {
+    fn session(&self) -> Result<Option<&str>, AppError> {
+        match self.session.as_deref().filter(|s| !s.is_empty()) {
+            Some(sid) => {
+                subjects::check_id("session id", sid)?;
+                Ok(Some(sid))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn query<T: Default + for<'de> Deserialize<'de>>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, AppError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// The stored record of a session as an SSE `record` event, if it has one.
+async fn record_event(st: &AppState, sid: &str) -> Option<Event> {
+    let rec: StatusRecord = match st
+        .bus
+        .request(
+            subjects::status::GET.into(),
+            &StatusRequest {
+                session_id: sid.into(),
+            },
+        )
+        .await
+    {
+        Ok(rec) => rec,
+        Err(e) => {
+            tracing::debug!(session = %sid, error = %e, "No record to catch up from.");
+            return None;
+        }
+    };
+    let data = json!({
+        "session_id": sid,
+        "event": "record",
+        "type": <StatusRecord as wire::Name>::full_name(),
+        "message": st.hub.decoder.message(&rec),
+    });
+    Some(Event::default().event("record").data(data.to_string()))
+}
+
+/// Sessions not yet over, newest first (none when room-manager is away).
+async fn live_sessions(st: &AppState) -> Vec<String> {
+    match st
+        .bus
+        .request::<_, SessionList>(subjects::rooms::LIST.into(), &ListSessionsRequest {})
+        .await
+    {
+        Ok(list) => list
+            .sessions
+            .into_iter()
+            .filter(|s| matches!(s.state(), SessionState::Waiting | SessionState::Active))
+            .take(CATCH_UP_SESSIONS)
+            .map(|s| s.id)
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "Cannot list sessions to catch up from.");
+            Vec::new()
+        }
+    }
+}
+
+fn sse_event(ev: &Relayed) -> Event {
+    Event::default()
+        .event(ev.event.token())
+        .id(ev.id.to_string())
+        .data(&ev.data)
+}
+
+/// `GET /api/events[?session=ID]`: every session event as SSE, `event:` the
+/// event kind, `id:` the relay's number, `data:` JSON. The stream starts with
+/// the stored record of the session (or of every live session) as `record`
+/// events, so a client that reconnects catches up; a client too slow for the
+/// stream gets a `lagged` event with the number of events it missed.
+pub async fn events(
+    State(st): State<AppState>,
+    q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let q = query(q)?;
+    let session = q.session()?.map(str::to_string);
+    // Subscribed before the records are read: nothing falls between them.
+    let rx = st.hub.subscribe();
+    let client = st.metrics.sse_client("events");
+    let sids = match &session {
+        Some(sid) => vec![sid.clone()],
+        None => live_sessions(&st).await,
+    };
+    let records = futures::future::join_all(sids.iter().map(|sid| record_event(&st, sid)))
+        .await
+        .into_iter()
+        .flatten()
+        .map(Ok::<_, Infallible>);
+    let closing = st.hub.closing.clone();
+    let stream = futures::stream::iter(records).chain(live(rx, session, client, closing));
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+fn live(
+    rx: broadcast::Receiver<Arc<Relayed>>,
+    session: Option<String>,
+    client: SseClient,
+    closing: CancellationToken,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(
+        (rx, session, client, closing),
+        |(mut rx, session, client, closing)| async move {
+            loop {
+                let received = tokio::select! {
+                    () = closing.cancelled() => return None,
+                    r = rx.recv() => r,
+                };
+                match received {
+                    Ok(ev) => {
+                        if session.as_ref().is_none_or(|s| *s == ev.session_id) {
+                            let out = sse_event(&ev);
+                            return Some((Ok(out), (rx, session, client, closing)));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        let out = Event::default()
+                            .event("lagged")
+                            .data(json!({ "missed": missed }).to_string());
+                        return Some((Ok(out), (rx, session, client, closing)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    )
+}
+
+/// `GET /api/audio[?session=ID]`: the input level of each session's
+/// microphone (the loudest 20 ms frame of each tenth of a second) as SSE
+/// `level` events: `{session_id, level, seq}`.
+pub async fn audio(
+    State(st): State<AppState>,
+    q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let q = query(q)?;
+    let subject = match q.session()? {
+        Some(sid) => subjects::audio(sid),
+        None => subjects::AUDIO_WILDCARD.to_string(),
+    };
+    let sub = st
+        .bus
+        .client()
+        .subscribe(subject)
+        .await
+        .map_err(|e| AppError::from(bus::Error::nats("subscribe", e)))?;
+    let client = st.metrics.sse_client("audio");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(levels(sub, tx, client, st.hub.closing.clone()));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|ev| (Ok::<_, Infallible>(ev), rx))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// Reads audio frames and sends each session's loudest level every tick,
+/// until the SSE client goes away.
+async fn levels(
+    mut sub: bus::async_nats::Subscriber,
+    tx: tokio::sync::mpsc::Sender<Event>,
+    _client: SseClient,
+    closing: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / LEVELS_PER_S));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Per session: the loudest level since the last tick and its frame number.
+    let mut loudest: HashMap<String, (f32, u64)> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = tx.closed() => break,
+            () = closing.cancelled() => break,
+            msg = sub.next() => {
+                let Some(msg) = msg else { break };
+                let Ok(frame) = bus::decode_message::<AudioFrame>(&msg) else { continue };
+                let Some(sid) = subjects::parse_audio(&msg.subject) else { continue };
+                let level = if frame.level.is_finite() { frame.level.clamp(0.0, 1.0) } else { 0.0 };
+                let e = loudest.entry(sid.to_string()).or_insert((0.0, 0));
+                if level >= e.0 {
+                    *e = (level, frame.seq);
+                }
+            }
+            _ = tick.tick() => {
+                for (sid, (level, seq)) in loudest.drain() {
+                    let data = json!({ "session_id": sid, "level": level, "seq": seq });
+                    let ev = Event::default().event("level").data(data.to_string());
+                    if tx.try_send(ev).is_err() && tx.is_closed() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let _ = sub.unsubscribe().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::v1::{Clip, ClipPlayed, PlaybackEvent, PlaybackState, Session, SessionCreated};
+
+    fn headers(type_name: &str) -> bus::async_nats::HeaderMap {
+        let mut h = bus::async_nats::HeaderMap::new();
+        h.insert(bus::names::TYPE_HEADER, type_name);
+        h
+    }
+
+    fn data(r: &Relayed) -> Value {
+        serde_json::from_str(&r.data).unwrap_or_default()
+    }
+
+    #[test]
+    fn events_become_json_with_increasing_ids() {
+        let hub = Hub::new();
+        let ev = ConversationEvent {
+            session_id: "s1".into(),
+            turn: 2,
+            at_ms: 1_700_000_000_123,
+            kind: Some(conversation_event::Kind::ClipPlayed(ClipPlayed {
+                clip: Some(Clip {
+                    id: "c1".into(),
+                    caption: "The station is down the road.".into(),
+                    start_s: 1.5,
+                    end_s: 3.25,
+                    ..Default::default()
+                }),
+                display: "[VIDEO: x]".into(),
+                greeting: false,
+                command_id: "cmd".into(),
+            })),
+        };
+        let (h, payload) = bus::encode(&ev);
+        let a = hub
+            .relayed("cinema.session.s1.conversation", Some(&h), &payload)
+            .unwrap_or_else(|| panic!("relayed"));
+        assert_eq!(a.event, SessionEvent::Conversation);
+        let d = data(&a);
+        assert_eq!(d["session_id"], "s1");
+        assert_eq!(d["event"], "conversation");
+        assert_eq!(d["type"], "cinema.v1.ConversationEvent");
+        assert_eq!(d["message"]["at_ms"], 1_700_000_000_123_i64, "{d}");
+        assert_eq!(d["message"]["clip_played"]["clip"]["end_s"], 3.25);
+        assert_eq!(
+            d["message"]["clip_played"]["clip"]["caption"],
+            "The station is down the road."
+        );
+
+        let p = PlaybackEvent {
+            state: PlaybackState::Started as i32,
+            ..Default::default()
+        };
+        let (h, payload) = bus::encode(&p);
+        let b = hub
+            .relayed("cinema.session.s1.playback", Some(&h), &payload)
+            .unwrap_or_else(|| panic!("relayed"));
+        assert_eq!(b.id, a.id + 1);
+        assert_eq!(data(&b)["message"]["state"], "PLAYBACK_STATE_STARTED");
+    }
+
+    #[test]
+    fn secrets_never_leave_and_bad_payloads_are_described() {
+        let hub = Hub::new();
+        let created = SessionCreated {
+            session: Some(Session {
+                id: "s1".into(),
+                token: "secret-token".into(),
+                room_token: "secret-room".into(),
+                ..Default::default()
+            }),
+        };
+        let (h, payload) = bus::encode(&created);
+        let r = hub
+            .relayed("cinema.session.s1.created", Some(&h), &payload)
+            .unwrap_or_else(|| panic!("relayed"));
+        assert!(!r.data.contains("secret"), "{}", r.data);
+        assert_eq!(data(&r)["message"]["session"]["id"], "s1");
+
+        let bad = hub
+            .relayed(
+                "cinema.session.s1.playback",
+                Some(&headers("cinema.v1.PlaybackEvent")),
+                &[0x0a, 0x05, b'a'],
+            )
+            .unwrap_or_else(|| panic!("relayed"));
+        assert!(data(&bad)["message"]["error"].as_str().is_some());
+        let unknown = hub
+            .relayed(
+                "cinema.session.s1.playback",
+                Some(&headers("cinema.v1.Nope")),
+                b"",
+            )
+            .unwrap_or_else(|| panic!("relayed"));
+        assert!(data(&unknown)["message"]["error"].as_str().is_some());
+        let untyped = hub
+            .relayed("cinema.session.s1.playback", None, b"")
+            .unwrap_or_else(|| panic!("relayed"));
+        assert!(data(&untyped)["message"]["error"].as_str().is_some());
+    }
+
+    #[test]
+    fn audio_and_utterances_are_not_relayed() {
+        let hub = Hub::new();
+        assert!(hub.relayed("cinema.session.s1.audio", None, b"").is_none());
+        assert!(
+            hub.relayed("cinema.session.s1.utterance", None, b"")
+                .is_none()
+        );
+        assert!(hub.relayed("cinema.rooms.create", None, b"").is_none());
+    }
+}

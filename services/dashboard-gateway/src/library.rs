@@ -1,0 +1,112 @@
+//! The library: the same search the directors use, the films, one clip with
+//! the URL its film is served from (clip-selector's media over HTTP).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use bus::subjects;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wire::v1::{
+    FilmList, GetClipReply, GetClipRequest, ListFilmsRequest, SearchMode, SearchReply,
+    SearchRequest,
+};
+
+use crate::api::{AppError, AppState};
+
+/// Longest search query accepted.
+pub const MAX_QUERY_CHARS: usize = 500;
+/// Most hits one search returns.
+pub const MAX_HITS: u32 = 50;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    /// `answer` (default: clips whose line answers `q`) or `description`.
+    mode: Option<String>,
+    limit: Option<u32>,
+    /// Only this film.
+    film: Option<String>,
+}
+
+/// `GET /api/clips/search?q=…&mode=answer|description&limit=10&film=ID`:
+/// `{hits: [{clip, score}], library_size}`.
+pub async fn search(
+    State(st): State<AppState>,
+    q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let Query(q) = q.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let text = q.q.trim();
+    if text.is_empty() {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "q must not be empty",
+        ));
+    }
+    if text.chars().count() > MAX_QUERY_CHARS {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("q is longer than {MAX_QUERY_CHARS} characters"),
+        ));
+    }
+    let mode = match q.mode.as_deref().unwrap_or("answer") {
+        "answer" => SearchMode::Answer,
+        "description" => SearchMode::Description,
+        other => {
+            return Err(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("mode must be `answer` or `description`, not {other:?}"),
+            ));
+        }
+    };
+    let reply: SearchReply = st
+        .bus
+        .request(
+            subjects::clips::SEARCH.into(),
+            &SearchRequest {
+                query: text.to_string(),
+                mode: mode as i32,
+                limit: q.limit.unwrap_or(10).clamp(1, MAX_HITS),
+                film_id: q.film.unwrap_or_default(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let decoder = &st.hub.decoder;
+    Ok(Json(json!({
+        "hits": reply.hits.iter().map(|h| json!({
+            "clip": h.clip.as_ref().map(|c| decoder.message(c)),
+            "score": h.score,
+        })).collect::<Vec<_>>(),
+        "library_size": reply.library_size,
+    })))
+}
+
+/// `GET /api/clips/films`: `{films: [{id, title, duration_s, clip_count}]}`.
+pub async fn films(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
+    let list: FilmList = st
+        .bus
+        .request(subjects::clips::FILMS.into(), &ListFilmsRequest {})
+        .await?;
+    Ok(Json(st.hub.decoder.message(&list)))
+}
+
+/// `GET /api/clips/{id}`: `{clip, media_url}`; the film plays from
+/// `media_url` (HTTP with Range), the clip is `#t=start_s,end_s` of it.
+pub async fn clip(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    if id.is_empty() || id.len() > 256 {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "a clip id is 1-256 characters",
+        ));
+    }
+    let reply: GetClipReply = st
+        .bus
+        .request(subjects::clips::GET.into(), &GetClipRequest { clip_id: id })
+        .await?;
+    Ok(Json(st.hub.decoder.message(&reply)))
+}

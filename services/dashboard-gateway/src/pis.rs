@@ -1,0 +1,188 @@
+//! The Pis: presence (from the bucket pi-spawner writes), their capture
+//! devices and audio input (requests to the Pi's spawner).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bus::subjects;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wire::v1::{AudioDevices, AudioDevicesRequest, PiPresence, SetAudioInput};
+
+use crate::api::{ApiJson, AppError, AppState};
+
+/// How long a Pi's spawner may take to list its devices or store its input.
+const PI_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest audio input accepted (`alsa:…`, `wav:PATH`).
+const MAX_INPUT_CHARS: usize = 512;
+
+/// online: the heartbeat is younger than `stale_ms` (room-manager places
+/// sessions there); stale: younger than twice that; offline: older, or gone
+/// from the bucket.
+pub fn presence_word(age_ms: i64, stale_ms: i64) -> &'static str {
+    if age_ms < stale_ms {
+        "online"
+    } else if age_ms < 2 * stale_ms {
+        "stale"
+    } else {
+        "offline"
+    }
+}
+
+/// Every Pi in the presence bucket, plus the ones this gateway saw before
+/// whose entries have expired since (offline).
+async fn presences(st: &AppState) -> Result<Vec<PiPresence>, AppError> {
+    let store = st.pis_bucket().await?;
+    let keys = bus::kv_keys(&store).await?;
+    let mut found = Vec::with_capacity(keys.len());
+    for key in keys {
+        match bus::kv_get::<PiPresence>(&store, &key).await {
+            Ok(Some((p, _))) => found.push(p),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(pi = %key, error = %e, "Skipped a presence entry."),
+        }
+    }
+    let mut seen = st.pis_seen.lock().unwrap_or_else(|p| p.into_inner());
+    for p in &found {
+        seen.insert(p.pi_id.clone(), p.clone());
+    }
+    Ok(seen.values().cloned().collect())
+}
+
+fn pi_json(p: &PiPresence, stale_ms: i64, now_ms: i64) -> Value {
+    let age = (now_ms - p.heartbeat_ms).max(0);
+    json!({
+        "pi_id": p.pi_id,
+        "name": p.name,
+        "host": p.host,
+        "version": p.version,
+        "status": presence_word(age, stale_ms),
+        "heartbeat_ms": p.heartbeat_ms,
+        "heartbeat_age_ms": age,
+        "sessions": p.sessions,
+        "max_sessions": p.max_sessions,
+        "audio_input": p.audio_input,
+        "audio_devices": p.audio_devices,
+    })
+}
+
+/// `GET /api/pis`: `{pis: [{pi_id, status, heartbeat_age_ms, sessions, audio_input, …}]}`.
+pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
+    let stale_ms = st.config.pi_stale_s as i64 * 1000;
+    let now = wire::now_ms();
+    let pis: BTreeMap<String, Value> = presences(&st)
+        .await?
+        .iter()
+        .map(|p| (p.pi_id.clone(), pi_json(p, stale_ms, now)))
+        .collect();
+    Ok(Json(
+        json!({ "pis": pis.into_values().collect::<Vec<_>>() }),
+    ))
+}
+
+/// A Pi known by its presence; 404 otherwise.
+async fn known_pi(st: &AppState, pi: &str) -> Result<(), AppError> {
+    subjects::check_id("pi id", pi)?;
+    let store = st.pis_bucket().await?;
+    let present = bus::kv_get::<PiPresence>(&store, pi).await?.is_some();
+    let seen = st
+        .pis_seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(pi);
+    if present || seen {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("no Pi {pi:?} has announced itself"),
+        ))
+    }
+}
+
+fn devices_json(d: &AudioDevices) -> Value {
+    json!({
+        "pi_id": d.pi_id,
+        "devices": d.devices,
+        "audio_input": d.audio_input,
+        "error": d.error,
+    })
+}
+
+/// `GET /api/pis/{pi}/devices`: `{pi_id, devices, audio_input, error}`.
+pub async fn devices(
+    State(st): State<AppState>,
+    Path(pi): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    known_pi(&st, &pi).await?;
+    let reply: AudioDevices = st
+        .bus
+        .request_with_timeout(
+            subjects::pi_devices(&pi),
+            &AudioDevicesRequest {},
+            PI_REQUEST_TIMEOUT,
+        )
+        .await?;
+    Ok(Json(devices_json(&reply)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioInputBody {
+    audio_input: String,
+}
+
+/// `POST /api/pis/{pi}/audio_input` `{"audio_input": "alsa:default"}`: stored
+/// on the Pi; its running clients switch at once. Answers like `devices`.
+pub async fn set_audio_input(
+    State(st): State<AppState>,
+    Path(pi): Path<String>,
+    ApiJson(body): ApiJson<AudioInputBody>,
+) -> Result<Json<Value>, AppError> {
+    let input = body.audio_input.trim();
+    if input.is_empty() {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "audio_input must not be empty (`none`, `alsa:DEVICE`, `wav:PATH`, …)",
+        ));
+    }
+    if input.chars().count() > MAX_INPUT_CHARS {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("audio_input is longer than {MAX_INPUT_CHARS} characters"),
+        ));
+    }
+    known_pi(&st, &pi).await?;
+    let reply: AudioDevices = st
+        .bus
+        .request_with_timeout(
+            subjects::pi_audio_input(&pi),
+            &SetAudioInput {
+                audio_input: input.to_string(),
+            },
+            PI_REQUEST_TIMEOUT,
+        )
+        .await?;
+    Ok(Json(devices_json(&reply)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::presence_word;
+
+    #[test]
+    fn presence_by_heartbeat_age() {
+        for (age, want) in [
+            (0, "online"),
+            (29_999, "online"),
+            (30_000, "stale"),
+            (59_999, "stale"),
+            (60_000, "offline"),
+        ] {
+            assert_eq!(presence_word(age, 30_000), want, "{age}");
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Dashboard gateway benchmark over the whole stack (release build, real
+//! NATS): a bus event published → received by an SSE client of
+//! `/api/events` (idle, and with 500 other clients connected); requests/s on
+//! `GET /conversation-status/{id}` from 8 concurrent clients; 500 SSE
+//! clients held at once, every one receiving an event, with the gateway's
+//! memory before, during and after.
+//!
+//!     cargo bench -p tests --bench dashboard
+//!     CINEMA_BENCH_EVENTS=200 CINEMA_BENCH_CLIENTS=100 CINEMA_BENCH_SECS=5 cargo bench -p tests --bench dashboard
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bus::subjects::{self, SessionEvent};
+use tests::{World, percentile, rss_kib};
+use wire::v1::{ConversationEvent, Reasoning, conversation_event};
+
+fn env_or(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn report(name: &str, mut samples: Vec<f64>) {
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "{name:<44} n={:<5} p50={:>6.2} ms  p95={:>6.2} ms  p99={:>6.2} ms  max={:>6.2} ms",
+        samples.len(),
+        percentile(&samples, 50.0),
+        percentile(&samples, 95.0),
+        percentile(&samples, 99.0),
+        samples.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// An SSE client of the gateway, reading raw chunks.
+struct SseClient {
+    resp: reqwest::Response,
+    seen: String,
+}
+
+impl SseClient {
+    async fn open(http: &reqwest::Client, url: &str) -> SseClient {
+        let resp = http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{url}");
+        SseClient {
+            resp,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until `needle` has arrived; keeps only what follows it.
+    async fn wait_for(&mut self, needle: &str) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(i) = self.seen.find(needle) {
+                    self.seen.drain(..i + needle.len());
+                    return;
+                }
+                let chunk = self.resp.chunk().await.unwrap().expect("stream open");
+                self.seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{needle:?} never arrived"));
+    }
+}
+
+/// A conversation event carrying `marker`, as the director would publish it.
+async fn publish_marker(w: &World, sid: &str, marker: &str) {
+    let ev = ConversationEvent {
+        session_id: sid.into(),
+        turn: 0,
+        at_ms: wire::now_ms(),
+        kind: Some(conversation_event::Kind::Reasoning(Reasoning {
+            text: marker.into(),
+        })),
+    };
+    w.bus
+        .publish(subjects::session(sid, SessionEvent::Conversation), &ev)
+        .await
+        .unwrap();
+}
+
+/// Event published → read by one SSE client, `n` times in a row.
+async fn event_latency(w: &World, http: &reqwest::Client, n: usize, tag: &str) -> Vec<f64> {
+    let sid = format!("bench-{tag}");
+    let mut client = SseClient::open(http, &format!("{}/api/events?session={sid}", w.base)).await;
+    // The stream is live once a first event comes through.
+    publish_marker(w, &sid, "warm-up").await;
+    client.wait_for("warm-up").await;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let marker = format!("m-{tag}-{i}\"");
+        let t0 = Instant::now();
+        publish_marker(w, &sid, &marker[..marker.len() - 1]).await;
+        client.wait_for(&marker).await;
+        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    samples
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let events = env_or("CINEMA_BENCH_EVENTS", 1000);
+    let clients = env_or("CINEMA_BENCH_CLIENTS", 500);
+    let secs = env_or("CINEMA_BENCH_SECS", 10);
+    let w = World::start_with(&[("RUST_LOG", "warn")]).await;
+    let gateway = w.stack().pid("dashboard-gateway").unwrap() as u32;
+    let http = reqwest::Client::new();
+
+    // 1. Event → SSE client, nothing else connected.
+    let idle = event_latency(&w, &http, events, "idle").await;
+
+    // 2. A real conversation's status, read by 8 clients at once.
+    let session = w.connect().await;
+    let sid = session["identifier"].as_str().unwrap().to_string();
+    let (code, _) = w
+        .post(
+            &format!("/api/sessions/{sid}/say"),
+            Some(serde_json::json!({ "text": tests::FILM.1[2] })),
+        )
+        .await;
+    assert_eq!(code, 202);
+    w.status_until(&sid, "the answer in the record", |s| {
+        s["plays"].as_u64() >= Some(2)
+    })
+    .await;
+    let url = format!("{}/conversation-status/{sid}", w.base);
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs as u64);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let http = reqwest::Client::new();
+            let url = url.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut took = Vec::new();
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let r = http.get(&url).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    r.bytes().await.unwrap();
+                    took.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                took
+            })
+        })
+        .collect();
+    let mut status_ms = Vec::new();
+    for wk in workers {
+        status_ms.extend(wk.await.unwrap());
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let requests = done.load(Ordering::Relaxed);
+    let (code, _) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
+    assert_eq!(code, 200);
+
+    // 3. Many SSE clients held at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = rss_kib(gateway);
+    let mut held = Vec::with_capacity(clients);
+    let t_open = Instant::now();
+    for _ in 0..clients {
+        // Each client its own connection, as browsers would be.
+        let c = reqwest::Client::new();
+        held.push(SseClient::open(&c, &format!("{}/api/events", w.base)).await);
+    }
+    let open_s = t_open.elapsed().as_secs_f64();
+    let t_fan = Instant::now();
+    publish_marker(&w, "bench-fanout", "fan-out").await;
+    let mut first_to_last = Vec::with_capacity(clients);
+    for c in &mut held {
+        c.wait_for("fan-out").await;
+        first_to_last.push(t_fan.elapsed().as_secs_f64() * 1000.0);
+    }
+    let fan_out_ms = t_fan.elapsed().as_secs_f64() * 1000.0;
+    let rss_during = rss_kib(gateway);
+    let (_, metrics) = {
+        let r = http
+            .get(format!("{}/metrics", w.base))
+            .send()
+            .await
+            .unwrap();
+        ((), r.text().await.unwrap())
+    };
+    let connected = metrics
+        .lines()
+        .find(|l| l.starts_with("cinema_sse_clients{stream=\"events\"}"))
+        .unwrap_or("?")
+        .to_string();
+    // Latency again, with every held client also receiving each event.
+    let busy = event_latency(&w, &http, events.min(300), "busy").await;
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = rss_kib(gateway);
+
+    println!();
+    println!("dashboard gateway (release build, 2 cores, real NATS and services)");
+    report("bus event → SSE client (no other client)", idle);
+    report(
+        &format!("bus event → SSE client ({clients} others held)"),
+        busy,
+    );
+    println!(
+        "GET /conversation-status/{{id}}, 8 clients  {:.0} requests/s ({requests} in {wall:.1} s)",
+        requests as f64 / wall
+    );
+    report("  per request", status_ms);
+    println!(
+        "{clients} SSE clients opened in {open_s:.1} s; one event reached all of them in {fan_out_ms:.1} ms (median client {:.1} ms)",
+        percentile(&first_to_last, 50.0)
+    );
+    println!("gateway metrics while held                   {connected}");
+    println!(
+        "gateway RSS                                  before {:.1} MiB, {clients} clients {:.1} MiB (+{:.1} KiB each), after {:.1} MiB",
+        rss_before as f64 / 1024.0,
+        rss_during as f64 / 1024.0,
+        (rss_during as f64 - rss_before as f64) / clients.max(1) as f64,
+        rss_after as f64 / 1024.0,
+    );
+    w.stop().await;
+}
