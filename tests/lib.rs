@@ -284,6 +284,19 @@ pub fn kill9(pid: i32) {
     );
 }
 
+/// Prints one benchmark line: count, p50/p95/p99 and max of `samples` (ms).
+pub fn report(name: &str, mut samples: Vec<f64>) {
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "{name:<40} n={:<5} p50={:>7.2} ms  p95={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
+        samples.len(),
+        percentile(&samples, 50.0),
+        percentile(&samples, 95.0),
+        percentile(&samples, 99.0),
+        samples.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
 /// The `p`th percentile of sorted samples (nearest rank).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((p / 100.0) * (sorted.len().saturating_sub(1)) as f64).round() as usize;

@@ -21,6 +21,25 @@ fn speech_wav(dir: &std::path::Path, text: &str) -> (std::path::PathBuf, f64) {
     (path, pcm.len() as f64 / rate as f64)
 }
 
+/// The session's next utterance within `secs`, or the timeout.
+async fn utterance_within(
+    utterances: &mut bus::async_nats::Subscriber,
+    sid: &str,
+    secs: u64,
+) -> Result<Utterance, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            let m = utterances.next().await.unwrap();
+            if let Ok(u) = bus::decode_message::<Utterance>(&m)
+                && u.session_id == sid
+            {
+                return u;
+            }
+        }
+    })
+    .await
+}
+
 /// Waits for the session's greeting to finish playing.
 async fn greeting_finished(w: &World, sid: &str) -> PlaybackEvent {
     let mut plays = w.subscribe(SessionEvent::Play).await;
@@ -92,17 +111,7 @@ async fn a_visitor_answering_the_greeting_is_heard_once() {
     );
 
     // Heard once: no second utterance of the same speech.
-    let again = tokio::time::timeout(Duration::from_secs(3), async {
-        loop {
-            let m = utterances.next().await.unwrap();
-            if let Ok(u) = bus::decode_message::<Utterance>(&m)
-                && u.session_id == sid
-            {
-                return u;
-            }
-        }
-    })
-    .await;
+    let again = utterance_within(&mut utterances, &sid, 3).await;
     assert!(
         again.is_err(),
         "a second utterance: {:?}",
@@ -157,17 +166,7 @@ async fn the_tv_is_never_heard_as_the_visitor() {
             )
             .await;
         assert_eq!(code, 202);
-        let heard = tokio::time::timeout(Duration::from_secs(12), async {
-            loop {
-                let m = utterances.next().await.unwrap();
-                if let Ok(u) = bus::decode_message::<Utterance>(&m)
-                    && u.session_id == sid
-                {
-                    return u;
-                }
-            }
-        })
-        .await;
+        let heard = utterance_within(&mut utterances, &sid, 12).await;
         match gate {
             "true" => assert!(
                 heard.is_err(),

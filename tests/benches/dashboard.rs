@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bus::subjects::{self, SessionEvent};
-use tests::{World, percentile, rss_kib};
+use tests::{World, percentile, report, rss_kib};
 use wire::v1::{ConversationEvent, Reasoning, conversation_event};
 
 fn env_or(key: &str, default: usize) -> usize {
@@ -22,18 +22,6 @@ fn env_or(key: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn report(name: &str, mut samples: Vec<f64>) {
-    samples.sort_by(f64::total_cmp);
-    println!(
-        "{name:<44} n={:<5} p50={:>6.2} ms  p95={:>6.2} ms  p99={:>6.2} ms  max={:>6.2} ms",
-        samples.len(),
-        percentile(&samples, 50.0),
-        percentile(&samples, 95.0),
-        percentile(&samples, 99.0),
-        samples.last().copied().unwrap_or(f64::NAN)
-    );
 }
 
 /// An SSE client of the gateway, reading raw chunks.

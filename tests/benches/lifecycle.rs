@@ -9,20 +9,8 @@
 use std::time::{Duration, Instant};
 
 use bus::subjects::SessionEvent;
-use tests::{World, next, percentile, rss_kib};
+use tests::{World, next, report, rss_kib};
 use wire::v1::{ClientJoined, PlaybackEvent, PlaybackState};
-
-fn report(name: &str, mut samples: Vec<f64>) {
-    samples.sort_by(f64::total_cmp);
-    println!(
-        "{name:<34} n={:<5} p50={:>7.1} ms  p95={:>7.1} ms  p99={:>7.1} ms  max={:>7.1} ms",
-        samples.len(),
-        percentile(&samples, 50.0),
-        percentile(&samples, 95.0),
-        percentile(&samples, 99.0),
-        samples.last().copied().unwrap_or(f64::NAN)
-    );
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

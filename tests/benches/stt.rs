@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use bus::subjects::{self, SessionEvent};
 use tests::{
-    Stt, next, percentile, rss_kib, send_utterance, speech, stt_ready, utterance, word_error_rate,
+    Stt, next, percentile, report, rss_kib, send_utterance, speech, stt_ready, utterance,
+    word_error_rate,
 };
 use wire::v1::Transcript;
 
@@ -47,18 +48,6 @@ const LINES: [&str; 30] = [
     "I remember the smell of popcorn and the sound of the old red curtains opening.",
     "Nobody in the village believed him until the lights appeared over the hills.",
 ];
-
-fn report(name: &str, mut samples: Vec<f64>, unit: &str) {
-    samples.sort_by(f64::total_cmp);
-    println!(
-        "{name:<26} n={:<3} p50={:>7.1} {unit}  p95={:>7.1} {unit}  p99={:>7.1} {unit}  max={:>7.1} {unit}",
-        samples.len(),
-        percentile(&samples, 50.0),
-        percentile(&samples, 95.0),
-        percentile(&samples, 99.0),
-        samples.last().copied().unwrap_or(f64::NAN)
-    );
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -110,8 +99,8 @@ async fn main() {
         rtf.push(f64::from(t.inference_ms) / (seconds[i] * 1000.0));
         wers.push(word_error_rate(line, &t.text));
     }
-    report("inference", inference, "ms");
-    report("end to end", e2e, "ms");
+    report("inference", inference);
+    report("end to end", e2e);
     rtf.sort_by(f64::total_cmp);
     println!(
         "real-time factor           p50={:.3}  (inference time / audio duration; below 1 is faster than real time)",
