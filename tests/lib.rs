@@ -473,19 +473,35 @@ impl DirectorRig {
 }
 
 /// The Whisper model of the tests and benches: `../shared/models/ggml-tiny.en.bin`
-/// from the workspace root. Panics with a hint when it is missing.
+/// beside the workspace, or the copy `scripts/setup` put in the models folder
+/// (`WHISPER_MODELS_DIR`, for a clone that is not beside `shared/`). Panics
+/// with a hint when there is none.
 pub fn whisper_model() -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap();
-    let path = root.join("../shared/models/ggml-tiny.en.bin");
-    assert!(
-        path.is_file(),
-        "the Whisper test model {} is missing: download ggml-tiny.en.bin from \
-         https://huggingface.co/ggerganov/whisper.cpp/resolve/main/ggml-tiny.en.bin into ../shared/models/",
-        path.display()
-    );
-    path
+    let models_dir = std::env::var_os("WHISPER_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".local/share/cinema-chat/models"))
+        });
+    let candidates: Vec<std::path::PathBuf> = [Some(root.join("../shared/models")), models_dir]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("ggml-tiny.en.bin"))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the Whisper test model is missing (looked at {candidates:?}): run `source scripts/setup` \
+                 beside ../shared/models, or download ggml-tiny.en.bin from \
+                 https://huggingface.co/ggerganov/whisper.cpp/resolve/main/ggml-tiny.en.bin into one of them"
+            )
+        })
 }
 
 /// `text` spoken by espeak-ng at 16 kHz, with 0.3 s of silence before it
