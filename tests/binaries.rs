@@ -115,9 +115,17 @@ async fn cinema_tap_prints_a_sessions_traffic_as_json() {
         .await
         .unwrap();
     bus.client().flush().await.unwrap();
-    let out = tokio::task::spawn_blocking(move || tap.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let pid = tap.id() as i32;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || tap.wait_with_output().unwrap()),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        tests::kill9(pid);
+        panic!("cinema tap did not print the two messages within 30 s")
+    })
+    .unwrap();
     assert!(out.status.success());
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()

@@ -95,6 +95,12 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
         .subscribe(subject.clone())
         .await
         .with_context(|| format!("cannot subscribe to {subject}"))?;
+    // The server has the subscription once a round trip has come back:
+    // only then is it true that nothing published from now on is missed.
+    client
+        .flush()
+        .await
+        .context("the NATS server did not answer")?;
     eprintln!("cinema tap: watching {subject} on {}", args.nats_url);
     let mut out = std::io::stdout().lock();
     let mut printed = 0;
