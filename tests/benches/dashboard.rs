@@ -2,7 +2,7 @@
 //! NATS): a bus event published → received by an SSE client of
 //! `/api/events` (idle, and with 500 other clients connected); requests/s on
 //! `GET /conversation-status/{id}` from 8 concurrent clients; 500 SSE
-//! clients held at once, every one receiving an event, with the gateway's
+//! clients held at once (three rounds), every one receiving an event, with the gateway's
 //! memory before, during and after.
 //!
 //!     cargo bench -p tests --bench dashboard
@@ -55,6 +55,22 @@ impl SseClient {
         .await
         .unwrap_or_else(|_| panic!("{needle:?} never arrived"));
     }
+}
+
+/// `cinema_sse_clients{stream="events"}` from the gateway's metrics.
+async fn sse_gauge(http: &reqwest::Client, base: &str) -> i64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("cinema_sse_clients{stream=\"events\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
 }
 
 /// A conversation event carrying `marker`, as the director would publish it.
@@ -150,45 +166,56 @@ async fn main() {
     let (code, _) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
     assert_eq!(code, 200);
 
-    // 3. Many SSE clients held at once.
+    // 3. Many SSE clients held at once, three times: memory must settle at
+    // one level (no growth round after round); every client gets every event.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_kib(gateway);
-    let mut held = Vec::with_capacity(clients);
-    let t_open = Instant::now();
-    for _ in 0..clients {
-        // Each client its own connection, as browsers would be.
-        let c = reqwest::Client::new();
-        held.push(SseClient::open(&c, &format!("{}/api/events", w.base)).await);
+    let mut rounds = Vec::new();
+    let mut busy = Vec::new();
+    for round in 0..3 {
+        let mut held = Vec::with_capacity(clients);
+        let t_open = Instant::now();
+        for _ in 0..clients {
+            // Each client its own connection, as browsers would be.
+            let c = reqwest::Client::new();
+            held.push(SseClient::open(&c, &format!("{}/api/events", w.base)).await);
+        }
+        let open_s = t_open.elapsed().as_secs_f64();
+        let t_fan = Instant::now();
+        let marker = format!("fan-out-{round}");
+        publish_marker(&w, "bench-fanout", &marker).await;
+        for c in &mut held {
+            c.wait_for(&marker).await;
+        }
+        let fan_out_ms = t_fan.elapsed().as_secs_f64() * 1000.0;
+        let rss_held = rss_kib(gateway);
+        let connected = sse_gauge(&http, &w.base).await;
+        if round == 0 {
+            // Latency again, with every held client also receiving each event.
+            busy = event_latency(&w, &http, events.min(300), "busy").await;
+        }
+        drop(held);
+        // The gateway notices a closed stream when it next writes to it (an
+        // event or the 15 s keep-alive).
+        let t_drop = Instant::now();
+        publish_marker(&w, "bench-fanout", "after-drop").await;
+        testkit::eventually(
+            Duration::from_secs(40),
+            "the clients counted out",
+            async || (sse_gauge(&http, &w.base).await == 0).then_some(()),
+        )
+        .await;
+        let gone_s = t_drop.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rounds.push((
+            open_s,
+            fan_out_ms,
+            connected,
+            rss_held,
+            gone_s,
+            rss_kib(gateway),
+        ));
     }
-    let open_s = t_open.elapsed().as_secs_f64();
-    let t_fan = Instant::now();
-    publish_marker(&w, "bench-fanout", "fan-out").await;
-    let mut first_to_last = Vec::with_capacity(clients);
-    for c in &mut held {
-        c.wait_for("fan-out").await;
-        first_to_last.push(t_fan.elapsed().as_secs_f64() * 1000.0);
-    }
-    let fan_out_ms = t_fan.elapsed().as_secs_f64() * 1000.0;
-    let rss_during = rss_kib(gateway);
-    let (_, metrics) = {
-        let r = http
-            .get(format!("{}/metrics", w.base))
-            .send()
-            .await
-            .unwrap();
-        ((), r.text().await.unwrap())
-    };
-    let connected = metrics
-        .lines()
-        .find(|l| l.starts_with("cinema_sse_clients{stream=\"events\"}"))
-        .unwrap_or("?")
-        .to_string();
-    // Latency again, with every held client also receiving each event.
-    let busy = event_latency(&w, &http, events.min(300), "busy").await;
-    drop(held);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = rss_kib(gateway);
-
     println!();
     println!("dashboard gateway (release build, 2 cores, real NATS and services)");
     report("bus event → SSE client (no other client)", idle);
@@ -202,16 +229,19 @@ async fn main() {
     );
     report("  per request", status_ms);
     println!(
-        "{clients} SSE clients opened in {open_s:.1} s; one event reached all of them in {fan_out_ms:.1} ms (median client {:.1} ms)",
-        percentile(&first_to_last, 50.0)
+        "gateway RSS before the SSE clients          {:.1} MiB",
+        rss_before as f64 / 1024.0
     );
-    println!("gateway metrics while held                   {connected}");
-    println!(
-        "gateway RSS                                  before {:.1} MiB, {clients} clients {:.1} MiB (+{:.1} KiB each), after {:.1} MiB",
-        rss_before as f64 / 1024.0,
-        rss_during as f64 / 1024.0,
-        (rss_during as f64 - rss_before as f64) / clients.max(1) as f64,
-        rss_after as f64 / 1024.0,
-    );
+    for (i, (open_s, fan_out_ms, connected, rss_held, gone_s, rss_after)) in
+        rounds.iter().enumerate()
+    {
+        println!(
+            "round {}: {connected} SSE clients connected in {open_s:.1} s; one event reached all in {fan_out_ms:.1} ms; RSS {:.1} MiB (+{:.1} KiB per client); all counted out {gone_s:.1} s after closing, RSS then {:.1} MiB",
+            i + 1,
+            *rss_held as f64 / 1024.0,
+            (*rss_held as f64 - rss_before as f64) / clients.max(1) as f64,
+            *rss_after as f64 / 1024.0,
+        );
+    }
     w.stop().await;
 }

