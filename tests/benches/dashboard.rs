@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bus::subjects::{self, SessionEvent};
-use tests::{World, percentile, report, rss_kib};
+use tests::{World, report, rss_kib};
 use wire::v1::{ConversationEvent, Reasoning, conversation_event};
 
 fn env_or(key: &str, default: usize) -> usize {
