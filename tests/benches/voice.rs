@@ -48,6 +48,7 @@ async fn main() {
     let mut speech_end: HashMap<String, i64> = HashMap::new();
     let mut by_command: HashMap<String, String> = HashMap::new();
     let (mut to_transcript, mut to_play, mut to_screen) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut to_utterance, mut inference) = (Vec::new(), Vec::new());
     let mut rss_peak = 0;
     let started = Instant::now();
     let deadline = Duration::from_secs(60 + turns as u64 * 15);
@@ -56,6 +57,7 @@ async fn main() {
         tokio::select! {
             Some(m) = utterances.next() => {
                 if let Ok(u) = bus::decode_message::<Utterance>(&m) && u.session_id == sid {
+                    to_utterance.push((wire::now_ms() - u.speech_end_ms) as f64);
                     speech_end.insert(u.utterance_id, u.speech_end_ms);
                 }
             }
@@ -64,6 +66,7 @@ async fn main() {
                     && let Some(end) = speech_end.get(&t.utterance_id)
                 {
                     to_transcript.push((wire::now_ms() - end) as f64);
+                    inference.push(f64::from(t.inference_ms));
                 }
             }
             Some(m) = plays.next() => {
@@ -91,6 +94,8 @@ async fn main() {
         "voice turns with whisper tiny.en and the retrieval director ({} utterances heard)",
         speech_end.len()
     );
+    report("end of speech → utterance published", to_utterance);
+    report("whisper inference (in stt)", inference);
     report("end of speech → transcript", to_transcript);
     report("end of speech → play command", to_play);
     report("end of speech → playback restart", to_screen);

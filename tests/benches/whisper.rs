@@ -10,8 +10,9 @@
 use std::time::Instant;
 
 use bus::subjects::{self, SessionEvent};
+use stt::engine::AudioCtx;
 use tests::{Stt, next, percentile, send_utterance, speech, stt_ready, utterance, whisper_model};
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+use whisper_rs::{WhisperContext, WhisperContextParameters};
 use wire::v1::Transcript;
 
 const RUNS: usize = 7;
@@ -30,23 +31,11 @@ fn p50(mut v: Vec<f64>) -> (f64, f64) {
     (percentile(&v, 50.0), percentile(&v, 95.0))
 }
 
-/// whisper-rs directly, with the stt service's parameters (services/stt/src/engine.rs).
-fn raw(ctx: &WhisperContext, samples: &[f32]) -> f64 {
+/// whisper-rs directly, with the stt service's parameters
+/// (`stt::engine::params`), the same encoder window.
+fn raw(ctx: &WhisperContext, samples: &[f32], audio_ctx: AudioCtx) -> f64 {
     let mut state = ctx.create_state().unwrap();
-    let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-    params.set_n_threads(2);
-    params.set_language(Some("en"));
-    params.set_translate(false);
-    params.set_no_context(true);
-    params.set_no_timestamps(false);
-    params.set_token_timestamps(false);
-    params.set_single_segment(false);
-    params.set_suppress_nst(true);
-    params.set_no_speech_thold(1.0);
-    params.set_print_special(false);
-    params.set_print_progress(false);
-    params.set_print_realtime(false);
-    params.set_print_timestamps(false);
+    let params = stt::engine::params(2, true, audio_ctx.positions(samples.len()));
     let t = Instant::now();
     state.full(params, samples).unwrap();
     let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -99,25 +88,35 @@ async fn main() {
     ctx_params.use_gpu(false);
     let ctx =
         WhisperContext::new_with_params(whisper_model().to_str().unwrap(), ctx_params).unwrap();
+    // The service's window (WHISPER_AUDIO_CTX, `fit` by default) and, for
+    // scale, the full 30 s window.
+    let fitted =
+        AudioCtx::parse(&std::env::var("WHISPER_AUDIO_CTX").unwrap_or("fit".into())).unwrap();
     let mut direct: Vec<Vec<f64>> = vec![Vec::new(); LINES.len()];
+    let mut full: Vec<Vec<f64>> = vec![Vec::new(); LINES.len()];
     for run in 0..=RUNS {
         for (i, pcm) in audio.iter().enumerate() {
             let mut samples: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
             samples.resize(samples.len().max(16_000), 0.0);
-            let ms = tokio::task::block_in_place(|| raw(&ctx, &samples));
+            let ms = tokio::task::block_in_place(|| raw(&ctx, &samples, fitted));
+            let full_ms = tokio::task::block_in_place(|| raw(&ctx, &samples, AudioCtx::Full));
             if run > 0 {
                 direct[i].push(ms);
+                full[i].push(full_ms);
             }
         }
     }
 
-    println!("whisper tiny.en, 2 threads, {RUNS} runs per length, 2-core machine");
+    println!(
+        "whisper tiny.en, 2 threads, audio_ctx {fitted:?}, {RUNS} runs per length, 2-core machine"
+    );
     for (i, (label, _)) in LINES.iter().enumerate() {
         let secs = audio[i].len() as f64 / 16_000.0;
         let (s50, s95) = p50(service[i].clone());
         let (d50, d95) = p50(direct[i].clone());
+        let (f50, _) = p50(full[i].clone());
         println!(
-            "{label} ({secs:.1} s audio)  service p50={s50:>6.1} ms p95={s95:>6.1} ms  |  whisper-rs direct p50={d50:>6.1} ms p95={d95:>6.1} ms  |  ratio p50={:.3}",
+            "{label} ({secs:.1} s audio)  service p50={s50:>6.1} ms p95={s95:>6.1} ms  |  whisper-rs direct p50={d50:>6.1} ms p95={d95:>6.1} ms  |  ratio p50={:.3}  |  direct, full 30 s window p50={f50:>6.1} ms",
             s50 / d50
         );
     }

@@ -72,7 +72,7 @@ impl Default for Config {
             vo: String::new(),
             ao: String::new(),
             audio_input: "none".into(),
-            end_silence_ms: 300,
+            end_silence_ms: 250,
             min_speech_ms: 250,
             max_utterance_ms: 15_000,
             pre_roll_ms: 300,

@@ -52,6 +52,11 @@ pub struct Config {
     pub max_utterance_s: u32,
     /// Above this no-speech probability a transcript's text is empty.
     pub no_speech_threshold: f32,
+    /// `WHISPER_AUDIO_CTX`: how much of Whisper's 30 s encoder window an
+    /// utterance gets — `fit` (a 7.68 s window for utterances up to 6.4 s,
+    /// about five times faster; the whole window for longer ones), `full`,
+    /// or 1-1500 positions (50 per second of audio).
+    pub audio_ctx: String,
     /// Where a named model missing from `models_dir` is downloaded from.
     pub download_url: String,
     /// An utterance not acked (or progressed) within this goes to another worker.
@@ -70,6 +75,7 @@ impl Default for Config {
             max_deliveries: 3,
             max_utterance_s: 30,
             no_speech_threshold: 0.6,
+            audio_ctx: "fit".into(),
             download_url: "https://huggingface.co/ggerganov/whisper.cpp/resolve/main".into(),
             ack_wait_s: 30,
         }
@@ -85,6 +91,7 @@ impl plumbing::Settings for Config {
         ("WHISPER_MODEL", "model"),
         ("WHISPER_MODELS_DIR", "models_dir"),
         ("WHISPER_DEVICE", "device"),
+        ("WHISPER_AUDIO_CTX", "audio_ctx"),
     ];
     fn nats_url(&self) -> &str {
         &self.nats_url
@@ -111,6 +118,7 @@ impl plumbing::Settings for Config {
         if self.ack_wait_s < 2 {
             return Err("ack_wait_s must be at least 2".into());
         }
+        engine::AudioCtx::parse(&self.audio_ctx)?;
         if !(0.0..=1.0).contains(&self.no_speech_threshold) {
             return Err("no_speech_threshold must be between 0 and 1".into());
         }
@@ -182,7 +190,8 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         let path = path.clone();
         let gpu = config.device == "cuda";
         let (threads, threshold) = (config.threads, config.no_speech_threshold);
-        tokio::task::spawn_blocking(move || Engine::load(&path, gpu, threads, threshold))
+        let audio_ctx = engine::AudioCtx::parse(&config.audio_ctx).map_err(load_error)?;
+        tokio::task::spawn_blocking(move || Engine::load(&path, gpu, threads, threshold, audio_ctx))
             .await
             .map_err(|e| load_error(e.to_string()))?
             .map_err(|e| load_error(e.to_string()))?
@@ -197,6 +206,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         device = %config.device,
         english_only = engine.english_only(),
         threads = config.threads,
+        audio_ctx = %config.audio_ctx,
         workers = config.workers,
         load_ms = started.elapsed().as_millis() as u64,
         "The Whisper model is loaded."
@@ -501,7 +511,7 @@ mod tests {
                 "{e}"
             );
         }
-        let bad: [(Config, &str); 6] = [
+        let bad: [(Config, &str); 7] = [
             (
                 Config {
                     device: "gpu".into(),
@@ -529,6 +539,13 @@ mod tests {
                     ..Config::default()
                 },
                 "no_speech_threshold",
+            ),
+            (
+                Config {
+                    audio_ctx: "2000".into(),
+                    ..Config::default()
+                },
+                "audio_ctx",
             ),
             (
                 Config {

@@ -31,7 +31,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             threshold: 0.5,
-            end_silence_ms: 300,
+            end_silence_ms: 250,
             min_speech_ms: 250,
             max_utterance_ms: 15_000,
             pre_roll_ms: 300,
