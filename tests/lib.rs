@@ -19,6 +19,9 @@ pub const FILM: (&str, &[&str]) = (
     ],
 );
 
+/// The id of the simulated Pi that [`World`] starts.
+pub const SIM_PI: &str = "test-pi";
+
 pub struct World {
     pub nats: NatsServer,
     pub stack: Option<Stack>,
@@ -69,7 +72,7 @@ impl World {
                 library: library.path().to_path_buf(),
                 port,
                 media_port: 0,
-                pi_id: "test-pi".into(),
+                pi_id: SIM_PI.into(),
                 env,
             },
             tokio_util::sync::CancellationToken::new(),
@@ -414,7 +417,7 @@ impl DirectorRig {
         };
         self.bus
             .publish_durable(
-                bus::subjects::session(sid, bus::subjects::SessionEvent::Joined),
+                bus::subjects::pi_session("test-pi", sid, bus::subjects::SessionEvent::Joined),
                 &joined,
                 &format!("joined-{sid}"),
             )
@@ -532,7 +535,7 @@ pub fn utterance(sid: &str, utterance_id: &str, pcm: &[i16]) -> wire::v1::Uttera
 /// Puts an utterance on the work queue, as pi-client does.
 pub async fn send_utterance(bus: &bus::Bus, u: &wire::v1::Utterance) {
     bus.publish_durable(
-        bus::subjects::utterance(&u.session_id),
+        bus::subjects::utterance("test-pi", &u.session_id),
         u,
         &format!("utterance-{}", u.utterance_id),
     )

@@ -133,6 +133,36 @@ pub async fn term(
         .map_err(|e| Error::nats("term", e))
 }
 
+/// Options of a named connection with the credentials and TLS settings of
+/// the environment, which the NATS CLI reads too: `NATS_USER` +
+/// `NATS_PASSWORD`, `NATS_CREDS` (a credentials file), `NATS_CA` (the CA
+/// that signed the server's certificate; TLS is then required) and
+/// `NATS_INBOX_PREFIX` (replies to this connection arrive under it: a Pi's
+/// permissions allow only its own). A URL may also carry them
+/// (`nats://user:password@host`, `tls://host`).
+pub async fn connect_options(name: &str) -> Result<async_nats::ConnectOptions> {
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    let mut options = async_nats::ConnectOptions::new().name(name);
+    if let (Some(user), Some(password)) = (env("NATS_USER"), env("NATS_PASSWORD")) {
+        options = options.user_and_password(user, password);
+    }
+    if let Some(path) = env("NATS_CREDS") {
+        options = options.credentials_file(&path).await.map_err(|e| {
+            Error::nats(
+                "read NATS_CREDS",
+                std::io::Error::other(format!("{path}: {e}")),
+            )
+        })?;
+    }
+    if let Some(path) = env("NATS_CA") {
+        options = options.add_root_certificates(path.into()).require_tls(true);
+    }
+    if let Some(prefix) = env("NATS_INBOX_PREFIX") {
+        options = options.custom_inbox_prefix(prefix);
+    }
+    Ok(options)
+}
+
 /// A connection to the bus: the NATS client and its JetStream context.
 #[derive(Clone, Debug)]
 pub struct Bus {
@@ -142,10 +172,11 @@ pub struct Bus {
 
 impl Bus {
     /// Connects with a named connection, a fixed short reconnect delay, and
-    /// retries of the first connection (so services may start before NATS).
+    /// retries of the first connection (so services may start before NATS);
+    /// credentials and TLS as [`connect_options`] reads them.
     pub async fn connect(url: &str, name: &str) -> Result<Bus> {
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
+        let client = connect_options(name)
+            .await?
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(|_| RECONNECT_DELAY)
@@ -272,9 +303,10 @@ impl Bus {
             })
             .await
             .map_err(|e| Error::nats("create utterances stream", e))?;
+        // The status bucket is status-store's alone: it makes it
+        // ([`Bus::ensure_status_bucket`]); other services may not.
         for (bucket, max_age) in [
             (names::SESSIONS_BUCKET, Duration::ZERO),
-            (names::STATUS_BUCKET, Duration::ZERO),
             (names::CONVERSATIONS_BUCKET, Duration::ZERO),
             (names::PIS_BUCKET, Duration::from_secs(120)),
             (names::SECRETS_BUCKET, Duration::ZERO),
@@ -282,6 +314,28 @@ impl Bus {
             self.kv_or_create(bucket, max_age).await?;
         }
         Ok(())
+    }
+
+    /// Creates (or opens) the status bucket: only status-store writes it.
+    pub async fn ensure_status_bucket(&self) -> Result<kv::Store> {
+        self.kv_or_create(names::STATUS_BUCKET, Duration::ZERO)
+            .await
+    }
+
+    /// Opens a bucket that the server side makes, waiting up to `patience`
+    /// for it (a Pi may start before the services that create it).
+    pub async fn kv_when_ready(&self, bucket: &str, patience: Duration) -> Result<kv::Store> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match self.kv(bucket).await {
+                Ok(store) => return Ok(store),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::info!(bucket, error = %e, "waiting for the bucket");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     async fn kv_or_create(&self, bucket: &str, max_age: Duration) -> Result<kv::Store> {

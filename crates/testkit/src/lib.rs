@@ -87,6 +87,7 @@ impl NatsServer {
     pub async fn bus(&self, name: &str) -> bus::Bus {
         let bus = bus::Bus::connect(&self.url(), name).await.unwrap();
         bus.ensure_topology().await.unwrap();
+        bus.ensure_status_bucket().await.unwrap();
         bus
     }
 }

@@ -167,11 +167,16 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         ep("fail", subjects::rooms::FAIL).await?,
         ep("cleanup", subjects::rooms::CLEANUP).await?,
     );
-    let mut activity = bus
-        .client()
-        .subscribe("cinema.session.*.>")
-        .await
-        .map_err(|e| bus::Error::nats("subscribe", e))?;
+    let mut subs = Vec::new();
+    for subject in subjects::SESSION_WILDCARDS {
+        subs.push(
+            bus.client()
+                .subscribe(subject)
+                .await
+                .map_err(|e| bus::Error::nats("subscribe", e))?,
+        );
+    }
+    let mut activity = futures::stream::select_all(subs);
     let watch = {
         let rooms = rooms.clone();
         let shutdown = shutdown.clone();
@@ -422,7 +427,7 @@ impl Rooms {
         };
         self.bus
             .publish_durable(
-                subjects::session(&session.id, SessionEvent::Joined),
+                subjects::pi_session(&session.pi_id, &session.id, SessionEvent::Joined),
                 &joined,
                 &format!("joined-{}-{}", session.id, req.pid),
             )

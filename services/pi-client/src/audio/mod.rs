@@ -102,6 +102,7 @@ pub async fn run(
     let device = settings.input.device_name();
     let mut ears = Ears {
         bus: bus.clone(),
+        pi: pi_id.clone(),
         sid: sid.clone(),
         device: device.clone(),
         frames: settings.frames,
@@ -239,6 +240,7 @@ impl SimMic {
 
 struct Ears<D: FnMut(&[i16]) -> f32> {
     bus: Bus,
+    pi: String,
     sid: String,
     device: String,
     frames: bool,
@@ -263,7 +265,10 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
                     pcm: frame.iter().flat_map(|s| s.to_le_bytes()).collect(),
                 };
                 // Observers only: best effort, never in the way.
-                let _ = self.bus.publish(subjects::audio(&self.sid), &f).await;
+                let _ = self
+                    .bus
+                    .publish(subjects::audio(&self.pi, &self.sid), &f)
+                    .await;
             }
         }
         for event in self.vad.push(pcm, open) {
@@ -295,7 +300,7 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
                         "Heard an utterance."
                     );
                     let bus = self.bus.clone();
-                    tokio::spawn(publish_utterance(bus, u));
+                    tokio::spawn(publish_utterance(bus, self.pi.clone(), u));
                 }
                 vad::Event::SpeechWhileGated { ms } => {
                     let _ = self.notices.send(Notice::SpeechOverClip { ms });
@@ -307,10 +312,10 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
 
 /// Publishes once, with the utterance id as message id (a retry after a
 /// lost ack is deduplicated by the stream).
-async fn publish_utterance(bus: Bus, u: Utterance) {
+async fn publish_utterance(bus: Bus, pi: String, u: Utterance) {
     for attempt in 1..=5u64 {
         match bus
-            .publish_durable(subjects::utterance(&u.session_id), &u, &u.utterance_id)
+            .publish_durable(subjects::utterance(&pi, &u.session_id), &u, &u.utterance_id)
             .await
         {
             Ok(()) => return,
@@ -334,7 +339,7 @@ async fn issue(bus: &Bus, sid: &str, pi_id: &str, detail: &str) {
         ..Default::default()
     };
     if let Err(e) = bus
-        .publish(subjects::session(sid, SessionEvent::Client), &ev)
+        .publish(subjects::pi_session(pi_id, sid, SessionEvent::Client), &ev)
         .await
     {
         tracing::warn!(error = %e, "Cannot report an audio input problem.");
