@@ -11,11 +11,26 @@ fn root() -> &'static Path {
 #[test]
 fn every_nats_config_passes_nats_server_t() {
     let bin = testkit::nats_server_bin();
+    // What the configs read from the environment: every password of the
+    // shipped accounts, the Pi's link to the hub, the TLS files.
+    let certs = tempfile::tempdir().unwrap();
+    let (_, cert, key) = tests::certificates(certs.path());
+    let mut env: Vec<(String, String)> = ["services", "status-store", "gateway", "pi-local-pi"]
+        .iter()
+        .map(|u| (bus::permissions::password_env(u), "secret".to_string()))
+        .collect();
+    env.push((
+        "CINEMA_NATS_HUB_LEAF_URL".into(),
+        "nats-leaf://pi-local-pi:secret@hub.local:7422".into(),
+    ));
+    env.push(("CINEMA_NATS_TLS_CERT".into(), cert.display().to_string()));
+    env.push(("CINEMA_NATS_TLS_KEY".into(), key.display().to_string()));
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("nats")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "conf") {
             let out = Command::new(&bin)
+                .envs(env.iter().cloned())
                 .arg("-t")
                 .arg("-c")
                 .arg(&path)

@@ -6,6 +6,7 @@
 //! corrupt one.
 
 pub mod names;
+pub mod permissions;
 pub mod service;
 pub mod subjects;
 
@@ -133,17 +134,20 @@ pub async fn term(
         .map_err(|e| Error::nats("term", e))
 }
 
-/// Options of a named connection with the credentials and TLS settings of
-/// the environment, which the NATS CLI reads too: `NATS_USER` +
-/// `NATS_PASSWORD`, `NATS_CREDS` (a credentials file), `NATS_CA` (the CA
-/// that signed the server's certificate; TLS is then required) and
-/// `NATS_INBOX_PREFIX` (replies to this connection arrive under it: a Pi's
-/// permissions allow only its own). A URL may also carry them
-/// (`nats://user:password@host`, `tls://host`).
-pub async fn connect_options(name: &str) -> Result<async_nats::ConnectOptions> {
+/// Options of a named connection to `url` with its credentials: a user and
+/// password in the URL (`nats://user:password@host`, percent-encoded; the
+/// client library does not read them itself), else those of the
+/// environment, which the NATS CLI reads too: `NATS_USER` +
+/// `NATS_PASSWORD`, `NATS_CREDS` (a credentials file); `NATS_CA` (the CA
+/// that signed the server's certificate; TLS is then required, as with a
+/// `tls://` URL) and `NATS_INBOX_PREFIX` (replies to this connection arrive
+/// under it: a Pi's permissions allow only its own).
+pub async fn connect_options(name: &str, url: &str) -> Result<async_nats::ConnectOptions> {
     let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
     let mut options = async_nats::ConnectOptions::new().name(name);
-    if let (Some(user), Some(password)) = (env("NATS_USER"), env("NATS_PASSWORD")) {
+    if let Some((user, password)) = url_credentials(url) {
+        options = options.user_and_password(user, password);
+    } else if let (Some(user), Some(password)) = (env("NATS_USER"), env("NATS_PASSWORD")) {
         options = options.user_and_password(user, password);
     }
     if let Some(path) = env("NATS_CREDS") {
@@ -163,6 +167,19 @@ pub async fn connect_options(name: &str) -> Result<async_nats::ConnectOptions> {
     Ok(options)
 }
 
+/// The user and password of the first server of a NATS URL, decoded.
+pub fn url_credentials(url: &str) -> Option<(String, String)> {
+    let first = url.split(',').next()?;
+    let addr: async_nats::ServerAddr = first.trim().parse().ok()?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = addr.username()?;
+    Some((decode(user), decode(addr.password().unwrap_or_default())))
+}
+
 /// A connection to the bus: the NATS client and its JetStream context.
 #[derive(Clone, Debug)]
 pub struct Bus {
@@ -175,7 +192,7 @@ impl Bus {
     /// retries of the first connection (so services may start before NATS);
     /// credentials and TLS as [`connect_options`] reads them.
     pub async fn connect(url: &str, name: &str) -> Result<Bus> {
-        let client = connect_options(name)
+        let client = connect_options(name, url)
             .await?
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
@@ -183,7 +200,12 @@ impl Bus {
             .connect(url)
             .await
             .map_err(|e| Error::nats("connect", e))?;
-        Ok(Bus::new(client))
+        // Behind a leaf server the hub's JetStream answers in its domain.
+        let js = match std::env::var("NATS_JS_DOMAIN") {
+            Ok(domain) if !domain.is_empty() => jetstream::with_domain(client.clone(), domain),
+            _ => jetstream::new(client.clone()),
+        };
+        Ok(Bus { client, js })
     }
 
     pub fn new(client: async_nats::Client) -> Bus {
@@ -355,6 +377,9 @@ impl Bus {
 
     /// Opens a bucket created by [`Bus::ensure_topology`].
     pub async fn kv(&self, bucket: &str) -> Result<kv::Store> {
+        // With a domain (behind a leaf server) writes go through the domain's
+        // API prefix (`$JS.<domain>.API.$KV.<bucket>.<key>`): the bucket's
+        // own subjects do not cross a leaf connection.
         self.js
             .get_key_value(bucket)
             .await
@@ -456,4 +481,22 @@ pub async fn kv_keys(store: &kv::Store) -> Result<Vec<String>> {
     keys.try_collect()
         .await
         .map_err(|e| Error::nats("kv keys", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_credentials;
+
+    #[test]
+    fn credentials_are_read_from_the_url() {
+        assert_eq!(url_credentials("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            url_credentials("nats://pi-hall-1:s%40cret@hub:4222,nats://other:4222"),
+            Some(("pi-hall-1".into(), "s@cret".into()))
+        );
+        assert_eq!(
+            url_credentials("tls://services:pw@127.0.0.1:4222"),
+            Some(("services".into(), "pw".into()))
+        );
+    }
 }

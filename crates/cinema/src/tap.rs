@@ -87,7 +87,7 @@ pub fn in_session(subject: &str, session: &str) -> bool {
 pub async fn run(args: TapArgs) -> anyhow::Result<()> {
     let pool = DescriptorPool::decode(wire::FILE_DESCRIPTOR_SET)
         .context("the built-in descriptors do not decode")?;
-    let client = bus::connect_options("cinema-tap")
+    let client = bus::connect_options("cinema-tap", &args.nats_url)
         .await?
         .connect(&args.nats_url)
         .await
