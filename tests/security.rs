@@ -322,7 +322,7 @@ async fn a_session_runs_through_the_pis_leaf_server_with_every_role_confined() {
     );
     let test_url = nats.url_as("status-store", &password("status-store"));
     let env = users(&nats, &leaf.url());
-    let w = World::start_on(nats, &test_url, &[], env).await;
+    let mut w = World::start_on(nats, &test_url, &[], env).await;
     let mut plays = w.subscribe(SessionEvent::Play).await;
     let mut playback = w.subscribe(SessionEvent::Playback).await;
 
@@ -359,9 +359,63 @@ async fn a_session_runs_through_the_pis_leaf_server_with_every_role_confined() {
         },
     )
     .await;
+    // The hub goes away and comes back (a WAN drop, seen from the Pi): the
+    // Pi's client stays up on its leaf server and the conversation goes on.
+    let pid = body["pid"].as_i64().unwrap() as i32;
+    w.nats.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        testkit::group_alive(pid),
+        "the Pi's client died with the link"
+    );
+    w.nats.restart();
+    // The link is back once the Pi's spawner answers through it again.
+    // (A command published while the link is down is not delivered: the
+    // client hears play commands on core NATS.)
+    testkit::eventually(
+        Duration::from_secs(30),
+        "the Pi to answer through its leaf link again",
+        async || {
+            w.bus
+                .request::<_, wire::v1::AudioDevices>(
+                    subjects::pi_devices(SIM_PI),
+                    &wire::v1::AudioDevicesRequest {},
+                )
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let again = testkit::eventually(
+        Duration::from_secs(30),
+        "a line to be taken after the hub came back",
+        async || {
+            let (code, _) = w
+                .post(
+                    &format!("/api/sessions/{sid}/say"),
+                    Some(serde_json::json!({"text": "Is this seat taken?"})),
+                )
+                .await;
+            (code == 202).then_some(())
+        },
+    );
+    again.await;
+    let second: PlayCommand = next(&mut plays, "the second answer", |p: &PlayCommand| {
+        p.session_id == sid && !p.greeting && p.command_id != answer.command_id
+    })
+    .await;
+    next(
+        &mut playback,
+        "the second answer on the Pi",
+        |e: &PlaybackEvent| {
+            e.command_id == second.command_id && e.state() == PlaybackState::Started
+        },
+    )
+    .await;
+    assert!(testkit::group_alive(pid), "the same client plays on");
     // The record (written by status-store only) has the whole conversation.
     let status = w
-        .status_until(&sid, "the answer in the record", |s| s["plays"] == 2)
+        .status_until(&sid, "the answers in the record", |s| s["plays"] == 3)
         .await;
     assert_eq!(status["greetings"], 1, "{status}");
     assert!(
