@@ -526,3 +526,53 @@ async fn idle_sessions_expire_cleanup_removes_state_and_dead_services_restart() 
         .await;
     w.stop().await;
 }
+
+/// A rolling restart (SIGTERM, as systemd or `cinema up` stops a service)
+/// of the services that consume the event stream loses no work: a line said
+/// while the director is down is answered when it is back, and the record
+/// catches up with what happened while status-store was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_no_turn() {
+    let w = World::start().await;
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
+    let mut plays = w.subscribe(SessionEvent::Play).await;
+    let (sid, _) = sid_pid(&w.connect().await);
+    greeting_started(&mut playback, &sid).await;
+    let lines = ["Where is the station?", "Is this seat taken?"];
+    for (i, service) in ["llm", "status-store"].into_iter().enumerate() {
+        let (_, before) = w.get("/health").await;
+        let pid = w.stack().pid(service).unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        testkit::eventually(WAIT, &format!("{service} to stop"), async || {
+            (!testkit::group_alive(pid)).then_some(())
+        })
+        .await;
+        // Said while the service is down.
+        let (code, body) = w
+            .post(
+                &format!("/api/sessions/{sid}/say"),
+                Some(serde_json::json!({"text": lines[i]})),
+            )
+            .await;
+        assert_eq!(code, 202, "{body}");
+        testkit::eventually(WAIT, &format!("{service} to come back"), async || {
+            let (code, h) = w.get("/health").await;
+            (code == 200
+                && h["services"][service]["instances"] != before["services"][service]["instances"])
+                .then_some(())
+        })
+        .await;
+        next(&mut plays, "the answer to the line", |p: &PlayCommand| {
+            p.session_id == sid && !p.greeting
+        })
+        .await;
+    }
+    let status = w
+        .status_until(&sid, "both answers in the record", |s| s["plays"] == 3)
+        .await;
+    assert_eq!(status["greetings"], 1, "{status}");
+    w.stop().await;
+}
