@@ -586,6 +586,8 @@ const talk = {
   // Every socket message, in and out (not audio), with performance.now():
   // the browser test reads it.
   log: [],
+  // The loudest input level the meter has shown (the browser test reads it).
+  meterMax: 0,
 };
 window.cinemaTalk = talk;
 
@@ -737,6 +739,7 @@ function onTalkMessage(m) {
       talk.listening = m.open;
       break;
     case "play":
+      talkMsg(m.greeting ? "The TV greets you…" : "The TV answers…");
       playOnTv(m);
       break;
     case "utterance":
@@ -768,6 +771,7 @@ function playOnTv(m) {
     } else {
       cur.done = true;
       if (talk.current === cur) talk.current = null;
+      if (!talk.ended && talk.micOn) talkMsg("Your turn: speak when the badge says listening.", "ok");
       talkBadge();
     }
     talkSend({ type: "playback", command_id: cur.id, state: st, error });
@@ -807,6 +811,8 @@ function talkOver(text) {
   talk.current = null;
   $("#talk-caption").textContent = "";
   micClose();
+  state.levels.delete(talk.sid);
+  drawLevels();
   if (talk.ws) talk.ws.close(1000, "the session ended");
   talk.ws = null;
   talkMsg(text);
@@ -993,6 +999,7 @@ function drawLevels() {
   const level = mine && now - mine.at < 1000 ? mine.level : 0;
   $("#talk-meter .bar").style.width = `${Math.min(100, Math.sqrt(level) * 100).toFixed(1)}%`;
   $("#talk-meter").setAttribute("aria-valuenow", level.toFixed(3));
+  talk.meterMax = Math.max(talk.meterMax, level);
   for (const card of document.querySelectorAll(".pi[data-pi]")) {
     const sids = (card.dataset.sessions || "").split(",").filter(Boolean);
     let level = 0;
