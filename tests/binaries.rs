@@ -95,7 +95,7 @@ async fn cinema_tap_prints_a_sessions_traffic_as_json() {
     let mut err = BufReader::new(tap.stderr.take().unwrap());
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
-    assert!(line.contains("watching cinema.session.s1.>"), "{line}");
+    assert!(line.contains("watching cinema.>"), "{line}");
     for sid in ["s2", "s1"] {
         let t = wire::v1::Transcript {
             session_id: sid.into(),
@@ -111,7 +111,7 @@ async fn cinema_tap_prints_a_sessions_traffic_as_json() {
         .unwrap();
     }
     bus.client()
-        .publish("cinema.session.s1.play", "not protobuf".into())
+        .publish("cinema.pi.p1.session.s1.play", "not protobuf".into())
         .await
         .unwrap();
     bus.client().flush().await.unwrap();
@@ -136,5 +136,6 @@ async fn cinema_tap_prints_a_sessions_traffic_as_json() {
     assert_eq!(lines[0]["subject"], "cinema.session.s1.transcript");
     assert_eq!(lines[0]["type"], "cinema.v1.Transcript");
     assert_eq!(lines[0]["message"]["text"], "hello from s1");
+    assert_eq!(lines[1]["subject"], "cinema.pi.p1.session.s1.play");
     assert_eq!(lines[1]["message"], "not protobuf");
 }

@@ -11,11 +11,26 @@ fn root() -> &'static Path {
 #[test]
 fn every_nats_config_passes_nats_server_t() {
     let bin = testkit::nats_server_bin();
+    // What the configs read from the environment: every password of the
+    // shipped accounts, the Pi's link to the hub, the TLS files.
+    let certs = tempfile::tempdir().unwrap();
+    let (_, cert, key) = tests::certificates(certs.path());
+    let mut env: Vec<(String, String)> = ["services", "status-store", "gateway", "pi-local-pi"]
+        .iter()
+        .map(|u| (bus::permissions::password_env(u), "secret".to_string()))
+        .collect();
+    env.push((
+        "CINEMA_NATS_HUB_LEAF_URL".into(),
+        "nats-leaf://pi-local-pi:secret@hub.local:7422".into(),
+    ));
+    env.push(("CINEMA_NATS_TLS_CERT".into(), cert.display().to_string()));
+    env.push(("CINEMA_NATS_TLS_KEY".into(), key.display().to_string()));
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("nats")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "conf") {
             let out = Command::new(&bin)
+                .envs(env.iter().cloned())
                 .arg("-t")
                 .arg("-c")
                 .arg(&path)
@@ -48,6 +63,14 @@ fn systemd_units_exist_for_every_service() {
     }
 }
 
+/// The NATS passwords the compose file requires.
+fn compose_passwords() -> Vec<(String, String)> {
+    ["services", "status-store", "gateway", "pi-local-pi"]
+        .iter()
+        .map(|u| (bus::permissions::password_env(u), "secret".to_string()))
+        .collect()
+}
+
 #[test]
 fn the_compose_file_is_valid() {
     let compose = testkit::require(
@@ -58,6 +81,7 @@ fn the_compose_file_is_valid() {
         .current_dir(root())
         .args(["-f", "docker-compose.yml", "config", "-q"])
         .env("CINEMA_API_TOKEN", "test-token")
+        .envs(compose_passwords())
         .output()
         .unwrap();
     assert!(
@@ -69,11 +93,23 @@ fn the_compose_file_is_valid() {
     let out = Command::new("docker-compose")
         .current_dir(root())
         .args(["-f", "docker-compose.yml", "config", "-q"])
+        .envs(compose_passwords())
         .env_remove("CINEMA_API_TOKEN")
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CINEMA_API_TOKEN"));
+    // Nor NATS without its passwords.
+    let out = Command::new("docker-compose")
+        .current_dir(root())
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .env("CINEMA_API_TOKEN", "test-token")
+        .envs(compose_passwords())
+        .env_remove("CINEMA_NATS_SERVICES_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NATS passwords"));
 }
 
 /// `systemd-analyze verify` on every unit, pointed at the built binaries
@@ -92,10 +128,18 @@ fn systemd_units_pass_systemd_analyze_verify() {
         let bin = name
             .trim_start_matches("cinema-")
             .trim_end_matches(".service");
-        let text = std::fs::read_to_string(&path).unwrap().replace(
-            &format!("/usr/local/bin/{bin}"),
-            testkit::bin(bin).to_str().unwrap(),
-        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = if bin == "nats-leaf" {
+            text.replace(
+                "/usr/local/bin/nats-server",
+                testkit::nats_server_bin().to_str().unwrap(),
+            )
+        } else {
+            text.replace(
+                &format!("/usr/local/bin/{bin}"),
+                testkit::bin(bin).to_str().unwrap(),
+            )
+        };
         let copy = dir.path().join(&name);
         std::fs::write(&copy, text).unwrap();
         units.push(copy);
@@ -111,4 +155,88 @@ fn systemd_units_pass_systemd_analyze_verify() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The Pi's install script, into a scratch tree: binaries, units, the
+/// leaf server's config and the environment files (not world-readable: they
+/// hold the Pi's password).
+#[test]
+fn the_pi_install_script_lays_out_a_pi() {
+    let nats = testkit::nats_server_bin();
+    let dest = tempfile::tempdir().unwrap();
+    let bin_dir = testkit::bin("pi-spawner").parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        nats.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        Command::new(root().join("deploy/install-pi"))
+            .args(args)
+            .env("DESTDIR", dest.path())
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--pi-id",
+        "lobby-tv",
+        "--hub",
+        "hub.example",
+        "--password",
+        "s3cret",
+        "--bin-dir",
+        bin_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = dest.path();
+    for f in [
+        "usr/local/bin/pi-spawner",
+        "usr/local/bin/pi-client",
+        "usr/local/bin/nats-server",
+        "etc/systemd/system/cinema-pi-spawner.service",
+        "etc/systemd/system/cinema-nats-leaf.service",
+        "etc/cinema/nats/leaf.conf",
+    ] {
+        assert!(d.join(f).is_file(), "{f} missing");
+    }
+    let env = std::fs::read_to_string(d.join("etc/cinema/pi.env")).unwrap();
+    assert!(env.contains("NATS_URL=nats://127.0.0.1:4222"), "{env}");
+    assert!(env.contains("NATS_INBOX_PREFIX=_INBOX_lobby-tv"), "{env}");
+    assert!(env.contains("NATS_JS_DOMAIN=cinema"), "{env}");
+    let leaf = d.join("etc/cinema/nats-leaf.env");
+    assert_eq!(
+        std::fs::read_to_string(&leaf).unwrap().trim(),
+        "CINEMA_NATS_HUB_LEAF_URL=nats-leaf://pi-lobby-tv:s3cret@hub.example:7422"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&leaf).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o007,
+        0,
+        "the password file is world-readable: {mode:o}"
+    );
+    // The shipped leaf config accepts what the script wrote.
+    let check = Command::new(&nats)
+        .args(["-t", "-c"])
+        .arg(d.join("etc/cinema/nats/leaf.conf"))
+        .env(
+            "CINEMA_NATS_HUB_LEAF_URL",
+            "nats-leaf://pi-lobby-tv:s3cret@hub.example:7422",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Bad input: one clear line, exit 64.
+    let bad = run(&["--pi-id", "a.b", "--hub", "h", "--password", "p"]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--pi-id"));
 }

@@ -19,6 +19,9 @@ pub const FILM: (&str, &[&str]) = (
     ],
 );
 
+/// The id of the simulated Pi that [`World`] starts.
+pub const SIM_PI: &str = "test-pi";
+
 pub struct World {
     pub nats: NatsServer,
     pub stack: Option<Stack>,
@@ -38,8 +41,22 @@ impl World {
 
     /// Like [`World::start`], with extra environment for every service.
     pub async fn start_with(extra_env: &[(&str, &str)]) -> World {
-        testkit::require("mpv", "apt-get install mpv");
         let nats = NatsServer::start();
+        let url = nats.url();
+        World::start_on(nats, &url, extra_env, HashMap::new()).await
+    }
+
+    /// Like [`World::start_with`], on a given server, the test's own bus
+    /// connecting through `test_url`, with extra environment per service
+    /// (by name: each its own NATS user, say; `pi-spawner`'s goes to its
+    /// clients too).
+    pub async fn start_on(
+        nats: NatsServer,
+        test_url: &str,
+        extra_env: &[(&str, &str)],
+        service_env: HashMap<String, HashMap<String, String>>,
+    ) -> World {
+        testkit::require("mpv", "apt-get install mpv");
         let library = testkit::film_library(&[FILM]);
         let data = tempfile::tempdir().unwrap();
         let port = testkit::free_port();
@@ -69,14 +86,15 @@ impl World {
                 library: library.path().to_path_buf(),
                 port,
                 media_port: 0,
-                pi_id: "test-pi".into(),
+                pi_id: SIM_PI.into(),
                 env,
+                service_env,
             },
             tokio_util::sync::CancellationToken::new(),
         )
         .await
         .unwrap();
-        let bus = nats.bus("test").await;
+        let bus = nats.bus_at(test_url, "test").await;
         let world = World {
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
@@ -414,7 +432,7 @@ impl DirectorRig {
         };
         self.bus
             .publish_durable(
-                bus::subjects::session(sid, bus::subjects::SessionEvent::Joined),
+                bus::subjects::pi_session("test-pi", sid, bus::subjects::SessionEvent::Joined),
                 &joined,
                 &format!("joined-{sid}"),
             )
@@ -532,7 +550,7 @@ pub fn utterance(sid: &str, utterance_id: &str, pcm: &[i16]) -> wire::v1::Uttera
 /// Puts an utterance on the work queue, as pi-client does.
 pub async fn send_utterance(bus: &bus::Bus, u: &wire::v1::Utterance) {
     bus.publish_durable(
-        bus::subjects::utterance(&u.session_id),
+        bus::subjects::utterance("test-pi", &u.session_id),
         u,
         &format!("utterance-{}", u.utterance_id),
     )
@@ -678,6 +696,83 @@ pub async fn stt_ready(bus: &bus::Bus, n: usize) {
         (stt == n).then_some(())
     })
     .await;
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (openssl).
+pub fn certificates(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    testkit::require("openssl", "apt-get install openssl");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cinema test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
 }
 
 #[cfg(test)]

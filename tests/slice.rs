@@ -229,7 +229,11 @@ async fn bad_input_gets_clear_errors_and_breaks_nothing() {
         SessionEvent::Joined,
         SessionEvent::Conversation,
     ] {
-        let subject = subjects::session(&sid, event);
+        let subject = if event.on_pi() {
+            subjects::pi_session(tests::SIM_PI, &sid, event)
+        } else {
+            subjects::session(&sid, event)
+        };
         w.bus
             .client()
             .publish(subject.clone(), vec![0xff, 0xff, 0x01].into())
@@ -253,7 +257,7 @@ async fn bad_input_gets_clear_errors_and_breaks_nothing() {
     };
     w.bus
         .publish_durable(
-            subjects::session(&sid, SessionEvent::Play),
+            subjects::pi_session(tests::SIM_PI, &sid, SessionEvent::Play),
             &bogus,
             "bogus-1",
         )

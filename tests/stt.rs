@@ -97,7 +97,7 @@ async fn bad_input_is_refused_and_the_worker_goes_on() {
     // Not a protobuf at all, and a message of another type.
     bus.jetstream()
         .publish(
-            subjects::utterance(sid),
+            subjects::utterance("test-pi", sid),
             b"\xff\xff\xff\xff\xff\xff not a protobuf".to_vec().into(),
         )
         .await
@@ -106,7 +106,7 @@ async fn bad_input_is_refused_and_the_worker_goes_on() {
         .unwrap();
     let (headers, payload) = bus::encode(&Transcript::default());
     bus.jetstream()
-        .publish_with_headers(subjects::utterance(sid), headers, payload)
+        .publish_with_headers(subjects::utterance("test-pi", sid), headers, payload)
         .await
         .unwrap()
         .await

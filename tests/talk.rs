@@ -63,12 +63,11 @@ async fn talk_from_headless_chromium() {
     // stt loads its model before it answers: the page must not talk to nobody.
     tests::stt_ready(&w.bus, 1).await;
 
-    let mut sub = w
-        .bus
-        .client()
-        .subscribe(subjects::SESSION_WILDCARD)
-        .await
-        .unwrap();
+    let mut subs = Vec::new();
+    for subject in subjects::SESSION_WILDCARDS {
+        subs.push(w.bus.client().subscribe(subject).await.unwrap());
+    }
+    let mut sub = futures::stream::select_all(subs);
     let stop = tokio_util::sync::CancellationToken::new();
     let watcher = tokio::spawn({
         let stop = stop.clone();

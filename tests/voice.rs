@@ -73,7 +73,7 @@ async fn a_visitor_answering_the_greeting_is_heard_once() {
     let mut frames = w
         .bus
         .client()
-        .subscribe("cinema.session.*.audio")
+        .subscribe(subjects::AUDIO_WILDCARD)
         .await
         .unwrap();
     let sid = w.connect().await["identifier"]

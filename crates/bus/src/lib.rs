@@ -6,6 +6,7 @@
 //! corrupt one.
 
 pub mod names;
+pub mod permissions;
 pub mod service;
 pub mod subjects;
 
@@ -133,6 +134,52 @@ pub async fn term(
         .map_err(|e| Error::nats("term", e))
 }
 
+/// Options of a named connection to `url` with its credentials: a user and
+/// password in the URL (`nats://user:password@host`, percent-encoded; the
+/// client library does not read them itself), else those of the
+/// environment, which the NATS CLI reads too: `NATS_USER` +
+/// `NATS_PASSWORD`, `NATS_CREDS` (a credentials file); `NATS_CA` (the CA
+/// that signed the server's certificate; TLS is then required, as with a
+/// `tls://` URL) and `NATS_INBOX_PREFIX` (replies to this connection arrive
+/// under it: a Pi's permissions allow only its own).
+pub async fn connect_options(name: &str, url: &str) -> Result<async_nats::ConnectOptions> {
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    let mut options = async_nats::ConnectOptions::new().name(name);
+    if let Some((user, password)) = url_credentials(url) {
+        options = options.user_and_password(user, password);
+    } else if let (Some(user), Some(password)) = (env("NATS_USER"), env("NATS_PASSWORD")) {
+        options = options.user_and_password(user, password);
+    }
+    if let Some(path) = env("NATS_CREDS") {
+        options = options.credentials_file(&path).await.map_err(|e| {
+            Error::nats(
+                "read NATS_CREDS",
+                std::io::Error::other(format!("{path}: {e}")),
+            )
+        })?;
+    }
+    if let Some(path) = env("NATS_CA") {
+        options = options.add_root_certificates(path.into()).require_tls(true);
+    }
+    if let Some(prefix) = env("NATS_INBOX_PREFIX") {
+        options = options.custom_inbox_prefix(prefix);
+    }
+    Ok(options)
+}
+
+/// The user and password of the first server of a NATS URL, decoded.
+pub fn url_credentials(url: &str) -> Option<(String, String)> {
+    let first = url.split(',').next()?;
+    let addr: async_nats::ServerAddr = first.trim().parse().ok()?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = addr.username()?;
+    Some((decode(user), decode(addr.password().unwrap_or_default())))
+}
+
 /// A connection to the bus: the NATS client and its JetStream context.
 #[derive(Clone, Debug)]
 pub struct Bus {
@@ -142,17 +189,23 @@ pub struct Bus {
 
 impl Bus {
     /// Connects with a named connection, a fixed short reconnect delay, and
-    /// retries of the first connection (so services may start before NATS).
+    /// retries of the first connection (so services may start before NATS);
+    /// credentials and TLS as [`connect_options`] reads them.
     pub async fn connect(url: &str, name: &str) -> Result<Bus> {
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
+        let client = connect_options(name, url)
+            .await?
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(|_| RECONNECT_DELAY)
             .connect(url)
             .await
             .map_err(|e| Error::nats("connect", e))?;
-        Ok(Bus::new(client))
+        // Behind a leaf server the hub's JetStream answers in its domain.
+        let js = match std::env::var("NATS_JS_DOMAIN") {
+            Ok(domain) if !domain.is_empty() => jetstream::with_domain(client.clone(), domain),
+            _ => jetstream::new(client.clone()),
+        };
+        Ok(Bus { client, js })
     }
 
     pub fn new(client: async_nats::Client) -> Bus {
@@ -272,9 +325,10 @@ impl Bus {
             })
             .await
             .map_err(|e| Error::nats("create utterances stream", e))?;
+        // The status bucket is status-store's alone: it makes it
+        // ([`Bus::ensure_status_bucket`]); other services may not.
         for (bucket, max_age) in [
             (names::SESSIONS_BUCKET, Duration::ZERO),
-            (names::STATUS_BUCKET, Duration::ZERO),
             (names::CONVERSATIONS_BUCKET, Duration::ZERO),
             (names::PIS_BUCKET, Duration::from_secs(120)),
             (names::SECRETS_BUCKET, Duration::ZERO),
@@ -282,6 +336,28 @@ impl Bus {
             self.kv_or_create(bucket, max_age).await?;
         }
         Ok(())
+    }
+
+    /// Creates (or opens) the status bucket: only status-store writes it.
+    pub async fn ensure_status_bucket(&self) -> Result<kv::Store> {
+        self.kv_or_create(names::STATUS_BUCKET, Duration::ZERO)
+            .await
+    }
+
+    /// Opens a bucket that the server side makes, waiting up to `patience`
+    /// for it (a Pi may start before the services that create it).
+    pub async fn kv_when_ready(&self, bucket: &str, patience: Duration) -> Result<kv::Store> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match self.kv(bucket).await {
+                Ok(store) => return Ok(store),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::info!(bucket, error = %e, "waiting for the bucket");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     async fn kv_or_create(&self, bucket: &str, max_age: Duration) -> Result<kv::Store> {
@@ -301,6 +377,9 @@ impl Bus {
 
     /// Opens a bucket created by [`Bus::ensure_topology`].
     pub async fn kv(&self, bucket: &str) -> Result<kv::Store> {
+        // With a domain (behind a leaf server) writes go through the domain's
+        // API prefix (`$JS.<domain>.API.$KV.<bucket>.<key>`): the bucket's
+        // own subjects do not cross a leaf connection.
         self.js
             .get_key_value(bucket)
             .await
@@ -402,4 +481,22 @@ pub async fn kv_keys(store: &kv::Store) -> Result<Vec<String>> {
     keys.try_collect()
         .await
         .map_err(|e| Error::nats("kv keys", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_credentials;
+
+    #[test]
+    fn credentials_are_read_from_the_url() {
+        assert_eq!(url_credentials("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            url_credentials("nats://pi-hall-1:s%40cret@hub:4222,nats://other:4222"),
+            Some(("pi-hall-1".into(), "s@cret".into()))
+        );
+        assert_eq!(
+            url_credentials("tls://services:pw@127.0.0.1:4222"),
+            Some(("services".into(), "pw".into()))
+        );
+    }
 }

@@ -7,6 +7,11 @@ pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 pub const SERVICE_ERROR_HEADER: &str = "Nats-Service-Error";
 pub const SERVICE_ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
 
+/// The hub's JetStream domain (`nats/hub.conf`). Programs behind a Pi's leaf
+/// server reach the hub's streams and buckets through it
+/// (`NATS_JS_DOMAIN=cinema`): a leaf's own `$JS.API` does not cross.
+pub const JS_DOMAIN: &str = "cinema";
+
 /// Session facts: created, joined, transcripts, plays, playback, conversation, ended.
 pub const EVENTS_STREAM: &str = "CINEMA_EVENTS";
 /// Utterances waiting for an stt worker (work-queue retention).

@@ -1,5 +1,8 @@
-//! Subject builders. Session facts live under `cinema.session.{sid}.{event}`,
-//! requests under `cinema.{service}.{verb}`.
+//! Subject builders. Session facts live under `cinema.session.{sid}.{event}`;
+//! what crosses the Pi boundary lives under the Pi's own prefix,
+//! `cinema.pi.{pi}.session.{sid}.{event}`, so NATS permissions can confine a
+//! Pi to its own traffic (see `nats/hub.conf`). Requests go to
+//! `cinema.{service}.{verb}`.
 
 use crate::Error;
 
@@ -45,57 +48,130 @@ impl SessionEvent {
         Self::ALL.into_iter().find(|e| e.token() == token)
     }
 
-    /// `cinema.session.*.{event}`: this event of every session.
+    /// True for the events that travel to or from one Pi and therefore live
+    /// under its prefix: joined (its spawner watches it), play (its command),
+    /// playback and client (what it reports).
+    pub fn on_pi(self) -> bool {
+        matches!(
+            self,
+            Self::Joined | Self::Play | Self::Playback | Self::Client
+        )
+    }
+
+    /// This event of every session: `cinema.session.*.{event}`, or
+    /// `cinema.pi.*.session.*.{event}` for a Pi's events.
     pub fn wildcard(self) -> String {
-        format!("cinema.session.*.{}", self.token())
+        if self.on_pi() {
+            format!("cinema.pi.*.session.*.{}", self.token())
+        } else {
+            format!("cinema.session.*.{}", self.token())
+        }
     }
 }
 
-/// `cinema.session.{sid}.{event}`.
+/// One session's event. For a Pi's events (see [`SessionEvent::on_pi`]) this
+/// is a filter over every Pi, `cinema.pi.*.session.{sid}.{event}`: subscribe
+/// with it; publish with [`pi_session`].
 pub fn session(session_id: &str, event: SessionEvent) -> String {
-    format!("cinema.session.{session_id}.{}", event.token())
+    if event.on_pi() {
+        format!("cinema.pi.*.session.{session_id}.{}", event.token())
+    } else {
+        format!("cinema.session.{session_id}.{}", event.token())
+    }
 }
 
-/// `cinema.session.{sid}.utterance` (work-queue stream).
-pub fn utterance(session_id: &str) -> String {
-    format!("cinema.session.{session_id}.utterance")
+/// The `{pi}` of a browser session's subjects (`cinema.pi.browser.session.{sid}.*`):
+/// its TV is a web page and the dashboard-gateway its client. No Pi may take
+/// this id (see [`check_pi_id`]).
+pub const BROWSER: &str = "browser";
+
+/// Checks a Pi's id: a subject token ([`check_id`]) other than [`BROWSER`].
+pub fn check_pi_id(kind: &'static str, id: &str) -> Result<(), Error> {
+    check_id(kind, id)?;
+    if id == BROWSER {
+        return Err(Error::InvalidId {
+            kind,
+            id: format!("{id} (reserved for browser sessions)"),
+        });
+    }
+    Ok(())
 }
 
-pub const UTTERANCE_WILDCARD: &str = "cinema.session.*.utterance";
+/// `cinema.pi.{pi}.session.{sid}.{event}`: where a Pi's events are published.
+pub fn pi_session(pi_id: &str, session_id: &str, event: SessionEvent) -> String {
+    format!("cinema.pi.{pi_id}.session.{session_id}.{}", event.token())
+}
+
+/// `cinema.pi.{pi}.session.{sid}.utterance` (work-queue stream).
+pub fn utterance(pi_id: &str, session_id: &str) -> String {
+    format!("cinema.pi.{pi_id}.session.{session_id}.utterance")
+}
+
+pub const UTTERANCE_WILDCARD: &str = "cinema.pi.*.session.*.utterance";
 
 /// The session id of an utterance subject.
 pub fn parse_utterance(subject: &str) -> Option<&str> {
-    let sid = subject
-        .strip_prefix("cinema.session.")?
-        .strip_suffix(".utterance")?;
-    (!sid.is_empty() && !sid.contains('.')).then_some(sid)
+    match parse_pi_subject(subject)? {
+        (_, sid, "utterance") => Some(sid),
+        _ => None,
+    }
 }
 
-/// `cinema.session.{sid}.audio` (core NATS only).
-pub fn audio(session_id: &str) -> String {
-    format!("cinema.session.{session_id}.audio")
+/// `cinema.pi.{pi}.session.{sid}.audio` (core NATS only).
+pub fn audio(pi_id: &str, session_id: &str) -> String {
+    format!("cinema.pi.{pi_id}.session.{session_id}.audio")
+}
+
+/// One session's audio frames, from whichever Pi: `cinema.pi.*.session.{sid}.audio`.
+pub fn session_audio(session_id: &str) -> String {
+    format!("cinema.pi.*.session.{session_id}.audio")
 }
 
 /// The audio frames of every session.
-pub const AUDIO_WILDCARD: &str = "cinema.session.*.audio";
+pub const AUDIO_WILDCARD: &str = "cinema.pi.*.session.*.audio";
 
 /// Everything said about every session: its events, commands, utterances
-/// and audio frames.
-pub const SESSION_WILDCARD: &str = "cinema.session.>";
+/// and audio frames (the session's own subjects and its Pi's).
+pub const SESSION_WILDCARDS: [&str; 2] = ["cinema.session.>", "cinema.pi.*.session.>"];
 
-/// The session id of an audio frame subject (`cinema.session.{sid}.audio`).
+/// The session id of an audio frame subject.
 pub fn parse_audio(subject: &str) -> Option<&str> {
-    subject
-        .strip_prefix("cinema.session.")?
-        .strip_suffix(".audio")
-        .filter(|sid| !sid.contains('.'))
+    match parse_pi_subject(subject)? {
+        (_, sid, "audio") => Some(sid),
+        _ => None,
+    }
 }
 
-/// Splits a session event subject into its session id and event.
+/// `cinema.pi.{pi}.session.{sid}.{last}` → (pi, sid, last).
+fn parse_pi_subject(subject: &str) -> Option<(&str, &str, &str)> {
+    let rest = subject.strip_prefix("cinema.pi.")?;
+    let mut tokens = rest.split('.');
+    let (pi, session, sid, last) = (
+        tokens.next()?,
+        tokens.next()?,
+        tokens.next()?,
+        tokens.next()?,
+    );
+    let ok = tokens.next().is_none() && session == "session" && !pi.is_empty() && !sid.is_empty();
+    ok.then_some((pi, sid, last))
+}
+
+/// Splits a session event subject into its session id and event; a Pi's
+/// events are recognised under its prefix only.
 pub fn parse_session(subject: &str) -> Option<(&str, SessionEvent)> {
+    parse_session_from(subject).map(|(_, sid, event)| (sid, event))
+}
+
+/// Like [`parse_session`], with the Pi the event came from or went to.
+pub fn parse_session_from(subject: &str) -> Option<(Option<&str>, &str, SessionEvent)> {
+    if let Some((pi, sid, token)) = parse_pi_subject(subject) {
+        let event = SessionEvent::from_token(token).filter(|e| e.on_pi())?;
+        return Some((Some(pi), sid, event));
+    }
     let rest = subject.strip_prefix("cinema.session.")?;
-    let (sid, event) = rest.split_once('.')?;
-    Some((sid, SessionEvent::from_token(event)?))
+    let (sid, token) = rest.split_once('.')?;
+    let event = SessionEvent::from_token(token).filter(|e| !e.on_pi())?;
+    (!sid.is_empty()).then_some((None, sid, event))
 }
 
 /// Requests to room-manager.
@@ -180,19 +256,48 @@ mod tests {
     #[test]
     fn builds_and_parses_session_subjects() {
         for event in SessionEvent::ALL {
-            let s = session("abc-1", event);
-            assert_eq!(parse_session(&s), Some(("abc-1", event)));
+            let s = if event.on_pi() {
+                pi_session("pi-1", "abc-1", event)
+            } else {
+                session("abc-1", event)
+            };
+            assert_eq!(parse_session(&s), Some(("abc-1", event)), "{s}");
+            // Each event has one home: the other form is not it.
+            let other = if event.on_pi() {
+                format!("cinema.session.abc-1.{}", event.token())
+            } else {
+                format!("cinema.pi.pi-1.session.abc-1.{}", event.token())
+            };
+            assert_eq!(parse_session(&other), None, "{other}");
         }
-        assert_eq!(session("s", SessionEvent::Play), "cinema.session.s.play");
-        assert_eq!(parse_session("cinema.session.s.utterance"), None);
+        assert_eq!(session("s", SessionEvent::Ended), "cinema.session.s.ended");
+        assert_eq!(
+            session("s", SessionEvent::Play),
+            "cinema.pi.*.session.s.play"
+        );
+        assert_eq!(
+            pi_session("p", "s", SessionEvent::Play),
+            "cinema.pi.p.session.s.play"
+        );
+        assert_eq!(
+            parse_session_from("cinema.pi.p.session.s.playback"),
+            Some((Some("p"), "s", SessionEvent::Playback))
+        );
+        assert_eq!(
+            SessionEvent::Playback.wildcard(),
+            "cinema.pi.*.session.*.playback"
+        );
+        assert_eq!(parse_session(&utterance("p", "s")), None);
         assert_eq!(parse_session("cinema.rooms.create"), None);
-        assert_eq!(parse_utterance(&utterance("abc-1")), Some("abc-1"));
-        assert_eq!(parse_utterance("cinema.session..utterance"), None);
-        assert_eq!(parse_utterance("cinema.session.a.b.utterance"), None);
-        assert_eq!(parse_utterance("cinema.session.a.transcript"), None);
-        assert_eq!(parse_audio(&audio("s-1")), Some("s-1"));
-        assert_eq!(parse_audio("cinema.session.a.b.audio"), None);
-        assert_eq!(parse_audio("cinema.session.s.play"), None);
+        assert_eq!(parse_session("cinema.pi.p.session.s.play.x"), None);
+        assert_eq!(parse_session("cinema.pi.p.spawn"), None);
+        assert_eq!(parse_utterance(&utterance("pi-1", "abc-1")), Some("abc-1"));
+        assert_eq!(parse_utterance("cinema.pi.p.session..utterance"), None);
+        assert_eq!(parse_utterance("cinema.pi.p.session.a.b.utterance"), None);
+        assert_eq!(parse_utterance("cinema.session.a.utterance"), None);
+        assert_eq!(parse_audio(&audio("p", "s-1")), Some("s-1"));
+        assert_eq!(parse_audio("cinema.pi.p.session.a.b.audio"), None);
+        assert_eq!(parse_audio("cinema.pi.p.session.s.play"), None);
     }
 
     #[test]

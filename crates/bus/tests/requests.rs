@@ -133,7 +133,7 @@ async fn typed_requests_refusals_and_error_kinds() {
 async fn durable_publish_deduplicates_by_message_id() {
     let nats = testkit::NatsServer::start();
     let bus = nats.bus("bus-test").await;
-    let subject = bus::subjects::session("s1", bus::subjects::SessionEvent::Play);
+    let subject = bus::subjects::pi_session("p1", "s1", bus::subjects::SessionEvent::Play);
     let cmd = wire::v1::PlayCommand {
         session_id: "s1".into(),
         command_id: "c1".into(),
@@ -214,7 +214,12 @@ async fn durable_consumer_gets_every_filtered_event() {
             session_id: "s".into(),
             ..Default::default()
         };
-        bus.publish_durable(session("s", ev), &msg, &format!("m{i}"))
+        let subject = if ev.on_pi() {
+            bus::subjects::pi_session("p", "s", ev)
+        } else {
+            session("s", ev)
+        };
+        bus.publish_durable(subject, &msg, &format!("m{i}"))
             .await
             .unwrap();
     }
@@ -228,7 +233,7 @@ async fn durable_consumer_gets_every_filtered_event() {
     assert_eq!(
         got,
         vec![
-            "cinema.session.s.joined",
+            "cinema.pi.p.session.s.joined",
             "cinema.session.s.transcript",
             "cinema.session.s.ended"
         ]

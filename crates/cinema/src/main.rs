@@ -18,6 +18,10 @@ enum Command {
     Up(cinema::up::UpArgs),
     /// Print bus traffic as JSON lines, decoded from protobuf.
     Tap(cinema::tap::TapArgs),
+    /// Print the `accounts` block of the hub's NATS configuration: a user
+    /// per role and per Pi, with subject permissions
+    /// (`cinema nats-accounts --pi hall-1 --pi hall-2 > nats/accounts.conf`).
+    NatsAccounts(cinema::accounts::AccountsArgs),
     /// Work with film libraries.
     Library {
         #[command(subcommand)]
@@ -42,6 +46,13 @@ fn main() -> ExitCode {
             block_on("cinema up", cinema::up::run(args))
         }
         Command::Tap(args) => block_on("cinema tap", cinema::tap::run(args)),
+        Command::NatsAccounts(args) => match cinema::accounts::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cinema nats-accounts: {e:#}");
+                ExitCode::from(64)
+            }
+        },
         Command::Library {
             command: LibraryCommand::Demo { dir },
         } => match synth::demo_library(&dir) {

@@ -71,10 +71,15 @@ pub fn describe(
     })
 }
 
-/// Whether `subject` belongs to `session` (`cinema.session.{sid}.…`).
+/// Whether `subject` belongs to `session`: `cinema.session.{sid}.…` or its
+/// Pi's `cinema.pi.{pi}.session.{sid}.…`.
 pub fn in_session(subject: &str, session: &str) -> bool {
-    subject
-        .strip_prefix("cinema.session.")
+    let rest = subject.strip_prefix("cinema.").unwrap_or_default();
+    let rest = match rest.strip_prefix("pi.") {
+        Some(pi) => pi.split_once('.').map_or("", |(_, r)| r),
+        None => rest,
+    };
+    rest.strip_prefix("session.")
         .and_then(|rest| rest.split_once('.'))
         .is_some_and(|(sid, _)| sid == session)
 }
@@ -82,15 +87,12 @@ pub fn in_session(subject: &str, session: &str) -> bool {
 pub async fn run(args: TapArgs) -> anyhow::Result<()> {
     let pool = DescriptorPool::decode(wire::FILE_DESCRIPTOR_SET)
         .context("the built-in descriptors do not decode")?;
-    let client = async_nats::ConnectOptions::new()
-        .name("cinema-tap")
+    let client = bus::connect_options("cinema-tap", &args.nats_url)
+        .await?
         .connect(&args.nats_url)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
-    let subject = match &args.session {
-        Some(sid) if args.subject == "cinema.>" => format!("cinema.session.{sid}.>"),
-        _ => args.subject.clone(),
-    };
+    let subject = args.subject.clone();
     let mut sub = client
         .subscribe(subject.clone())
         .await
@@ -174,8 +176,11 @@ mod tests {
 
     #[test]
     fn the_session_filter_matches_only_that_session() {
-        assert!(in_session("cinema.session.s1.play", "s1"));
-        assert!(!in_session("cinema.session.s10.play", "s1"));
+        assert!(in_session("cinema.session.s1.ended", "s1"));
+        assert!(in_session("cinema.pi.pi-1.session.s1.play", "s1"));
+        assert!(!in_session("cinema.pi.pi-1.session.s10.play", "s1"));
+        assert!(!in_session("cinema.pi.s1.spawn", "s1"));
+        assert!(!in_session("cinema.session.s10.ended", "s1"));
         assert!(!in_session("cinema.rooms.create", "s1"));
     }
 }

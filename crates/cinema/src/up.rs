@@ -83,6 +83,9 @@ pub struct StackOptions {
     pub pi_id: String,
     /// Extra environment for every service.
     pub env: HashMap<String, String>,
+    /// Extra environment for one service (by name), over `env`: its own NATS
+    /// user, say.
+    pub service_env: HashMap<String, HashMap<String, String>>,
 }
 
 impl StackOptions {
@@ -121,6 +124,7 @@ impl StackOptions {
             media_port: args.media_port,
             pi_id: args.pi_id.clone(),
             env: HashMap::new(),
+            service_env: HashMap::new(),
         })
     }
 }
@@ -248,6 +252,9 @@ impl Stack {
                     .env("CINEMA_PI_CLIENT_AO", "null");
             }
             cmd.envs(&opt.env);
+            if let Some(own) = opt.service_env.get(name as &str) {
+                cmd.envs(own);
+            }
             let token = stop.child_token();
             tasks.push((
                 name.to_string(),

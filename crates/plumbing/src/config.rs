@@ -34,6 +34,11 @@ pub trait Settings: Default + Serialize + DeserializeOwned {
 
     fn nats_url(&self) -> &str;
 
+    /// Whether the service makes the streams and buckets at start-up. The
+    /// Pi's programs do not: their NATS permissions allow no JetStream
+    /// management, only the subjects of their own Pi.
+    const MAKES_TOPOLOGY: bool = true;
+
     /// Checks values the types cannot; the message names the bad setting.
     fn validate(&self) -> Result<(), String> {
         Ok(())

@@ -106,11 +106,11 @@ where
         let nats_url = config.nats_url().to_string();
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            nats = %nats_url,
+            nats = %redact(&nats_url),
             "{service} is starting."
         );
         let bus = tokio::select! {
-            bus = connect(&nats_url, service) => bus,
+            bus = connect(&nats_url, service, C::MAKES_TOPOLOGY) => bus,
             _ = shutdown.cancelled() => return ExitCode::SUCCESS,
         };
         let bus = match bus {
@@ -136,9 +136,46 @@ where
     })
 }
 
-/// Connects to the bus and makes sure streams and buckets exist.
-pub async fn connect(nats_url: &str, name: &str) -> Result<bus::Bus, bus::Error> {
+/// Connects to the bus and, for a server-side service, makes sure streams
+/// and buckets exist.
+pub async fn connect(nats_url: &str, name: &str, topology: bool) -> Result<bus::Bus, bus::Error> {
     let bus = bus::Bus::connect(nats_url, name).await?;
-    bus.ensure_topology().await?;
+    if topology {
+        bus.ensure_topology().await?;
+    }
     Ok(bus)
+}
+
+/// A NATS URL fit for a log line: a password in it is masked.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|server| match (server.find("://"), server.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &server[scheme + 3..at];
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{}{user}:***{}", &server[..scheme + 3], &server[at..])
+            }
+            _ => server.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact("nats://pi-1:s3cret@hub:4222"),
+            "nats://pi-1:***@hub:4222"
+        );
+        assert_eq!(
+            redact("tls://a:b@h1:4222,nats://h2:4222"),
+            "tls://a:***@h1:4222,nats://h2:4222"
+        );
+        assert!(!redact("nats://u:p@ss@h:1").contains("p@ss"));
+    }
 }

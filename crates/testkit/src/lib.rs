@@ -41,19 +41,56 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    config: Option<Config>,
+}
+
+/// A configuration file and the environment it reads (passwords, paths).
+#[derive(Clone)]
+struct Config {
+    path: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
         let bin = nats_server_bin();
         let store = tempfile::tempdir().unwrap();
-        let (child, port) = spawn_server(&bin, store.path(), None);
+        let (child, port) = spawn_server(&bin, store.path(), None, None);
         NatsServer {
             bin,
             child: Some(child),
             port,
             store,
+            config: None,
         }
+    }
+
+    /// Starts nats-server with a configuration file (its client port is
+    /// replaced by a free one; the file names the JetStream store, if any)
+    /// and the environment the file reads.
+    pub fn start_configured(config: &Path, env: &[(&str, &str)]) -> NatsServer {
+        let bin = nats_server_bin();
+        let store = tempfile::tempdir().unwrap();
+        let config = Config {
+            path: config.to_path_buf(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let (child, port) = spawn_server(&bin, store.path(), None, Some(&config));
+        NatsServer {
+            bin,
+            child: Some(child),
+            port,
+            store,
+            config: Some(config),
+        }
+    }
+
+    /// The URL with a user's credentials.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
     }
 
     pub fn url(&self) -> String {
@@ -79,14 +116,25 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, _) = spawn_server(&self.bin, self.store.path(), Some(self.port));
+        let (child, _) = spawn_server(
+            &self.bin,
+            self.store.path(),
+            Some(self.port),
+            self.config.as_ref(),
+        );
         self.child = Some(child);
     }
 
     /// A bus connection to this server with streams and buckets created.
     pub async fn bus(&self, name: &str) -> bus::Bus {
-        let bus = bus::Bus::connect(&self.url(), name).await.unwrap();
+        self.bus_at(&self.url(), name).await
+    }
+
+    /// Like [`NatsServer::bus`], through `url` (a user's, say).
+    pub async fn bus_at(&self, url: &str, name: &str) -> bus::Bus {
+        let bus = bus::Bus::connect(url, name).await.unwrap();
         bus.ensure_topology().await.unwrap();
+        bus.ensure_status_bucket().await.unwrap();
         bus
     }
 }
@@ -97,11 +145,22 @@ impl Drop for NatsServer {
     }
 }
 
-fn spawn_server(bin: &Path, store: &Path, port: Option<u16>) -> (Child, u16) {
+fn spawn_server(
+    bin: &Path,
+    store: &Path,
+    port: Option<u16>,
+    config: Option<&Config>,
+) -> (Child, u16) {
     let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
-    let mut child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
-        .arg(store)
+    let mut cmd = Command::new(bin);
+    match config {
+        // The file says whether JetStream runs (a Pi's leaf server has
+        // none) and where it stores.
+        Some(c) => cmd.arg("-c").arg(&c.path).envs(c.env.iter().cloned()),
+        None => cmd.arg("-js").arg("-sd").arg(store),
+    };
+    let mut child = cmd
+        .args(["-a", "127.0.0.1", "-p", &port_arg])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -110,6 +169,8 @@ fn spawn_server(bin: &Path, store: &Path, port: Option<u16>) -> (Child, u16) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut port = None;
+        let mut said = Vec::new();
+        let mut ready = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
                 port = rest
@@ -117,14 +178,27 @@ fn spawn_server(bin: &Path, store: &Path, port: Option<u16>) -> (Child, u16) {
                     .next()
                     .and_then(|p| p.trim().parse::<u16>().ok());
             }
-            if line.contains("Server is ready") {
-                let _ = tx.send(port);
+            if !ready && line.contains("Server is ready") {
+                ready = true;
+                let _ = tx.send(port.ok_or_else(|| "no client port in its log".to_string()));
+            }
+            if std::env::var_os("TESTKIT_NATS_LOG").is_some() {
+                eprintln!("nats-server: {line}");
+            }
+            if !ready {
+                said.push(line);
             }
         }
+        // It stopped before it was ready: what it said is why.
+        let _ = tx.send(Err(said.join("\n")));
     });
     match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(Some(p)) => (child, p),
-        _ => {
+        Ok(Ok(p)) => (child, p),
+        Ok(Err(why)) => {
+            let _ = child.kill();
+            panic!("nats-server did not start: {why}");
+        }
+        Err(_) => {
             let _ = child.kill();
             panic!("nats-server did not become ready within 20 s");
         }

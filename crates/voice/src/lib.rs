@@ -79,6 +79,9 @@ pub struct Heard {
 /// One session's ears: level frames, endpointing, utterances.
 pub struct Ears<D: FnMut(&[i16]) -> f32> {
     bus: Bus,
+    /// The prefix its frames and utterances go under
+    /// (`cinema.pi.{pi}.session.{sid}.*`).
+    pi: String,
     sid: String,
     device: String,
     frames: bool,
@@ -88,18 +91,20 @@ pub struct Ears<D: FnMut(&[i16]) -> f32> {
 }
 
 impl Ears<Detector> {
-    /// Ears on earshot's VAD. `device` names the capture device in every
-    /// utterance (`alsa:default`, `browser`, …); `frames` publishes 20 ms
-    /// level frames.
+    /// Ears on earshot's VAD for session `session_id` of Pi `pi_id` (whose
+    /// subjects it publishes on: `browser` for a browser session). `device`
+    /// names the capture device in every utterance (`alsa:default`,
+    /// `browser`, …); `frames` publishes 20 ms level frames.
     pub fn new(
         bus: Bus,
+        pi_id: &str,
         session_id: &str,
         device: &str,
         params: vad::Params,
         frames: bool,
     ) -> Self {
         let detect: Detector = Box::new(detector());
-        Ears::with_detector(bus, session_id, device, params, frames, detect)
+        Ears::with_detector(bus, pi_id, session_id, device, params, frames, detect)
     }
 }
 
@@ -107,6 +112,7 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
     /// Ears on any detector (tests use a loudness stand-in).
     pub fn with_detector(
         bus: Bus,
+        pi_id: &str,
         session_id: &str,
         device: &str,
         params: vad::Params,
@@ -115,6 +121,7 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
     ) -> Self {
         Ears {
             bus,
+            pi: pi_id.to_string(),
             sid: session_id.to_string(),
             device: device.to_string(),
             frames,
@@ -141,7 +148,10 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
                     pcm: frame.iter().flat_map(|s| s.to_le_bytes()).collect(),
                 };
                 // Observers only: best effort, never in the way.
-                let _ = self.bus.publish(subjects::audio(&self.sid), &f).await;
+                let _ = self
+                    .bus
+                    .publish(subjects::audio(&self.pi, &self.sid), &f)
+                    .await;
             }
         }
         let mut heard = Heard::default();
@@ -179,7 +189,7 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
                         utterance_id: u.utterance_id.clone(),
                         ms,
                     });
-                    tokio::spawn(publish_utterance(self.bus.clone(), u));
+                    tokio::spawn(publish_utterance(self.bus.clone(), self.pi.clone(), u));
                 }
                 vad::Event::SpeechWhileGated { ms } => heard.speech_over_clip_ms = Some(ms),
             }
@@ -190,10 +200,14 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
 
 /// Publishes once, with the utterance id as message id (a retry after a
 /// lost ack is deduplicated by the stream).
-pub async fn publish_utterance(bus: Bus, u: Utterance) {
+pub async fn publish_utterance(bus: Bus, pi_id: String, u: Utterance) {
     for attempt in 1..=5u64 {
         match bus
-            .publish_durable(subjects::utterance(&u.session_id), &u, &u.utterance_id)
+            .publish_durable(
+                subjects::utterance(&pi_id, &u.session_id),
+                &u,
+                &u.utterance_id,
+            )
             .await
         {
             Ok(()) => return,

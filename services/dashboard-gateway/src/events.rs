@@ -1,6 +1,6 @@
 //! Live updates over server-sent events.
 //!
-//! One core NATS subscription on `cinema.session.>` per gateway (so events
+//! One core NATS subscription on `cinema.session.>` and `cinema.pi.*.session.>` per gateway (so events
 //! reach the relay in the order they were published) feeds a
 //! [`tokio::sync::broadcast`] channel that every SSE client reads: each event
 //! is decoded and turned into JSON once, whatever the number of clients.
@@ -203,10 +203,16 @@ pub async fn start_relay(
     client: bus::async_nats::Client,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, bus::Error> {
-    let mut sub = client
-        .subscribe(subjects::SESSION_WILDCARD)
-        .await
-        .map_err(|e| bus::Error::nats("subscribe", e))?;
+    let mut subs = Vec::new();
+    for subject in subjects::SESSION_WILDCARDS {
+        subs.push(
+            client
+                .subscribe(subject)
+                .await
+                .map_err(|e| bus::Error::nats("subscribe", e))?,
+        );
+    }
+    let mut sub = futures::stream::select_all(subs);
     Ok(tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
@@ -230,7 +236,9 @@ pub async fn start_relay(
             hub.send(relayed);
         }
         hub.closing.cancel();
-        let _ = sub.unsubscribe().await;
+        for sub in sub.iter_mut() {
+            let _ = sub.unsubscribe().await;
+        }
     }))
 }
 
@@ -391,7 +399,7 @@ pub async fn audio(
 ) -> Result<Response, AppError> {
     let q = query(q)?;
     let subject = match q.session()? {
-        Some(sid) => subjects::audio(sid),
+        Some(sid) => subjects::session_audio(sid),
         None => subjects::AUDIO_WILDCARD.to_string(),
     };
     let sub = st
@@ -508,7 +516,7 @@ mod tests {
         };
         let (h, payload) = bus::encode(&p);
         let b = hub
-            .relayed("cinema.session.s1.playback", Some(&h), &payload)
+            .relayed("cinema.pi.p1.session.s1.playback", Some(&h), &payload)
             .unwrap_or_else(|| panic!("relayed"));
         assert_eq!(b.id, a.id + 1);
         assert_eq!(data(&b)["message"]["state"], "PLAYBACK_STATE_STARTED");
@@ -534,7 +542,7 @@ mod tests {
 
         let bad = hub
             .relayed(
-                "cinema.session.s1.playback",
+                "cinema.pi.p1.session.s1.playback",
                 Some(&headers("cinema.v1.PlaybackEvent")),
                 &[0x0a, 0x05, b'a'],
             )
@@ -542,14 +550,14 @@ mod tests {
         assert!(data(&bad)["message"]["error"].as_str().is_some());
         let unknown = hub
             .relayed(
-                "cinema.session.s1.playback",
+                "cinema.pi.p1.session.s1.playback",
                 Some(&headers("cinema.v1.Nope")),
                 b"",
             )
             .unwrap_or_else(|| panic!("relayed"));
         assert!(data(&unknown)["message"]["error"].as_str().is_some());
         let untyped = hub
-            .relayed("cinema.session.s1.playback", None, b"")
+            .relayed("cinema.pi.p1.session.s1.playback", None, b"")
             .unwrap_or_else(|| panic!("relayed"));
         assert!(data(&untyped)["message"]["error"].as_str().is_some());
     }
@@ -557,9 +565,12 @@ mod tests {
     #[test]
     fn audio_and_utterances_are_not_relayed() {
         let hub = Hub::new();
-        assert!(hub.relayed("cinema.session.s1.audio", None, b"").is_none());
         assert!(
-            hub.relayed("cinema.session.s1.utterance", None, b"")
+            hub.relayed("cinema.pi.p1.session.s1.audio", None, b"")
+                .is_none()
+        );
+        assert!(
+            hub.relayed("cinema.pi.p1.session.s1.utterance", None, b"")
                 .is_none()
         );
         assert!(hub.relayed("cinema.rooms.create", None, b"").is_none());

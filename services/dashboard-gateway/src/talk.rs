@@ -307,7 +307,11 @@ impl Talk {
         };
         let plays = bus
             .client()
-            .subscribe(subjects::session(&sid, SessionEvent::Play))
+            .subscribe(subjects::pi_session(
+                subjects::BROWSER,
+                &sid,
+                SessionEvent::Play,
+            ))
             .await
             .map_err(|e| unavailable("subscribe to play commands", &e))?;
         let ended = bus
@@ -318,7 +322,7 @@ impl Talk {
         let join = JoinRequest {
             session_id: sid.clone(),
             token: session.token.clone(),
-            pi_id: String::new(),
+            pi_id: subjects::BROWSER.into(),
             pid: 0,
         };
         let joined: Result<SessionReply, bus::Error> =
@@ -340,7 +344,14 @@ impl Talk {
         .await
         .map_err(|_| Leave::Gone)?;
         Ok(Talk {
-            ears: voice::Ears::new(bus, &sid, DEVICE, voice::vad::Params::default(), true),
+            ears: voice::Ears::new(
+                bus,
+                subjects::BROWSER,
+                &sid,
+                DEVICE,
+                voice::vad::Params::default(),
+                true,
+            ),
             st: st.clone(),
             sid,
             plays,
@@ -633,7 +644,11 @@ async fn report(bus: &bus::Bus, sid: &str, c: &Current, state: PlaybackState, er
     };
     let id = format!("playback-{}-{}", c.cmd.command_id, state.as_str_name());
     if let Err(e) = bus
-        .publish_durable(subjects::session(sid, SessionEvent::Playback), &ev, &id)
+        .publish_durable(
+            subjects::pi_session(subjects::BROWSER, sid, SessionEvent::Playback),
+            &ev,
+            &id,
+        )
         .await
     {
         tracing::warn!(session = %sid, error = %e, "Cannot report playback.");

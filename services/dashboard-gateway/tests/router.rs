@@ -492,7 +492,7 @@ async fn audio_levels_are_throttled_per_session() {
                     },
                     ..Default::default()
                 };
-                bus.publish(bus::subjects::audio(sid), &frame)
+                bus.publish(bus::subjects::audio("pi-1", sid), &frame)
                     .await
                     .unwrap();
             }

@@ -31,7 +31,12 @@ const SESSION_TOKEN: &str = "session-token-of-browser-live";
 fn session(id: &str, browser: bool, state: SessionState) -> Session {
     Session {
         id: id.into(),
-        pi_id: if browser { "" } else { "test-pi" }.into(),
+        pi_id: if browser {
+            subjects::BROWSER
+        } else {
+            "test-pi"
+        }
+        .into(),
         browser,
         state: state as i32,
         token: SESSION_TOKEN.into(),
@@ -385,8 +390,12 @@ async fn bad_frames_close_the_socket_with_a_reason() {
     // Every socket joined with the session's own token, as a client.
     let join = joins.recv().await.unwrap();
     assert_eq!(
-        (join.session_id.as_str(), join.token.as_str()),
-        ("browser-live", SESSION_TOKEN)
+        (
+            join.session_id.as_str(),
+            join.token.as_str(),
+            join.pi_id.as_str()
+        ),
+        ("browser-live", SESSION_TOKEN, subjects::BROWSER)
     );
 
     // A frame beyond what the socket reads at all ends the connection too,
@@ -414,7 +423,7 @@ async fn audio_is_heard_and_the_ears_close_while_the_page_plays_a_clip() {
     let _joins = stand_ins(&bus, stop.clone()).await;
     let mut frames = bus
         .client()
-        .subscribe(subjects::audio("browser-live"))
+        .subscribe(subjects::session_audio("browser-live"))
         .await
         .unwrap();
     let mut playback = bus
@@ -457,9 +466,12 @@ async fn audio_is_heard_and_the_ears_close_while_the_page_plays_a_clip() {
         greeting: true,
         at_ms: wire::now_ms(),
     };
-    bus.publish(subjects::session("browser-live", SessionEvent::Play), &cmd)
-        .await
-        .unwrap();
+    bus.publish(
+        subjects::pi_session(subjects::BROWSER, "browser-live", SessionEvent::Play),
+        &cmd,
+    )
+    .await
+    .unwrap();
     assert_eq!(next_json(&mut ws, "listening").await["open"], false);
     let play = next_json(&mut ws, "play").await;
     assert_eq!(play["command_id"], "cmd-1");
@@ -544,9 +556,12 @@ async fn audio_is_heard_and_the_ears_close_while_the_page_plays_a_clip() {
         clip_id: "../../etc/passwd".into(),
         ..cmd
     };
-    bus.publish(subjects::session("browser-live", SessionEvent::Play), &bad)
-        .await
-        .unwrap();
+    bus.publish(
+        subjects::pi_session(subjects::BROWSER, "browser-live", SessionEvent::Play),
+        &bad,
+    )
+    .await
+    .unwrap();
     let failed = next_playback(&mut playback).await;
     assert_eq!(
         (failed.command_id.as_str(), failed.state()),
@@ -562,7 +577,7 @@ async fn audio_is_heard_and_the_ears_close_while_the_page_plays_a_clip() {
         ..Default::default()
     };
     bus.publish(
-        subjects::session("browser-live", SessionEvent::Play),
+        subjects::pi_session(subjects::BROWSER, "browser-live", SessionEvent::Play),
         &third,
     )
     .await

@@ -24,7 +24,7 @@ use wire::v1::conversation_event::Kind;
 use wire::v1::{
     ClientJoined, Clip, ClipPlayed, ConversationEvent, ConversationState, DirectorError, Exchange,
     OptionsConsidered, PlayCommand, Reasoning, SearchDone, SearchMode, SearchReply, SearchRequest,
-    Transcript, TurnLatency, UserLine,
+    SessionRef, SessionReply, Transcript, TurnLatency, UserLine,
 };
 
 pub mod openai;
@@ -540,20 +540,22 @@ impl Director {
 
     async fn handle(&self, sid: &str, job: &Job) {
         let msg = &job.msg;
-        match subjects::parse_session(&msg.subject) {
-            Some((_, SessionEvent::Joined)) => match bus::decode_message::<ClientJoined>(msg) {
-                Ok(_) => self.greet(sid).await,
+        match subjects::parse_session_from(&msg.subject) {
+            Some((pi, _, SessionEvent::Joined)) => match bus::decode_message::<ClientJoined>(msg) {
+                Ok(_) => self.greet(sid, pi.unwrap_or_default()).await,
                 Err(e) => {
                     tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed join event.")
                 }
             },
-            Some((_, SessionEvent::Transcript)) => match bus::decode_message::<Transcript>(msg) {
-                Ok(t) => self.turn(sid, t, job.queued_ms).await,
-                Err(e) => {
-                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed transcript.")
+            Some((_, _, SessionEvent::Transcript)) => {
+                match bus::decode_message::<Transcript>(msg) {
+                    Ok(t) => self.turn(sid, t, job.queued_ms).await,
+                    Err(e) => {
+                        tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed transcript.")
+                    }
                 }
-            },
-            Some((_, SessionEvent::Ended)) => {
+            }
+            Some((_, _, SessionEvent::Ended)) => {
                 // The session is over: its director state goes (no leaked keys).
                 match self.state.purge(sid).await {
                     Ok(()) => {
@@ -635,21 +637,46 @@ impl Director {
             .await
     }
 
+    /// Publishes a play command to the session's Pi.
     async fn publish_play(&self, cmd: &PlayCommand) -> Result<(), bus::Error> {
+        let pi = self.pi_of(&cmd.session_id).await?;
         self.bus
             .publish_durable(
-                subjects::session(&cmd.session_id, SessionEvent::Play),
+                subjects::pi_session(&pi, &cmd.session_id, SessionEvent::Play),
                 cmd,
                 &cmd.command_id,
             )
             .await
     }
 
+    /// The Pi a session plays on: kept in the state from its join, else asked
+    /// of room-manager (a typed line before the Pi joined) and kept.
+    async fn pi_of(&self, sid: &str) -> Result<String, bus::Error> {
+        let (st, _) = self.load(sid).await?;
+        if !st.pi_id.is_empty() {
+            return Ok(st.pi_id);
+        }
+        let reply: SessionReply = self
+            .bus
+            .request(
+                subjects::rooms::GET.into(),
+                &SessionRef {
+                    session_id: sid.into(),
+                    reason: String::new(),
+                },
+            )
+            .await?;
+        let pi = reply.session.map(|s| s.pi_id).unwrap_or_default();
+        subjects::check_id("the session's Pi", &pi)?;
+        self.save(sid, |s| s.pi_id = pi.clone()).await?;
+        Ok(pi)
+    }
+
     /// Greets exactly once per session: the greeting is stored before it is
     /// published, and a join after it was published (a reconnect, a
     /// redelivery) plays nothing.
-    async fn greet(&self, sid: &str) {
-        if let Err(e) = self.try_greet(sid).await {
+    async fn greet(&self, sid: &str, pi: &str) {
+        if let Err(e) = self.try_greet(sid, pi).await {
             tracing::warn!(session = %sid, error = %e, "Greeting failed.");
             self.event(
                 sid,
@@ -662,8 +689,11 @@ impl Director {
         }
     }
 
-    async fn try_greet(&self, sid: &str) -> Result<(), bus::Error> {
-        let (st, _) = self.load(sid).await?;
+    async fn try_greet(&self, sid: &str, pi: &str) -> Result<(), bus::Error> {
+        let (mut st, _) = self.load(sid).await?;
+        if !pi.is_empty() && st.pi_id != pi {
+            st = self.save(sid, |s| s.pi_id = pi.to_string()).await?;
+        }
         if st.greeting_published {
             tracing::info!(session = %sid, "Already greeted; not again.");
             return Ok(());

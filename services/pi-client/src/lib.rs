@@ -88,6 +88,7 @@ impl Default for Config {
 }
 
 impl plumbing::Settings for Config {
+    const MAKES_TOPOLOGY: bool = false;
     const ENV_PREFIX: &'static str = "CINEMA_PI_CLIENT_";
     const SEED_ENV: &'static [(&'static str, &'static str)] = &[
         ("CINEMA_SESSION_ID", "session_id"),
@@ -130,6 +131,8 @@ pub enum Error {
 
 /// The clip on screen.
 struct Current {
+    /// The Pi: its playback events go under its prefix.
+    pi: String,
     cmd: PlayCommand,
     url: String,
     start_s: f64,
@@ -166,7 +169,11 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     .await?;
     let mut plays = bus
         .client()
-        .subscribe(subjects::session(&sid, SessionEvent::Play))
+        .subscribe(subjects::pi_session(
+            &config.pi_id,
+            &sid,
+            SessionEvent::Play,
+        ))
         .await
         .map_err(|e| bus::Error::nats("subscribe", e))?;
     // Join through room-manager: it checks the token and only then announces
@@ -217,7 +224,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     gate.close();
                 }
                 let greeting = cmd.greeting;
-                current = play(&bus, &mut player, cmd).await;
+                current = play(&bus, &config.pi_id, &mut player, cmd).await;
                 if current.is_none() {
                     gate.open_after(Duration::ZERO);
                     if greeting {
@@ -382,7 +389,7 @@ fn finished(
 
 /// Resolves the clip id through the library and starts it; an unknown id is
 /// reported as a failed playback, never played.
-async fn play(bus: &Bus, player: &mut mpv::Mpv, cmd: PlayCommand) -> Option<Current> {
+async fn play(bus: &Bus, pi: &str, player: &mut mpv::Mpv, cmd: PlayCommand) -> Option<Current> {
     let reply: Result<GetClipReply, bus::Error> = bus
         .request_with_timeout(
             subjects::clips::GET.to_string(),
@@ -401,6 +408,7 @@ async fn play(bus: &Bus, player: &mut mpv::Mpv, cmd: PlayCommand) -> Option<Curr
         Err(e) => {
             tracing::warn!(clip = %cmd.clip_id, error = %e, "Cannot resolve a clip.");
             let failed = Current {
+                pi: pi.to_string(),
                 cmd,
                 url: String::new(),
                 start_s: 0.0,
@@ -412,6 +420,7 @@ async fn play(bus: &Bus, player: &mut mpv::Mpv, cmd: PlayCommand) -> Option<Curr
         }
     };
     let cur = Current {
+        pi: pi.to_string(),
         cmd,
         url: url.clone(),
         start_s: clip.start_s,
@@ -440,7 +449,7 @@ async fn report(bus: &Bus, c: &Current, state: PlaybackState, error: &str) {
     let id = format!("playback-{}-{}", c.cmd.command_id, state.as_str_name());
     if let Err(e) = bus
         .publish_durable(
-            subjects::session(&c.cmd.session_id, SessionEvent::Playback),
+            subjects::pi_session(&c.pi, &c.cmd.session_id, SessionEvent::Playback),
             &ev,
             &id,
         )

@@ -93,6 +93,7 @@ impl Default for Config {
 }
 
 impl plumbing::Settings for Config {
+    const MAKES_TOPOLOGY: bool = false;
     const ENV_PREFIX: &'static str = "CINEMA_PI_SPAWNER_";
     const SEED_ENV: &'static [(&'static str, &'static str)] = &[
         ("CINEMA_PI_ID", "pi_id"),
@@ -102,7 +103,7 @@ impl plumbing::Settings for Config {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
-        subjects::check_id("pi_id", &self.pi_id).map_err(|e| e.to_string())?;
+        subjects::check_pi_id("pi_id", &self.pi_id).map_err(|e| e.to_string())?;
         if self.max_sessions == 0 {
             return Err("max_sessions must be at least 1".into());
         }
@@ -202,7 +203,9 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         client_bin,
         state_dir,
         clients: Mutex::new(HashMap::new()),
-        presence: bus.kv(names::PIS_BUCKET).await?,
+        presence: bus
+            .kv_when_ready(names::PIS_BUCKET, Duration::from_secs(60))
+            .await?,
         bus: bus.clone(),
     });
     spawner.end_orphans().await;
@@ -436,7 +439,11 @@ impl Spawner {
         let mut joins = match self
             .bus
             .client()
-            .subscribe(subjects::session(&sid, SessionEvent::Joined))
+            .subscribe(subjects::pi_session(
+                &self.config.pi_id,
+                &sid,
+                SessionEvent::Joined,
+            ))
             .await
         {
             Ok(s) => s,
@@ -587,7 +594,11 @@ impl Spawner {
         let id = format!("client-{sid}-{restarts}-{}", kind.as_str_name());
         if let Err(e) = self
             .bus
-            .publish_durable(subjects::session(sid, SessionEvent::Client), &ev, &id)
+            .publish_durable(
+                subjects::pi_session(&self.config.pi_id, sid, SessionEvent::Client),
+                &ev,
+                &id,
+            )
             .await
         {
             tracing::warn!(session = %sid, error = %e, "Cannot report a client issue.");

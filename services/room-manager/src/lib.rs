@@ -167,11 +167,16 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         ep("fail", subjects::rooms::FAIL).await?,
         ep("cleanup", subjects::rooms::CLEANUP).await?,
     );
-    let mut activity = bus
-        .client()
-        .subscribe("cinema.session.*.>")
-        .await
-        .map_err(|e| bus::Error::nats("subscribe", e))?;
+    let mut subs = Vec::new();
+    for subject in subjects::SESSION_WILDCARDS {
+        subs.push(
+            bus.client()
+                .subscribe(subject)
+                .await
+                .map_err(|e| bus::Error::nats("subscribe", e))?,
+        );
+    }
+    let mut activity = futures::stream::select_all(subs);
     let watch = {
         let rooms = rooms.clone();
         let shutdown = shutdown.clone();
@@ -294,7 +299,7 @@ impl Rooms {
 
     async fn pick_pi(&self, wanted: &str) -> Result<String, Reject> {
         if !wanted.is_empty() {
-            subjects::check_id("pi id", wanted)?;
+            subjects::check_pi_id("pi id", wanted)?;
             return match self.presence(wanted).await? {
                 Some(_) => Ok(wanted.to_string()),
                 None => Err(Reject::unavailable(format!("Pi {wanted:?} is not online"))),
@@ -391,7 +396,7 @@ impl Rooms {
     }
 
     /// A session whose TV is a browser page: stored and announced, nothing
-    /// spawned. The dashboard-gateway joins it with the session's token when
+    /// spawned; its "Pi" is [`subjects::BROWSER`]. The dashboard-gateway joins it with the session's token when
     /// the page connects its microphone socket (and the director greets).
     async fn create_browser(&self, req: CreateSessionRequest) -> Result<SessionReply, Reject> {
         if !req.pi_id.is_empty() {
@@ -404,6 +409,8 @@ impl Rooms {
         let expires = created + (self.config.max_length_s as i64) * 1000;
         let session = Session {
             id: sid.clone(),
+            // Its traffic lives under `cinema.pi.browser.session.{sid}.*`.
+            pi_id: subjects::BROWSER.into(),
             room_url: format!("cinema://browser/{sid}"),
             token: self.signer.sign(&sid, expires),
             state: SessionState::Waiting as i32,
@@ -464,7 +471,7 @@ impl Rooms {
         };
         self.bus
             .publish_durable(
-                subjects::session(&session.id, SessionEvent::Joined),
+                subjects::pi_session(&session.pi_id, &session.id, SessionEvent::Joined),
                 &joined,
                 &format!("joined-{}-{}", session.id, req.pid),
             )

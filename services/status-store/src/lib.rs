@@ -48,7 +48,7 @@ pub enum Error {
 }
 
 pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
-    let store = bus.kv(names::STATUS_BUCKET).await?;
+    let store = bus.ensure_status_bucket().await?;
     let service = svc::start(
         bus.client(),
         names::service::STATUS_STORE,

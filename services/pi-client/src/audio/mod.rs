@@ -71,6 +71,7 @@ pub async fn run(
     let device = settings.input.device_name();
     let mut ears = voice::Ears::new(
         bus.clone(),
+        &pi_id,
         &sid,
         &device,
         settings.vad.clone(),
@@ -220,7 +221,7 @@ async fn issue(bus: &Bus, sid: &str, pi_id: &str, detail: &str) {
         ..Default::default()
     };
     if let Err(e) = bus
-        .publish(subjects::session(sid, SessionEvent::Client), &ev)
+        .publish(subjects::pi_session(pi_id, sid, SessionEvent::Client), &ev)
         .await
     {
         tracing::warn!(error = %e, "Cannot report an audio input problem.");
