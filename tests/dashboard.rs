@@ -4,55 +4,18 @@
 //! screenshots are kept under the target directory and printed.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use tests::World;
 
-/// The playwright-core version the browser script is written against.
-const PLAYWRIGHT_CORE: &str = "playwright-core@1.65.1";
 const TOKEN: &str = "dashboard-test-token";
-
-/// A folder outside the repository holding `node_modules/playwright-core`,
-/// installed with npm the first time.
-fn playwright_prefix() -> PathBuf {
-    let prefix = std::env::var_os("CINEMA_NODE_PREFIX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home).join(".cache/cinema-node")
-        });
-    let installed = prefix.join("node_modules/playwright-core/package.json");
-    let wanted = PLAYWRIGHT_CORE.rsplit('@').next().unwrap();
-    let current = std::fs::read_to_string(&installed)
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["version"].as_str().map(str::to_string));
-    if current.as_deref() != Some(wanted) {
-        let npm = testkit::require("npm", "apt-get install nodejs npm");
-        std::fs::create_dir_all(&prefix).unwrap();
-        let status = Command::new(npm)
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-                "--prefix",
-            ])
-            .arg(&prefix)
-            .arg(PLAYWRIGHT_CORE)
-            .status()
-            .unwrap();
-        assert!(status.success(), "npm could not install {PLAYWRIGHT_CORE}");
-    }
-    prefix
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_headless_chromium() {
     let chromium = testkit::require("chromium", "apt-get install chromium");
     let node = testkit::require("node", "apt-get install nodejs npm");
-    let prefix = playwright_prefix();
+    let prefix = tests::playwright_prefix();
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
     let w = World::start_with(&[("CINEMA_API_TOKEN", TOKEN)]).await;

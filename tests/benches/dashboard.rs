@@ -1,6 +1,8 @@
 //! Dashboard gateway benchmark over the whole stack (release build, real
 //! NATS): a bus event published → received by an SSE client of
-//! `/api/events` (idle, and with 500 other clients connected); requests/s on
+//! `/api/events` (idle, and with 500 other clients connected); a bus event
+//! → its entry in the dashboard page of headless Chromium (in the DOM, and
+//! the next frame drawn; `tests/browser/latency.mjs`); requests/s on
 //! `GET /conversation-status/{id}` from 8 concurrent clients; 500 SSE
 //! clients held at once (three rounds), every one receiving an event, with the gateway's
 //! memory before, during and after.
@@ -108,6 +110,53 @@ async fn event_latency(w: &World, http: &reqwest::Client, n: usize, tag: &str) -
     samples
 }
 
+/// Bus event published → its entry in the dashboard page, in headless
+/// Chromium: (DOM insertion, next frame) latencies in ms.
+async fn page_latency(w: &World, n: usize) -> (Vec<f64>, Vec<f64>) {
+    use tokio::io::AsyncBufReadExt;
+    let chromium = testkit::require("chromium", "apt-get install chromium");
+    let node = testkit::require("node", "apt-get install nodejs npm");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/latency.mjs");
+    let mut child = tokio::process::Command::new(node)
+        .arg(script)
+        .env("BASE", &w.base)
+        .env("COUNT", n.to_string())
+        .env("PREFIX", "m-page-")
+        .env("PLAYWRIGHT_PREFIX", tests::playwright_prefix())
+        .env("CHROMIUM", chromium)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the page never got ready")
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("ready"));
+    let mut sent = Vec::with_capacity(n);
+    for i in 0..n {
+        let marker = format!("m-page-{i}");
+        sent.push(wire::now_ms() as f64);
+        publish_marker(w, "bench-page", &marker).await;
+        // Events arrive one at a time, as a conversation's would.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let last = tokio::time::timeout(Duration::from_secs(130), lines.next_line())
+        .await
+        .expect("the page never saw every marker")
+        .unwrap()
+        .expect("a result line");
+    let _ = child.wait().await;
+    let seen: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let latencies = |kind: &str| -> Vec<f64> {
+        (0..n)
+            .map(|i| seen[kind][format!("m-page-{i}")].as_f64().unwrap() - sent[i])
+            .collect()
+    };
+    (latencies("dom"), latencies("frame"))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let events = env_or("CINEMA_BENCH_EVENTS", 1000);
@@ -119,6 +168,9 @@ async fn main() {
 
     // 1. Event → SSE client, nothing else connected.
     let idle = event_latency(&w, &http, events, "idle").await;
+
+    // 1b. Event → the dashboard page in Chromium (the operator's view).
+    let (page_dom, page_frame) = page_latency(&w, events.min(300)).await;
 
     // 2. A real conversation's status, read by 8 clients at once.
     let session = w.connect().await;
@@ -219,6 +271,8 @@ async fn main() {
     println!();
     println!("dashboard gateway (release build, 2 cores, real NATS and services)");
     report("bus event → SSE client (no other client)", idle);
+    report("bus event → in the page's DOM (Chromium)", page_dom);
+    report("bus event → next frame drawn (Chromium)", page_frame);
     report(
         &format!("bus event → SSE client ({clients} others held)"),
         busy,

@@ -145,6 +145,49 @@ pub fn pi_user(pi_id: &str) -> String {
 mod tests {
     use super::*;
 
+    /// NATS subject matching: `*` one token, `>` the rest.
+    fn matches(pattern: &str, subject: &str) -> bool {
+        let (mut p, mut s) = (pattern.split('.'), subject.split('.'));
+        loop {
+            match (p.next(), s.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    fn may_publish(p: &Permissions, subject: &str) -> bool {
+        p.publish_allow.iter().any(|a| matches(a, subject))
+            && !p.publish_deny.iter().any(|d| matches(d, subject))
+    }
+
+    #[test]
+    fn the_gateway_is_a_browser_sessions_client_but_never_plays() {
+        let g = gateway();
+        let b = subjects::BROWSER;
+        for subject in [
+            subjects::pi_session(b, "s1", SessionEvent::Playback),
+            subjects::utterance(b, "s1"),
+            subjects::audio(b, "s1"),
+            subjects::rooms::JOIN.to_string(),
+            subjects::clips::GET.to_string(),
+        ] {
+            assert!(may_publish(&g, &subject), "{subject}");
+        }
+        assert!(!may_publish(
+            &g,
+            &subjects::pi_session(b, "s1", SessionEvent::Play)
+        ));
+        // No Pi user can be made for the browser sessions' prefix.
+        assert!(subjects::check_pi_id("pi id", b).is_err());
+        assert!(subjects::check_pi_id("pi id", "hall-1").is_ok());
+        let hall = pi("hall-1");
+        assert!(!may_publish(&hall, &subjects::utterance(b, "s1")));
+    }
+
     #[test]
     fn a_pi_is_confined_to_its_own_prefix() {
         let p = pi("hall-1");

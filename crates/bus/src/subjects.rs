@@ -80,6 +80,23 @@ pub fn session(session_id: &str, event: SessionEvent) -> String {
     }
 }
 
+/// The `{pi}` of a browser session's subjects (`cinema.pi.browser.session.{sid}.*`):
+/// its TV is a web page and the dashboard-gateway its client. No Pi may take
+/// this id (see [`check_pi_id`]).
+pub const BROWSER: &str = "browser";
+
+/// Checks a Pi's id: a subject token ([`check_id`]) other than [`BROWSER`].
+pub fn check_pi_id(kind: &'static str, id: &str) -> Result<(), Error> {
+    check_id(kind, id)?;
+    if id == BROWSER {
+        return Err(Error::InvalidId {
+            kind,
+            id: format!("{id} (reserved for browser sessions)"),
+        });
+    }
+    Ok(())
+}
+
 /// `cinema.pi.{pi}.session.{sid}.{event}`: where a Pi's events are published.
 pub fn pi_session(pi_id: &str, session_id: &str, event: SessionEvent) -> String {
     format!("cinema.pi.{pi_id}.session.{session_id}.{}", event.token())

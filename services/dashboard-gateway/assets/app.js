@@ -287,13 +287,14 @@ function sessionCard(sid, info = {}) {
     state.sessions.delete(sid);
     updateEmpty();
   });
-  $("#live-sessions").prepend(card);
+  if (sid === talk.sid) placeTalkCard(s);
+  else $("#live-sessions").prepend(card);
   updateEmpty();
   return s;
 }
 
 function updateEmpty() {
-  $("#no-sessions").hidden = state.sessions.size > 0;
+  $("#no-sessions").hidden = [...state.sessions.values()].some((x) => x.sid !== talk.sid);
 }
 
 function setSessionPi(s, pi) {
@@ -409,14 +410,15 @@ function onEvent(kind, d) {
   switch (kind) {
     case "created": {
       const sess = m.session || {};
-      const s = sessionCard(sid, { pi_id: sess.pi_id });
-      noteEntry(s, "system", `Session created on ${sess.pi_id || "a Pi"}; starting the TV…`, fmtTime(sess.created_at_ms));
+      const s = sessionCard(sid, { pi_id: sess.browser ? "a browser" : sess.pi_id });
+      const where = sess.browser ? "for a browser; waiting for its page" : `on ${sess.pi_id || "a Pi"}; starting the TV`;
+      noteEntry(s, "system", `Session created ${where}…`, fmtTime(sess.created_at_ms));
       break;
     }
     case "joined": {
       const s = sessionCard(sid, { pi_id: m.pi_id });
       setSessionState(s, "active");
-      noteEntry(s, "system", `The TV joined (pid ${m.pid}).`, fmtTime(m.at_ms));
+      noteEntry(s, "system", m.pid ? `The TV joined (pid ${m.pid}).` : "The browser joined as the TV.", fmtTime(m.at_ms));
       break;
     }
     case "transcript": {
@@ -500,7 +502,7 @@ async function loadLiveSessions() {
     const { sessions } = await api("GET", "/api/sessions");
     for (const x of sessions) {
       if (x.state === "waiting" || x.state === "active") {
-        const s = sessionCard(x.identifier, { pi_id: x.pi_id });
+        const s = sessionCard(x.identifier, { pi_id: x.browser ? "a browser" : x.pi_id });
         if (s.state === "waiting") setSessionState(s, x.state);
       }
     }
@@ -531,7 +533,7 @@ function renderPast(sessions) {
         "tr",
         { class: "clickable", tabindex: "0", onclick: () => showPast(x.identifier), onkeydown: (e) => e.key === "Enter" && showPast(x.identifier) },
         el("td", { title: x.identifier }, el("code", { text: shortId(x.identifier) })),
-        el("td", { text: x.pi_id }),
+        el("td", { text: x.browser ? "browser" : x.pi_id }),
         el("td", {}, el("span", { class: `state ${x.state}`, text: x.state })),
         el("td", { text: fmtDate(x.created_at_ms) }),
         el("td", { text: fmtDate(x.ended_at_ms) }),
@@ -560,6 +562,298 @@ async function showPast(sid) {
   } catch (err) {
     view.replaceChildren(el("p", { class: "msg error", text: err.message }));
   }
+}
+
+// ---------- talk: this browser is the TV ----------
+//
+// "Start talking" opens the microphone, creates a browser session
+// (POST /api/connect {browser: true}) and opens its socket
+// (/api/sessions/{id}/talk): the gateway joins the session for the page,
+// sends the clips to play, and hears the microphone (16 kHz s16le frames
+// from the AudioWorklet in /mic-worklet.js) with the Pi's own ears and echo
+// gate. The page reports each clip's playback back over the socket.
+
+const talk = {
+  sid: null,
+  ws: null,
+  ctx: null,
+  stream: null,
+  micOn: false,
+  listening: false,
+  current: null,
+  ended: false,
+  retries: 0,
+  // Every socket message, in and out (not audio), with performance.now():
+  // the browser test reads it.
+  log: [],
+  // The loudest input level the meter has shown (the browser test reads it).
+  meterMax: 0,
+};
+window.cinemaTalk = talk;
+
+function talkMsg(text, kind = "") {
+  const m = $("#talk-msg");
+  m.textContent = text;
+  m.className = `msg ${kind}`;
+}
+
+function talkBadge() {
+  const b = $("#talk-state");
+  let word = "not started";
+  let cls = "off";
+  if (talk.ended) word = "ended";
+  else if (talk.ws && talk.ws.readyState === WebSocket.OPEN) {
+    if (talk.current) [word, cls] = ["TV speaking", "speaking"];
+    else if (talk.listening) [word, cls] = [talk.micOn ? "listening" : "microphone off", talk.micOn ? "listening" : "off"];
+    else [word, cls] = ["TV speaking", "speaking"];
+  } else if (talk.sid) word = "connecting…";
+  b.textContent = word;
+  b.className = `badge ${cls}`;
+  const mic = $("#talk-mic");
+  mic.setAttribute("aria-pressed", String(talk.micOn));
+  mic.textContent = talk.micOn ? "Microphone on" : "Microphone off";
+  mic.classList.toggle("deaf", !talk.listening);
+}
+
+function placeTalkCard(s) {
+  const box = $("#talk-conversation");
+  box.querySelector(".empty")?.remove();
+  box.replaceChildren(s.card);
+  updateEmpty();
+}
+
+function talkSend(obj) {
+  talk.log.push({ dir: "out", at: performance.now(), ...obj });
+  if (talk.ws && talk.ws.readyState === WebSocket.OPEN) talk.ws.send(JSON.stringify(obj));
+}
+
+async function micOpen() {
+  if (!navigator.mediaDevices || !window.AudioWorkletNode) {
+    throw new Error("this browser cannot capture audio here (it needs HTTPS or localhost)");
+  }
+  talk.stream = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+  });
+  talk.ctx = new AudioContext();
+  await talk.ctx.audioWorklet.addModule("/mic-worklet.js");
+  const source = talk.ctx.createMediaStreamSource(talk.stream);
+  const node = new AudioWorkletNode(talk.ctx, "mic-16k", { numberOfInputs: 1, numberOfOutputs: 1, channelCount: 1 });
+  // Connected to the output (silenced), so the graph runs it.
+  const mute = talk.ctx.createGain();
+  mute.gain.value = 0;
+  source.connect(node).connect(mute).connect(talk.ctx.destination);
+  node.port.onmessage = (e) => {
+    const ws = talk.ws;
+    // A socket that cannot keep up drops audio rather than queueing it.
+    if (talk.micOn && ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < 64000) ws.send(e.data);
+  };
+  await talk.ctx.resume();
+  talk.micOn = true;
+}
+
+function micClose() {
+  talk.micOn = false;
+  if (talk.stream) talk.stream.getTracks().forEach((t) => t.stop());
+  if (talk.ctx) talk.ctx.close().catch(() => {});
+  talk.stream = null;
+  talk.ctx = null;
+}
+
+async function talkStart() {
+  const btn = $("#talk-start");
+  btn.disabled = true;
+  talkMsg("Opening the microphone…");
+  // The click lets the page play sound and use the microphone.
+  try {
+    await micOpen();
+  } catch (err) {
+    talkMsg(`No microphone (${err.message}); you can still type.`, "error");
+  }
+  try {
+    talkMsg("Starting a session…");
+    const r = await api("POST", "/api/connect", { browser: true });
+    talk.sid = r.identifier;
+    talk.ended = false;
+    talk.retries = 0;
+    talk.log.push({ dir: "in", at: performance.now(), type: "session", session_id: r.identifier });
+    placeTalkCard(sessionCard(r.identifier, { pi_id: "this browser" }));
+    talkSocket();
+    btn.hidden = true;
+    $("#talk-end").hidden = false;
+    $("#talk-end").disabled = false;
+    $("#talk-mic").disabled = !talk.ctx;
+  } catch (err) {
+    talkMsg(`Could not start: ${err.message}`, "error");
+    micClose();
+  } finally {
+    btn.disabled = false;
+    talkBadge();
+  }
+}
+
+function talkSocket() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  let url = `${proto}//${location.host}/api/sessions/${encodeURIComponent(talk.sid)}/talk`;
+  if (state.token) url += `?token=${encodeURIComponent(state.token)}`;
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  talk.ws = ws;
+  ws.onopen = () => {
+    talk.retries = 0;
+    talkMsg("Connected. The TV is joining…");
+    talkBadge();
+  };
+  ws.onmessage = (m) => {
+    if (typeof m.data !== "string") return;
+    let msg;
+    try {
+      msg = JSON.parse(m.data);
+    } catch (_) {
+      return;
+    }
+    talk.log.push({ dir: "in", at: performance.now(), ...msg });
+    onTalkMessage(msg);
+  };
+  ws.onclose = (e) => {
+    if (talk.ws !== ws) return;
+    talk.ws = null;
+    talkBadge();
+    if (talk.ended) return;
+    if (e.code === 1006 && talk.retries < 5) {
+      // The connection broke: the session goes on, so connect again.
+      talk.retries += 1;
+      talkMsg("The connection broke; reconnecting…", "error");
+      setTimeout(() => !talk.ended && talk.sid && talkSocket(), 1000 * talk.retries);
+      return;
+    }
+    talkMsg(`Disconnected: ${e.reason || `code ${e.code}`}`, "error");
+  };
+}
+
+function onTalkMessage(m) {
+  switch (m.type) {
+    case "joined":
+      talkMsg(talk.micOn ? "The TV is here. Wait for its greeting, then speak." : "The TV is here. Type below to talk.", "ok");
+      break;
+    case "listening":
+      talk.listening = m.open;
+      break;
+    case "play":
+      talkMsg(m.greeting ? "The TV greets you…" : "The TV answers…");
+      playOnTv(m);
+      break;
+    case "utterance":
+      talkMsg(`Heard you (${(m.ms / 1000).toFixed(1)} s); the TV is thinking…`);
+      break;
+    case "ended":
+      talkOver(`The session ended${m.reason ? `: ${m.reason}` : ""}.`);
+      break;
+    case "error":
+      talkMsg(m.message, "error");
+      break;
+    default:
+      break;
+  }
+  talkBadge();
+}
+
+// Plays exactly the clip's range of its film, then reports it finished.
+function playOnTv(m) {
+  const v = $("#talk-video");
+  const cur = { id: m.command_id, start: Number(m.start_s) || 0, end: Number(m.end_s) || 0, started: false, done: false, caption: m.caption };
+  talk.current = cur;
+  $("#talk-caption").textContent = m.caption || "";
+  cur.report = (st, error = "") => {
+    if (cur.done) return;
+    if (st === "started") {
+      if (cur.started) return;
+      cur.started = true;
+    } else {
+      cur.done = true;
+      if (talk.current === cur) talk.current = null;
+      if (!talk.ended && talk.micOn) talkMsg("Your turn: speak when the badge says listening.", "ok");
+      talkBadge();
+    }
+    talkSend({ type: "playback", command_id: cur.id, state: st, error });
+  };
+  const go = () => {
+    if (talk.current !== cur) return;
+    v.currentTime = cur.start;
+    v.play().then(
+      () => cur.report("started"),
+      (err) => cur.report("failed", `the browser would not play it: ${err.message}`),
+    );
+  };
+  if (v.dataset.src === m.url && v.readyState >= 1) {
+    go();
+  } else {
+    v.dataset.src = m.url;
+    v.src = m.url;
+    v.addEventListener("loadedmetadata", go, { once: true });
+  }
+}
+
+function watchTv() {
+  const c = talk.current;
+  const v = $("#talk-video");
+  if (!c || !c.started || c.done) return;
+  if (v.currentTime >= c.end - 0.02 || v.ended) {
+    v.pause();
+    c.report("finished");
+  }
+}
+
+function talkOver(text) {
+  talk.ended = true;
+  const v = $("#talk-video");
+  v.pause();
+  if (talk.current) talk.current.done = true;
+  talk.current = null;
+  $("#talk-caption").textContent = "";
+  micClose();
+  state.levels.delete(talk.sid);
+  drawLevels();
+  if (talk.ws) talk.ws.close(1000, "the session ended");
+  talk.ws = null;
+  talkMsg(text);
+  $("#talk-end").hidden = true;
+  $("#talk-mic").disabled = true;
+  const start = $("#talk-start");
+  start.hidden = false;
+  start.textContent = "Start again";
+  talkBadge();
+}
+
+function initTalk() {
+  const v = $("#talk-video");
+  v.addEventListener("timeupdate", watchTv);
+  v.addEventListener("ended", watchTv);
+  v.addEventListener("error", () => {
+    const c = talk.current;
+    if (c) c.report("failed", `the film cannot be played here: ${(v.error && v.error.message) || "media error"}`);
+  });
+  // timeupdate comes every ~250 ms; the clip's end is watched closer.
+  setInterval(watchTv, 30);
+  $("#talk-start").addEventListener("click", talkStart);
+  $("#talk-end").addEventListener("click", async () => {
+    const btn = $("#talk-end");
+    btn.disabled = true;
+    try {
+      await api("POST", `/api/sessions/${encodeURIComponent(talk.sid)}/end`);
+      if (!talk.ended) talkOver("The session ended.");
+    } catch (err) {
+      talkMsg(`Could not end the session: ${err.message}`, "error");
+      btn.disabled = false;
+    }
+  });
+  $("#talk-mic").addEventListener("click", () => {
+    if (!talk.ctx) return;
+    talk.micOn = !talk.micOn;
+    // Muted: whatever was being said is finished now.
+    talkSend({ type: "mic", on: talk.micOn });
+    talkBadge();
+  });
+  talkBadge();
 }
 
 // ---------- Pis ----------
@@ -701,6 +995,11 @@ function updatePiCard(card, p) {
 
 function drawLevels() {
   const now = Date.now();
+  const mine = talk.sid && state.levels.get(talk.sid);
+  const level = mine && now - mine.at < 1000 ? mine.level : 0;
+  $("#talk-meter .bar").style.width = `${Math.min(100, Math.sqrt(level) * 100).toFixed(1)}%`;
+  $("#talk-meter").setAttribute("aria-valuenow", level.toFixed(3));
+  talk.meterMax = Math.max(talk.meterMax, level);
   for (const card of document.querySelectorAll(".pi[data-pi]")) {
     const sids = (card.dataset.sessions || "").split(",").filter(Boolean);
     let level = 0;
@@ -810,7 +1109,7 @@ async function loadHealth() {
 
 function showPage() {
   const page = (location.hash || "#sessions").slice(1);
-  const known = ["sessions", "pis", "library", "health"].includes(page) ? page : "sessions";
+  const known = ["sessions", "talk", "pis", "library", "health"].includes(page) ? page : "sessions";
   for (const p of document.querySelectorAll(".page")) p.hidden = p.dataset.page !== known;
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === known);
   clearInterval(state.timers.page);
@@ -853,6 +1152,7 @@ async function init() {
   $("#past-refresh").addEventListener("click", refreshPast);
   $("#health-refresh").addEventListener("click", loadHealth);
   $("#token-btn").addEventListener("click", () => askToken() && connectStreams());
+  initTalk();
   window.addEventListener("hashchange", showPage);
   try {
     const info = await api("GET", "/api/info");

@@ -22,7 +22,7 @@ use wire::v1::{
 
 use crate::events::Hub;
 use crate::metrics::Metrics;
-use crate::{Config, assets, events, library, metrics, pis};
+use crate::{Config, assets, events, library, metrics, pis, talk};
 
 /// Longest typed line accepted.
 pub const MAX_LINE_CHARS: usize = 1000;
@@ -38,6 +38,9 @@ pub struct AppState {
     /// Every Pi this gateway has seen, by id: shown offline once its
     /// presence entry expires.
     pub(crate) pis_seen: Arc<Mutex<HashMap<String, wire::v1::PiPresence>>>,
+    /// The browser socket talking for each session on this gateway; a newer
+    /// page takes a session over from an older one.
+    talks: Arc<Mutex<HashMap<String, talk::Registration>>>,
 }
 
 impl AppState {
@@ -50,6 +53,26 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             pis: Arc::default(),
             pis_seen: Arc::default(),
+            talks: Arc::default(),
+        }
+    }
+
+    /// Registers the socket that now talks for `sid`; the one before it (if
+    /// any) is told to leave.
+    pub(crate) fn take_over_talk(&self, sid: &str) -> talk::Registration {
+        let mine = talk::Registration::new();
+        let mut talks = self.talks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(before) = talks.insert(sid.to_string(), mine.clone()) {
+            before.stop.cancel();
+        }
+        mine
+    }
+
+    /// Forgets the socket of `sid`, unless another took over since.
+    pub(crate) fn release_talk(&self, sid: &str, mine: &talk::Registration) {
+        let mut talks = self.talks.lock().unwrap_or_else(|p| p.into_inner());
+        if talks.get(sid).is_some_and(|t| t.id == mine.id) {
+            talks.remove(sid);
         }
     }
 
@@ -154,6 +177,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
         .route("/app.css", get(assets::style))
+        .route("/mic-worklet.js", get(assets::mic_worklet))
         .route("/api/info", get(info))
         .route("/api/openapi.json", get(assets::openapi))
         .route("/api/events", get(events::events))
@@ -171,6 +195,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/sessions/{id}", get(get_session))
         .route("/api/sessions/{id}/say", post(say))
         .route("/api/sessions/{id}/end", post(end))
+        .route("/api/sessions/{id}/talk", get(talk::talk))
         .route("/conversation-status/{id}", get(conversation_status))
         .route("/health", get(health))
         .route(
@@ -196,8 +221,25 @@ pub fn app(state: AppState) -> Router {
 
 /// Live streams: guarded like mutations (they carry the conversation as it
 /// happens), and they take the token from `?token=` as well, since a
-/// browser's EventSource cannot send headers.
+/// browser's EventSource cannot send headers. The microphone socket
+/// (`/api/sessions/{id}/talk`) is one too: a browser's WebSocket cannot
+/// send headers either.
 const STREAMS: [&str; 2] = ["/api/events", "/api/audio"];
+
+fn is_stream(path: &str) -> bool {
+    STREAMS.contains(&path)
+        || path
+            .strip_prefix("/api/sessions/")
+            .and_then(|rest| rest.strip_suffix("/talk"))
+            .is_some_and(|id| !id.contains('/'))
+}
+
+/// Whether `given` is the token, in time that does not depend on where
+/// they differ.
+fn token_matches(given: Option<&str>, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())))
+}
 
 #[derive(Deserialize)]
 struct TokenQuery {
@@ -212,7 +254,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         return next.run(req).await;
     };
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let stream = STREAMS.contains(&req.uri().path());
+    let stream = is_stream(req.uri().path());
     if !mutating && !stream {
         return next.run(req).await;
     }
@@ -227,7 +269,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .flatten()
         .and_then(|Query(q)| q.token);
     let given = header_token.or(query_token);
-    if given.as_deref() != Some(&**token) {
+    if !token_matches(given.as_deref(), token) {
         let how = if stream {
             "this stream needs `?token=<CINEMA_API_TOKEN>` or `Authorization: Bearer <CINEMA_API_TOKEN>`"
         } else {
@@ -261,6 +303,9 @@ async fn info(State(st): State<AppState>) -> Json<Value> {
 struct ConnectBody {
     #[serde(default)]
     pi_id: String,
+    /// The TV is the browser (no Pi): it talks over `/api/sessions/{id}/talk`.
+    #[serde(default)]
+    browser: bool,
 }
 
 fn session_json(s: &Session) -> Value {
@@ -275,6 +320,7 @@ fn session_json(s: &Session) -> Value {
         "ended_at_ms": s.ended_at_ms,
         "end_reason": s.end_reason,
         "backend": s.backend,
+        "browser": s.browser,
     })
 }
 
@@ -298,7 +344,10 @@ async fn connect(
         .bus
         .request_with_timeout(
             subjects::rooms::CREATE.into(),
-            &CreateSessionRequest { pi_id: req.pi_id },
+            &CreateSessionRequest {
+                pi_id: req.pi_id,
+                browser: req.browser,
+            },
             Duration::from_secs(20),
         )
         .await?;
@@ -315,11 +364,12 @@ async fn connect(
         "identifier": s.id,
         "pi_id": s.pi_id,
         "pid": s.client_pid,
+        "browser": s.browser,
     }))
     .into_response())
 }
 
-async fn load_session(st: &AppState, id: &str) -> Result<Session, AppError> {
+pub(crate) async fn load_session(st: &AppState, id: &str) -> Result<Session, AppError> {
     subjects::check_id("session id", id)?;
     let reply: SessionReply = st
         .bus
@@ -623,6 +673,12 @@ async fn start_pi_client(
             return Err(AppError::new(
                 StatusCode::CONFLICT,
                 format!("session {} has ended", s.id),
+            ));
+        }
+        if s.browser {
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                format!("session {} is a browser's: its page is the client", s.id),
             ));
         }
         if !body.token.is_empty() && body.token != s.token && body.token != s.room_token {

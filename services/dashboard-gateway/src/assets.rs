@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
+const MIC_WORKLET_JS: &str = include_str!("../assets/mic-worklet.js");
 const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -42,6 +43,11 @@ pub async fn script() -> Response {
 
 pub async fn style() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
+}
+
+/// The page's microphone processor (an AudioWorklet module).
+pub async fn mic_worklet() -> Response {
+    asset("text/javascript; charset=utf-8", MIC_WORKLET_JS)
 }
 
 /// `GET /api/openapi.json`: the API described (OpenAPI 3.1).

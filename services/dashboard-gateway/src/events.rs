@@ -145,6 +145,11 @@ impl Hub {
         }
     }
 
+    /// Cancelled when the gateway shuts down.
+    pub fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Relayed>> {
         self.tx.subscribe()
     }

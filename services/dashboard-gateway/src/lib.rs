@@ -4,7 +4,8 @@
 //! turned into requests and events on the bus; the operator's dashboard at
 //! `/` (assets compiled in), live updates over server-sent events
 //! (`/api/events`, `/api/audio`), the Pis, the library, the services'
-//! health and `/metrics`.
+//! health and `/metrics`; and a browser as a session's TV
+//! (`/api/sessions/{id}/talk`, a WebSocket: see [`talk`]).
 
 mod api;
 mod assets;
@@ -12,6 +13,7 @@ pub mod events;
 mod library;
 mod metrics;
 mod pis;
+pub mod talk;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -38,6 +40,9 @@ pub struct Config {
     /// A Pi whose heartbeat is older than this is shown stale (and offline
     /// after twice this); room-manager's `pi_stale_s` should match.
     pub pi_stale_s: u64,
+    /// A browser's ears stay closed this long after a clip ends (as
+    /// pi-client's `echo_tail_ms`).
+    pub echo_tail_ms: u32,
 }
 
 impl Default for Config {
@@ -50,6 +55,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             body_limit: 64 * 1024,
             pi_stale_s: 30,
+            echo_tail_ms: 500,
         }
     }
 }

@@ -28,6 +28,7 @@ pub struct Metrics {
     sse_clients: IntGaugeVec,
     events_relayed: IntCounterVec,
     turn_latency: Histogram,
+    talk_sockets: IntGauge,
 }
 
 impl Default for Metrics {
@@ -87,12 +88,18 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let talk_sockets = IntGauge::new(
+            "cinema_talk_sockets",
+            "Browser microphone sockets connected now (pages talking as a session's TV).",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_seconds.clone()),
             Box::new(sse_clients.clone()),
             Box::new(events_relayed.clone()),
             Box::new(turn_latency.clone()),
+            Box::new(talk_sockets.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
@@ -106,7 +113,13 @@ impl Metrics {
             sse_clients,
             events_relayed,
             turn_latency,
+            talk_sockets,
         }
+    }
+
+    /// A browser's microphone socket opened (+1) or closed (-1).
+    pub fn talk_socket(&self, delta: i64) {
+        self.talk_sockets.add(delta);
     }
 
     pub fn event_relayed(&self, event: &str) {

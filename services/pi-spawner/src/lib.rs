@@ -103,7 +103,7 @@ impl plumbing::Settings for Config {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
-        subjects::check_id("pi_id", &self.pi_id).map_err(|e| e.to_string())?;
+        subjects::check_pi_id("pi_id", &self.pi_id).map_err(|e| e.to_string())?;
         if self.max_sessions == 0 {
             return Err("max_sessions must be at least 1".into());
         }

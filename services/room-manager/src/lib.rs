@@ -299,7 +299,7 @@ impl Rooms {
 
     async fn pick_pi(&self, wanted: &str) -> Result<String, Reject> {
         if !wanted.is_empty() {
-            subjects::check_id("pi id", wanted)?;
+            subjects::check_pi_id("pi id", wanted)?;
             return match self.presence(wanted).await? {
                 Some(_) => Ok(wanted.to_string()),
                 None => Err(Reject::unavailable(format!("Pi {wanted:?} is not online"))),
@@ -318,6 +318,9 @@ impl Rooms {
     }
 
     async fn create(&self, req: CreateSessionRequest) -> Result<SessionReply, Reject> {
+        if req.browser {
+            return self.create_browser(req).await;
+        }
         let pi_id = self.pick_pi(&req.pi_id).await?;
         let sid = uuid::Uuid::new_v4().simple().to_string();
         let created = now_ms();
@@ -390,6 +393,47 @@ impl Rooms {
                 Err(Reject::from(e))
             }
         }
+    }
+
+    /// A session whose TV is a browser page: stored and announced, nothing
+    /// spawned; its "Pi" is [`subjects::BROWSER`]. The dashboard-gateway joins it with the session's token when
+    /// the page connects its microphone socket (and the director greets).
+    async fn create_browser(&self, req: CreateSessionRequest) -> Result<SessionReply, Reject> {
+        if !req.pi_id.is_empty() {
+            return Err(Reject::bad_request(
+                "a browser session runs on no Pi: leave pi_id empty",
+            ));
+        }
+        let sid = uuid::Uuid::new_v4().simple().to_string();
+        let created = now_ms();
+        let expires = created + (self.config.max_length_s as i64) * 1000;
+        let session = Session {
+            id: sid.clone(),
+            // Its traffic lives under `cinema.pi.browser.session.{sid}.*`.
+            pi_id: subjects::BROWSER.into(),
+            room_url: format!("cinema://browser/{sid}"),
+            token: self.signer.sign(&sid, expires),
+            state: SessionState::Waiting as i32,
+            created_at_ms: created,
+            expires_at_ms: expires,
+            backend: "local".into(),
+            browser: true,
+            ..Default::default()
+        };
+        kv_cas(&self.sessions, &sid, &session, 0).await?;
+        self.bus
+            .publish_durable(
+                subjects::session(&sid, SessionEvent::Created),
+                &SessionCreated {
+                    session: Some(session.clone()),
+                },
+                &format!("created-{sid}"),
+            )
+            .await?;
+        tracing::info!(session = %sid, "Browser session created.");
+        Ok(SessionReply {
+            session: Some(session),
+        })
     }
 
     /// A client asks to join: the token must be this session's and unexpired.
@@ -486,20 +530,23 @@ impl Rooms {
                 session: Some(session),
             });
         }
-        let stop = StopClientRequest {
-            session_id: session.id.clone(),
-            reason: reason.to_string(),
-        };
-        let stopped: Result<StopClientReply, bus::Error> = self
-            .bus
-            .request_with_timeout(
-                subjects::pi_stop(&session.pi_id),
-                &stop,
-                Duration::from_secs(15),
-            )
-            .await;
-        if let Err(e) = stopped {
-            tracing::warn!(session = %session.id, pi = %session.pi_id, error = %e, "The Pi did not confirm the client stopped.");
+        // A browser session's client (the gateway) leaves on `…ended`.
+        if !session.browser {
+            let stop = StopClientRequest {
+                session_id: session.id.clone(),
+                reason: reason.to_string(),
+            };
+            let stopped: Result<StopClientReply, bus::Error> = self
+                .bus
+                .request_with_timeout(
+                    subjects::pi_stop(&session.pi_id),
+                    &stop,
+                    Duration::from_secs(15),
+                )
+                .await;
+            if let Err(e) = stopped {
+                tracing::warn!(session = %session.id, pi = %session.pi_id, error = %e, "The Pi did not confirm the client stopped.");
+            }
         }
         let session = self.finish(&session, SessionState::Ended, reason).await?;
         Ok(SessionReply {
@@ -600,7 +647,7 @@ impl Rooms {
                 ))
             } else if now >= last + (self.config.idle_timeout_s as i64) * 1000 {
                 Some(format!("idle for {} s", self.config.idle_timeout_s))
-            } else if self.presence(&s.pi_id).await?.is_none() {
+            } else if !s.browser && self.presence(&s.pi_id).await?.is_none() {
                 Some(format!("Pi {} went offline", s.pi_id))
             } else {
                 None

@@ -1,56 +1,25 @@
-//! The Pi's ears: capture (or simulation) → 16 kHz mono → 20 ms level
-//! frames for observers → VAD and endpointing → utterances on the work
-//! queue. An echo gate, closed while a clip plays and for a tail after it,
-//! keeps the TV's own voice from ever becoming an utterance.
+//! The Pi's ears: capture (or simulation) → 16 kHz mono → the shared
+//! [`voice::Ears`] (20 ms level frames for observers, VAD and endpointing,
+//! utterances on the work queue). An echo gate, closed while a clip plays
+//! and for a tail after it, keeps the TV's own voice from ever becoming an
+//! utterance.
 
 pub mod capture;
 pub mod input;
-pub mod vad;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bus::Bus;
 use bus::subjects::{self, SessionEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
-use wire::v1::{AudioFrame, ClientIssue, ClientIssueKind, Utterance};
+use wire::v1::{ClientIssue, ClientIssueKind};
 
 pub use input::Input;
-
-/// Samples in one 20 ms frame at 16 kHz.
-pub const FRAME_20MS: usize = 320;
-
-/// Closed while a clip plays; opens `tail` after it ends.
-#[derive(Debug)]
-pub struct Gate {
-    state: Mutex<(bool, Instant)>,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Gate {
-            state: Mutex::new((false, Instant::now())),
-        }
-    }
-}
-
-impl Gate {
-    pub fn close(&self) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (true, Instant::now());
-    }
-
-    pub fn open_after(&self, tail: Duration) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (false, Instant::now() + tail);
-    }
-
-    pub fn is_open(&self) -> bool {
-        let (closed, open_at) = *self.state.lock().unwrap_or_else(|p| p.into_inner());
-        !closed && Instant::now() >= open_at
-    }
-}
+pub use voice::{FRAME_20MS, Gate, vad};
 
 /// What the player tells the ears.
 #[derive(Debug)]
@@ -100,17 +69,14 @@ pub async fn run(
 ) {
     let (sid, pi_id) = (settings.session_id.clone(), settings.pi_id.clone());
     let device = settings.input.device_name();
-    let mut ears = Ears {
-        bus: bus.clone(),
-        pi: pi_id.clone(),
-        sid: sid.clone(),
-        device: device.clone(),
-        frames: settings.frames,
-        vad: vad::Endpointer::new(detector(), settings.vad.clone()),
-        seq: 0,
-        frame_buf: Vec::new(),
-        notices,
-    };
+    let mut ears = voice::Ears::new(
+        bus.clone(),
+        &pi_id,
+        &sid,
+        &device,
+        settings.vad.clone(),
+        settings.frames,
+    );
     let mut sim = match &settings.input {
         Input::None | Input::Wav(_) | Input::WavLoop(_) => {
             let (wav, looped) = match &settings.input {
@@ -167,13 +133,13 @@ pub async fn run(
             _ = tick.tick(), if sim.is_some() => {
                 if let Some(s) = sim.as_mut() {
                     let chunk = s.next(gate.is_open());
-                    ears.hear(&chunk, gate.is_open()).await;
+                    hear(&mut ears, &notices, &chunk, gate.is_open()).await;
                 }
             }
             chunk = live.recv(), if sim.is_none() => match chunk {
                 Some(Chunk::Samples(pcm)) => {
                     last_failure.clear();
-                    ears.hear(&pcm, gate.is_open()).await;
+                    hear(&mut ears, &notices, &pcm, gate.is_open()).await;
                 }
                 Some(Chunk::Failed(why)) => {
                     if why != last_failure {
@@ -185,7 +151,7 @@ pub async fn run(
                 None => {
                     tracing::info!(session = %sid, input = %device, "The audio input ended.");
                     // Whatever was being said is finished now.
-                    ears.hear(&vec![0; 16_000], true).await;
+                    hear(&mut ears, &notices, &vec![0; 16_000], true).await;
                     shutdown.cancelled().await;
                     break;
                 }
@@ -193,12 +159,6 @@ pub async fn run(
         }
     }
     stop_live.cancel();
-}
-
-/// earshot's neural VAD (pure Rust, weights built in).
-fn detector() -> impl FnMut(&[i16]) -> f32 {
-    let mut d = earshot::Detector::default();
-    move |frame: &[i16]| d.predict_i16(frame)
 }
 
 /// The simulated microphone: a WAV visitor plus the TV's own sound.
@@ -238,94 +198,16 @@ impl SimMic {
     }
 }
 
-struct Ears<D: FnMut(&[i16]) -> f32> {
-    bus: Bus,
-    pi: String,
-    sid: String,
-    device: String,
-    frames: bool,
-    vad: vad::Endpointer<D>,
-    seq: u64,
-    frame_buf: Vec<i16>,
-    notices: mpsc::UnboundedSender<Notice>,
-}
-
-impl<D: FnMut(&[i16]) -> f32> Ears<D> {
-    async fn hear(&mut self, pcm: &[i16], open: bool) {
-        if self.frames {
-            self.frame_buf.extend_from_slice(pcm);
-            while self.frame_buf.len() >= FRAME_20MS {
-                let frame: Vec<i16> = self.frame_buf.drain(..FRAME_20MS).collect();
-                self.seq += 1;
-                let f = AudioFrame {
-                    session_id: self.sid.clone(),
-                    seq: self.seq,
-                    sample_rate: vad::RATE,
-                    level: vad::level(&frame),
-                    pcm: frame.iter().flat_map(|s| s.to_le_bytes()).collect(),
-                };
-                // Observers only: best effort, never in the way.
-                let _ = self
-                    .bus
-                    .publish(subjects::audio(&self.pi, &self.sid), &f)
-                    .await;
-            }
-        }
-        for event in self.vad.push(pcm, open) {
-            match event {
-                vad::Event::Utterance {
-                    pcm,
-                    speech_start,
-                    speech_end,
-                    cut,
-                } => {
-                    let now = now_ms();
-                    let clock = self.vad.clock();
-                    let ms_ago =
-                        |at: u64| (clock.saturating_sub(at) * 1000 / vad::RATE as u64) as i64;
-                    let u = Utterance {
-                        session_id: self.sid.clone(),
-                        utterance_id: uuid::Uuid::new_v4().to_string(),
-                        sample_rate: vad::RATE,
-                        pcm: pcm.iter().flat_map(|s| s.to_le_bytes()).collect(),
-                        speech_start_ms: now - ms_ago(speech_start),
-                        speech_end_ms: now - ms_ago(speech_end),
-                        device: self.device.clone(),
-                    };
-                    tracing::info!(
-                        session = %self.sid,
-                        utterance = %u.utterance_id,
-                        ms = pcm.len() * 1000 / vad::RATE as usize,
-                        cut,
-                        "Heard an utterance."
-                    );
-                    let bus = self.bus.clone();
-                    tokio::spawn(publish_utterance(bus, self.pi.clone(), u));
-                }
-                vad::Event::SpeechWhileGated { ms } => {
-                    let _ = self.notices.send(Notice::SpeechOverClip { ms });
-                }
-            }
-        }
+/// Hears samples; speech over a playing clip is told to the player (barge-in).
+async fn hear(
+    ears: &mut voice::Ears<voice::Detector>,
+    notices: &mpsc::UnboundedSender<Notice>,
+    pcm: &[i16],
+    open: bool,
+) {
+    if let Some(ms) = ears.hear(pcm, open).await.speech_over_clip_ms {
+        let _ = notices.send(Notice::SpeechOverClip { ms });
     }
-}
-
-/// Publishes once, with the utterance id as message id (a retry after a
-/// lost ack is deduplicated by the stream).
-async fn publish_utterance(bus: Bus, pi: String, u: Utterance) {
-    for attempt in 1..=5u64 {
-        match bus
-            .publish_durable(subjects::utterance(&pi, &u.session_id), &u, &u.utterance_id)
-            .await
-        {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(utterance = %u.utterance_id, attempt, error = %e, "Cannot publish an utterance; retrying.");
-                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-            }
-        }
-    }
-    tracing::error!(utterance = %u.utterance_id, "Gave up publishing an utterance.");
 }
 
 /// Tells the operator the microphone has a problem.
@@ -349,18 +231,6 @@ async fn issue(bus: &Bus, sid: &str, pi_id: &str, detail: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_gate_opens_only_after_the_tail() {
-        let g = Gate::default();
-        assert!(g.is_open());
-        g.close();
-        assert!(!g.is_open());
-        g.open_after(Duration::from_millis(60));
-        assert!(!g.is_open());
-        std::thread::sleep(Duration::from_millis(80));
-        assert!(g.is_open());
-    }
 
     #[test]
     fn the_simulated_visitor_waits_for_the_greeting_and_the_gate() {
