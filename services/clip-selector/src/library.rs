@@ -124,6 +124,8 @@ pub fn cut_clips(
             kind: ClipKind::Dialogue as i32,
             line_index: i as u32,
             thumbnail: String::new(),
+            keyframe_start_s: start,
+            duration_s: cue.end_s - cue.start_s,
         });
     }
     clips
@@ -217,6 +219,12 @@ impl Library {
                     title,
                     duration_s: film_clips.last().map_or(0.0, |c| c.end_s),
                     clip_count: film_clips.len() as u32,
+                    scene_count: 0,
+                    subtitles: if cues.is_empty() {
+                        String::new()
+                    } else {
+                        "srt".into()
+                    },
                 },
                 path: video,
             });
