@@ -2,5 +2,6 @@
 //! machine the way systemd would on a real one.
 
 pub mod accounts;
+pub mod library;
 pub mod tap;
 pub mod up;

@@ -31,6 +31,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LibraryCommand {
+    /// Ingest a folder of films: subtitles (sidecar or embedded), dialogue
+    /// and scene clips, thumbnails; re-runs redo only what changed.
+    Add(cinema::library::AddArgs),
     /// Generate the demo library (short films with speech, drawn lines, .srt).
     Demo {
         /// Folder to write the films into.
@@ -53,6 +56,18 @@ fn main() -> ExitCode {
                 ExitCode::from(64)
             }
         },
+        Command::Library {
+            command: LibraryCommand::Add(args),
+        } => {
+            plumbing::init_tracing();
+            match cinema::library::add(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cinema library add: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Library {
             command: LibraryCommand::Demo { dir },
         } => match synth::demo_library(&dir) {

@@ -2,8 +2,10 @@
 //! `cinema.clips.get` and `cinema.clips.films` over NATS (services API, queue
 //! group) and serves film media over HTTP with Range support.
 
+pub mod ingest;
 pub mod library;
-pub mod srt;
+pub mod media;
+pub mod subtitles;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,7 +24,7 @@ use wire::v1::{
     FilmList, GetClipReply, GetClipRequest, ListFilmsRequest, SearchHit, SearchReply, SearchRequest,
 };
 
-pub use library::{CutOptions, Library};
+pub use library::{CutOptions, IndexDir, IngestOptions, Library};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -36,6 +38,47 @@ pub struct Config {
     pub media_base_url: String,
     pub pad_s: f64,
     pub min_clip_s: f64,
+    /// Where the catalog and thumbnails are kept; empty means
+    /// `{library}/.cinema-index` (`CINEMA_INDEX_DIR`).
+    pub index_dir: PathBuf,
+    /// Cut scene clips from the picture (ffmpeg scene detection).
+    pub scenes: bool,
+    pub scene_threshold: f64,
+    pub min_scene_s: f64,
+    pub max_scene_s: f64,
+    /// A JPEG per clip for the dashboard.
+    pub thumbnails: bool,
+    pub thumbnail_width: u32,
+    /// ffmpeg processes run at once while ingesting.
+    pub ingest_workers: usize,
+}
+
+impl Config {
+    pub fn index(&self) -> IndexDir {
+        if self.index_dir.as_os_str().is_empty() {
+            IndexDir::inside(&self.library)
+        } else {
+            IndexDir {
+                root: self.index_dir.clone(),
+            }
+        }
+    }
+
+    pub fn ingest_options(&self) -> IngestOptions {
+        IngestOptions {
+            cut: CutOptions {
+                pad_s: self.pad_s,
+                min_len_s: self.min_clip_s,
+            },
+            scenes: self.scenes,
+            scene_threshold: self.scene_threshold,
+            min_scene_s: self.min_scene_s,
+            max_scene_s: self.max_scene_s,
+            thumbnails: self.thumbnails,
+            thumbnail_width: self.thumbnail_width,
+            workers: self.ingest_workers,
+        }
+    }
 }
 
 impl Default for Config {
@@ -47,13 +90,24 @@ impl Default for Config {
             media_base_url: String::new(),
             pad_s: 0.3,
             min_clip_s: 1.0,
+            index_dir: PathBuf::new(),
+            scenes: true,
+            scene_threshold: 0.3,
+            min_scene_s: 1.5,
+            max_scene_s: 12.0,
+            thumbnails: true,
+            thumbnail_width: 256,
+            ingest_workers: 2,
         }
     }
 }
 
 impl plumbing::Settings for Config {
     const ENV_PREFIX: &'static str = "CINEMA_CLIP_SELECTOR_";
-    const SEED_ENV: &'static [(&'static str, &'static str)] = &[("CINEMA_LIBRARY", "library")];
+    const SEED_ENV: &'static [(&'static str, &'static str)] = &[
+        ("CINEMA_LIBRARY", "library"),
+        ("CINEMA_INDEX_DIR", "index_dir"),
+    ];
     fn nats_url(&self) -> &str {
         &self.nats_url
     }
@@ -62,6 +116,24 @@ impl plumbing::Settings for Config {
             return Err(format!(
                 "pad_s must be between 0 and 5 seconds, got {}",
                 self.pad_s
+            ));
+        }
+        if !(0.01..=1.0).contains(&self.scene_threshold) {
+            return Err(format!(
+                "scene_threshold must be between 0.01 and 1, got {}",
+                self.scene_threshold
+            ));
+        }
+        if !(self.min_scene_s >= 0.0 && self.max_scene_s >= 1.0) {
+            return Err(format!(
+                "scenes need min_scene_s >= 0 and max_scene_s >= 1, got {} and {}",
+                self.min_scene_s, self.max_scene_s
+            ));
+        }
+        if !(16..=1920).contains(&self.thumbnail_width) {
+            return Err(format!(
+                "thumbnail_width must be between 16 and 1920 pixels, got {}",
+                self.thumbnail_width
             ));
         }
         Ok(())
@@ -84,25 +156,6 @@ pub enum Error {
 
 /// Loads the library, serves NATS requests and media until `shutdown`.
 pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> Result<(), Error> {
-    let opt = CutOptions {
-        pad_s: config.pad_s,
-        min_len_s: config.min_clip_s,
-    };
-    let root = config.library.clone();
-    let lib = tokio::task::spawn_blocking(move || Library::open(&root, opt))
-        .await
-        .map_err(|e| library::Error::Io {
-            path: config.library.clone(),
-            source: std::io::Error::other(e),
-        })??;
-    tracing::info!(
-        root = %lib.root().display(),
-        films = lib.films().count(),
-        clips = lib.len(),
-        "The library is loaded."
-    );
-    let lib = Arc::new(lib);
-
     let listener = tokio::net::TcpListener::bind(config.media_addr)
         .await
         .map_err(|source| Error::Http {
@@ -118,6 +171,37 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     } else {
         config.media_base_url.trim_end_matches('/').to_string()
     };
+    let root = config.library.clone();
+    let index = config.index();
+    let opt = config.ingest_options();
+    let thumb_base = base.clone();
+    let lib = tokio::task::spawn_blocking(move || {
+        Library::ingest(&root, &index, &opt, &ingest::LogProgress, &thumb_base)
+    })
+    .await
+    .map_err(|e| {
+        library::Error::Ingest(ingest::Error::Io {
+            path: config.library.clone(),
+            source: std::io::Error::other(e),
+        })
+    })??;
+    let s = lib.summary();
+    tracing::info!(
+        root = %lib.root().display(),
+        films = lib.films().count(),
+        clips = lib.len(),
+        added = s.added,
+        updated = s.updated,
+        unchanged = s.unchanged,
+        removed = s.removed,
+        failed = s.failed,
+        seconds = s.seconds,
+        "The library is loaded."
+    );
+    for p in &s.problems {
+        tracing::warn!(problem = %p, "A film of the library was skipped or repaired.");
+    }
+    let lib = Arc::new(lib);
     tracing::info!(%base, "Serving media.");
     let http = axum::serve(listener, media_router(lib.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -158,7 +242,13 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
                 }),
                 svc::serve(films, shutdown.clone(), 4, |_: ListFilmsRequest| {
                     let lib = lib.clone();
-                    async move { Ok(FilmList { films: lib.films().cloned().collect() }) }
+                    async move {
+                        Ok(FilmList {
+                            films: lib.films().cloned().collect(),
+                            ingest: Some(lib.summary().clone()),
+                            clip_count: lib.len() as u32,
+                        })
+                    }
                 }),
             );
         } => {}
@@ -191,8 +281,28 @@ fn handle_search(lib: &Library, req: SearchRequest) -> Result<SearchReply, Rejec
 pub fn media_router(lib: Arc<Library>) -> Router {
     Router::new()
         .route("/media/{film_id}", axum::routing::get(media))
+        .route("/thumbnails/{name}", axum::routing::get(thumbnail))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .with_state(lib)
+}
+
+/// `GET /thumbnails/{clip_id}.jpg`: a clip's keyframe picture.
+async fn thumbnail(
+    State(lib): State<Arc<Library>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let id = name.strip_suffix(".jpg").unwrap_or(&name);
+    let Some(path) = lib.thumbnail_path(id) else {
+        return (StatusCode::NOT_FOUND, format!("no thumbnail {name:?}")).into_response();
+    };
+    match tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+    {
+        Ok(resp) => resp.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn media(

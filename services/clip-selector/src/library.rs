@@ -1,50 +1,25 @@
-//! The library: films found under a root folder, their dialogue clips, and a
-//! lexical (BM25, tantivy) index over captions and cues.
+//! The library as served: the catalog's films and clips in memory, and a
+//! lexical (BM25, tantivy) index over captions and cues. Ingest (reading
+//! films into the catalog) lives in [`crate::ingest`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
 use tantivy::schema::{Field, STORED, STRING, Schema, TEXT, Value};
 use tantivy::{Index, IndexReader, TantivyDocument, doc};
-use wire::v1::{Clip, ClipKind, Film, SearchMode, SearchRequest};
+use wire::v1::{CatalogFilm, Clip, Film, IngestSummary, SearchMode, SearchRequest};
 
-use crate::srt;
-
-pub const VIDEO_EXTENSIONS: &[&str] = &["mp4", "mkv", "avi", "webm", "mov", "m4v"];
+use crate::ingest::{self, Progress};
+pub use crate::ingest::{CutOptions, IndexDir, IngestOptions, VIDEO_EXTENSIONS, cut_clips};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("library folder {0} does not exist")]
-    MissingRoot(PathBuf),
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Ingest(#[from] ingest::Error),
     #[error("search index: {0}")]
     Index(#[from] tantivy::TantivyError),
-}
-
-/// How dialogue clips are cut around their subtitle lines.
-#[derive(Debug, Clone, Copy)]
-pub struct CutOptions {
-    /// Padding on each side of a line, never past the neighbours' words.
-    pub pad_s: f64,
-    /// Minimum clip length.
-    pub min_len_s: f64,
-}
-
-impl Default for CutOptions {
-    fn default() -> Self {
-        CutOptions {
-            pad_s: 0.3,
-            min_len_s: 1.0,
-        }
-    }
 }
 
 /// A film of the library and where its file is (never sent on the wire).
@@ -62,6 +37,7 @@ struct Fields {
 
 pub struct Library {
     root: PathBuf,
+    thumbs: Option<PathBuf>,
     films: Vec<FilmEntry>,
     clips: Vec<Clip>,
     by_id: HashMap<String, usize>,
@@ -69,167 +45,81 @@ pub struct Library {
     reader: IndexReader,
     index: Index,
     fields: Fields,
-}
-
-/// A short stable id: `prefix` + 12 hex digits of SHA-256 over `parts`.
-fn stable_id(prefix: &str, parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(str::as_bytes(p));
-        h.update([0]);
-    }
-    let digest = h.finalize();
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{hex}")
-}
-
-/// Cuts one dialogue clip per cue, padded, never overlapping the neighbours'
-/// words, at least `min_len_s` long where the film allows it.
-pub fn cut_clips(
-    film_id: &str,
-    title: &str,
-    rel: &str,
-    cues: &[srt::Cue],
-    opt: CutOptions,
-) -> Vec<Clip> {
-    let mut clips = Vec::with_capacity(cues.len());
-    for (i, cue) in cues.iter().enumerate() {
-        let prev_end = if i > 0 { cues[i - 1].end_s } else { 0.0 };
-        let next_start = cues.get(i + 1).map_or(f64::INFINITY, |c| c.start_s);
-        let mut start = (cue.start_s - opt.pad_s)
-            .max(prev_end.min(cue.start_s))
-            .max(0.0);
-        let mut end = (cue.end_s + opt.pad_s).min(next_start.max(cue.end_s));
-        if end - start < opt.min_len_s {
-            let missing = opt.min_len_s - (end - start);
-            end = (end + missing).min(next_start.max(cue.end_s));
-            start = (end - opt.min_len_s)
-                .max(prev_end.min(cue.start_s))
-                .max(0.0);
-        }
-        let start_ms = ((start * 1000.0).round() as i64).to_string();
-        clips.push(Clip {
-            id: stable_id("c", &[rel, &i.to_string(), &start_ms]),
-            film_id: film_id.to_string(),
-            film_title: title.to_string(),
-            start_s: start,
-            end_s: end,
-            caption: cue.text.clone(),
-            cue: if i > 0 {
-                cues[i - 1].text.clone()
-            } else {
-                String::new()
-            },
-            next_line: cues.get(i + 1).map(|c| c.text.clone()).unwrap_or_default(),
-            kind: ClipKind::Dialogue as i32,
-            line_index: i as u32,
-            thumbnail: String::new(),
-            keyframe_start_s: start,
-            duration_s: cue.end_s - cue.start_s,
-        });
-    }
-    clips
-}
-
-fn title_of(stem: &str) -> String {
-    let words: Vec<String> = stem
-        .split(['-', '_', '.', ' '])
-        .filter(|w| !w.is_empty())
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect();
-    words.join(" ")
-}
-
-fn find_videos(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = e.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if path.is_dir() {
-            find_videos(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|x| x.to_str())
-            .is_some_and(|x| VIDEO_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
+    summary: IngestSummary,
 }
 
 impl Library {
-    /// Scans `root` for films with `.srt` sidecars and indexes their lines.
-    /// A film whose subtitles cannot be read is reported and skipped.
-    pub fn open(root: &Path, opt: CutOptions) -> Result<Library, Error> {
-        if !root.is_dir() {
-            return Err(Error::MissingRoot(root.to_path_buf()));
-        }
-        let root = root.canonicalize().map_err(|source| Error::Io {
+    /// Ingests `root` (catalog in `root/.cinema-index`, default settings but
+    /// `cut`) and loads it.
+    pub fn open(root: &Path, cut: CutOptions) -> Result<Library, Error> {
+        let opt = IngestOptions {
+            cut,
+            ..IngestOptions::default()
+        };
+        Self::ingest(
+            root,
+            &IndexDir::inside(root),
+            &opt,
+            &ingest::LogProgress,
+            "",
+        )
+    }
+
+    /// Brings the catalog in `index` up to date with `root` and loads it.
+    /// Thumbnail URLs start with `media_base` (`{media_base}/thumbnails/…`).
+    pub fn ingest(
+        root: &Path,
+        index: &IndexDir,
+        opt: &IngestOptions,
+        progress: &dyn Progress,
+        media_base: &str,
+    ) -> Result<Library, Error> {
+        let (catalog, summary) = ingest::ingest(root, index, opt, progress)?;
+        let root = root.canonicalize().map_err(|source| ingest::Error::Io {
             path: root.to_path_buf(),
             source,
         })?;
-        let mut videos = Vec::new();
-        find_videos(&root, &mut videos)?;
-        videos.sort();
+        Self::from_catalog(root, index, catalog, summary, media_base)
+    }
+
+    /// The library of a catalog: films that could be read, with their clips.
+    pub fn from_catalog(
+        root: PathBuf,
+        index: &IndexDir,
+        catalog: Vec<CatalogFilm>,
+        summary: IngestSummary,
+        media_base: &str,
+    ) -> Result<Library, Error> {
         let mut films = Vec::new();
         let mut clips = Vec::new();
-        for video in videos {
-            let rel = video
-                .strip_prefix(&root)
-                .unwrap_or(&video)
-                .to_string_lossy()
-                .to_string();
-            let stem = video
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let srt_path = video.with_extension("srt");
-            let cues = match std::fs::read(&srt_path) {
-                Ok(bytes) => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let (cues, skipped) = srt::parse(&text);
-                    if skipped > 0 {
-                        tracing::warn!(film = %rel, skipped, "Skipped unreadable subtitle blocks.");
-                    }
-                    cues
+        for entry in catalog {
+            let Some(film) = entry.film else { continue };
+            if !entry.error.is_empty() {
+                continue;
+            }
+            for mut c in entry.clips {
+                if !c.thumbnail.is_empty() {
+                    c.thumbnail = format!("{media_base}/thumbnails/{}", c.thumbnail);
                 }
-                Err(_) => {
-                    tracing::warn!(film = %rel, "No .srt beside the film; it has no dialogue clips.");
-                    Vec::new()
-                }
-            };
-            let film_id = stable_id("f", &[&rel]);
-            let title = title_of(&stem);
-            let film_clips = cut_clips(&film_id, &title, &rel, &cues, opt);
+                clips.push(c);
+            }
             films.push(FilmEntry {
-                film: Film {
-                    id: film_id,
-                    title,
-                    duration_s: film_clips.last().map_or(0.0, |c| c.end_s),
-                    clip_count: film_clips.len() as u32,
-                    scene_count: 0,
-                    subtitles: if cues.is_empty() {
-                        String::new()
-                    } else {
-                        "srt".into()
-                    },
-                },
-                path: video,
+                path: root.join(&entry.rel_path),
+                film,
             });
-            clips.extend(film_clips);
         }
+        let mut lib = Self::build(root, films, clips)?;
+        lib.thumbs = Some(index.thumbs());
+        lib.summary = summary;
+        Ok(lib)
+    }
+
+    /// A library of given films and clips, without a catalog (benchmarks).
+    pub fn from_clips(
+        root: PathBuf,
+        films: Vec<FilmEntry>,
+        clips: Vec<Clip>,
+    ) -> Result<Library, Error> {
         Self::build(root, films, clips)
     }
 
@@ -259,6 +149,8 @@ impl Library {
             .collect();
         Ok(Library {
             root,
+            thumbs: None,
+            summary: IngestSummary::default(),
             films,
             clips,
             by_id,
@@ -271,6 +163,20 @@ impl Library {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// What the ingest that made this library did.
+    pub fn summary(&self) -> &IngestSummary {
+        &self.summary
+    }
+
+    /// The thumbnail file of a clip, known only from the index.
+    pub fn thumbnail_path(&self, clip_id: &str) -> Option<PathBuf> {
+        let clip = self.clip(clip_id)?;
+        if clip.thumbnail.is_empty() {
+            return None;
+        }
+        Some(self.thumbs.as_ref()?.join(format!("{}.jpg", clip.id)))
     }
 
     pub fn len(&self) -> usize {
@@ -337,46 +243,5 @@ impl Library {
     /// Every clip in library order, for fallbacks ("the library is exhausted").
     pub fn clips(&self) -> &[Clip] {
         &self.clips
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cue(a: f64, b: f64, t: &str) -> srt::Cue {
-        srt::Cue {
-            start_s: a,
-            end_s: b,
-            text: t.into(),
-        }
-    }
-
-    #[test]
-    fn clips_are_padded_without_overlapping_neighbours() {
-        let cues = [
-            cue(1.0, 2.0, "one"),
-            cue(2.1, 2.3, "two"),
-            cue(5.0, 6.0, "three"),
-        ];
-        let clips = cut_clips("f", "F", "f.mp4", &cues, CutOptions::default());
-        assert_eq!(clips.len(), 3);
-        assert!((clips[0].start_s - 0.7).abs() < 1e-9);
-        // Never into the next line's words.
-        assert!((clips[0].end_s - 2.1).abs() < 1e-9);
-        // The short line grows to the minimum length, forward only up to the next words.
-        assert!(clips[1].start_s >= 2.0 - 1e-9 && clips[1].end_s <= 5.0 + 1e-9);
-        assert!(clips[1].end_s - clips[1].start_s >= 1.0 - 1e-9);
-        assert_eq!(clips[1].cue, "one");
-        assert_eq!(clips[1].next_line, "three");
-        // Stable ids.
-        let again = cut_clips("f", "F", "f.mp4", &cues, CutOptions::default());
-        assert_eq!(clips[2].id, again[2].id);
-        assert_ne!(clips[0].id, clips[1].id);
-    }
-
-    #[test]
-    fn titles_from_file_names() {
-        assert_eq!(title_of("the-last_summer"), "The Last Summer");
     }
 }

@@ -1,0 +1,89 @@
+//! `cinema library add DIR`: ingest a folder of films with a progress bar and
+//! a summary, into the catalog clip-selector serves (same configuration:
+//! `CINEMA_INDEX_DIR`, `CINEMA_CLIP_SELECTOR_*`, `--set key=value`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clip_selector::ingest::Progress;
+use clip_selector::{Config, Library};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Args)]
+pub struct AddArgs {
+    /// The folder of films (with `.srt`/`.vtt` sidecars or embedded subtitles).
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub common: plumbing::CommonArgs,
+}
+
+/// A progress bar over the films that need work; problems printed above it.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn begin(&self, _total: usize, todo: usize) {
+        self.0.set_length(todo as u64);
+        self.0.set_position(0);
+    }
+    fn film(&self, rel: &str) {
+        self.0.set_message(rel.to_string());
+    }
+    fn done(&self, rel: &str, problem: Option<&str>) {
+        if let Some(p) = problem {
+            self.0.println(format!("  {rel}: {p}"));
+        }
+        self.0.inc(1);
+    }
+}
+
+pub fn add(args: AddArgs) -> anyhow::Result<()> {
+    let mut config: Config = plumbing::config::load(&args.common)?;
+    config.library = args.dir.clone();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} films · {elapsed} · {msg}")
+            .context("progress bar template")?
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let index = config.index();
+    let lib = Library::ingest(
+        &config.library,
+        &index,
+        &config.ingest_options(),
+        &Bar(bar.clone()),
+        "",
+    )
+    .with_context(|| format!("ingesting {}", config.library.display()))?;
+    bar.finish_and_clear();
+    let s = lib.summary();
+    let (catalog, thumbs) = index.size_on_disk();
+    println!(
+        "{} films in {}: {} added, {} updated, {} unchanged, {} removed, {} not playable.",
+        s.films,
+        lib.root().display(),
+        s.added,
+        s.updated,
+        s.unchanged,
+        s.removed,
+        s.failed
+    );
+    println!(
+        "{} dialogue clips, {} scene clips, {} thumbnails; catalog {} KiB, thumbnails {} KiB in {}; {:.1} s.",
+        s.dialogue_clips,
+        s.scene_clips,
+        s.thumbnails,
+        catalog / 1024,
+        thumbs / 1024,
+        index.root.display(),
+        s.seconds
+    );
+    if !s.problems.is_empty() {
+        println!("Problems:");
+        for p in &s.problems {
+            println!("  {p}");
+        }
+    }
+    Ok(())
+}

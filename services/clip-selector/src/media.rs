@@ -1,0 +1,346 @@
+//! What ingest asks of ffprobe and ffmpeg: a film's length and streams, its
+//! embedded subtitles, scene cuts, keyframes, and thumbnails. Each call is a
+//! child process; its failure comes back as an error naming the file and
+//! the tool's own last words, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{tool} is not installed (apt-get install ffmpeg)")]
+    Missing { tool: &'static str },
+    #[error("{tool} could not read {path}: {detail}")]
+    Failed {
+        tool: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+}
+
+/// A subtitle stream inside a container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubtitleStream {
+    /// The stream's index in the container (`-map 0:{index}`).
+    pub index: u32,
+    pub codec: String,
+    pub language: String,
+    pub default: bool,
+}
+
+impl SubtitleStream {
+    /// Text subtitles ffmpeg can write as SRT; picture subtitles (DVD, Blu-ray
+    /// PGS) cannot be read as lines.
+    pub fn is_text(&self) -> bool {
+        matches!(
+            self.codec.as_str(),
+            "subrip" | "srt" | "ass" | "ssa" | "mov_text" | "webvtt" | "text" | "microdvd"
+        )
+    }
+}
+
+/// What ffprobe says of a film.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub duration_s: f64,
+    pub has_video: bool,
+    pub subtitles: Vec<SubtitleStream>,
+}
+
+#[derive(Deserialize)]
+struct ProbeJson {
+    #[serde(default)]
+    streams: Vec<StreamJson>,
+    format: Option<FormatJson>,
+}
+
+#[derive(Deserialize)]
+struct StreamJson {
+    index: u32,
+    #[serde(default)]
+    codec_type: String,
+    #[serde(default)]
+    codec_name: String,
+    #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
+    tags: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    disposition: std::collections::HashMap<String, i64>,
+}
+
+#[derive(Deserialize)]
+struct FormatJson {
+    duration: Option<String>,
+}
+
+fn run(tool: &'static str, path: &Path, cmd: &mut Command) -> Result<std::process::Output, Error> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Missing { tool },
+            _ => Error::Failed {
+                tool,
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            },
+        })?;
+    if !out.status.success() {
+        return Err(Error::Failed {
+            tool,
+            path: path.to_path_buf(),
+            detail: last_words(&out.stderr),
+        });
+    }
+    Ok(out)
+}
+
+/// The last non-empty line a tool wrote, which names what went wrong.
+fn last_words(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("no message")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// Length and streams of a film. A file ffprobe cannot read, or one with
+/// neither a length nor a picture, is an error: it cannot be played.
+pub fn probe(path: &Path) -> Result<Probe, Error> {
+    let out = run(
+        "ffprobe",
+        path,
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-print_format",
+                "json",
+                "-show_format",
+                "-show_streams",
+            ])
+            .arg(path),
+    )?;
+    let parsed: ProbeJson = serde_json::from_slice(&out.stdout).map_err(|e| Error::Failed {
+        tool: "ffprobe",
+        path: path.to_path_buf(),
+        detail: format!("unreadable answer: {e}"),
+    })?;
+    let num = |s: &Option<String>| s.as_deref().and_then(|d| d.parse::<f64>().ok());
+    let duration_s = parsed
+        .format
+        .as_ref()
+        .and_then(|f| num(&f.duration))
+        .or_else(|| {
+            parsed
+                .streams
+                .iter()
+                .filter_map(|s| num(&s.duration))
+                .reduce(f64::max)
+        })
+        .filter(|d| d.is_finite() && *d > 0.0);
+    let has_video = parsed
+        .streams
+        .iter()
+        .any(|s| s.codec_type == "video" && s.disposition.get("attached_pic") != Some(&1));
+    let Some(duration_s) = duration_s else {
+        return Err(Error::Failed {
+            tool: "ffprobe",
+            path: path.to_path_buf(),
+            detail: "the file has no length (not a film, or damaged)".into(),
+        });
+    };
+    let subtitles = parsed
+        .streams
+        .iter()
+        .filter(|s| s.codec_type == "subtitle")
+        .map(|s| SubtitleStream {
+            index: s.index,
+            codec: s.codec_name.clone(),
+            language: s.tags.get("language").cloned().unwrap_or_default(),
+            default: s.disposition.get("default") == Some(&1),
+        })
+        .collect();
+    Ok(Probe {
+        duration_s,
+        has_video,
+        subtitles,
+    })
+}
+
+/// The text subtitle stream to read: English first, then the default one,
+/// then the first.
+pub fn pick_subtitles(streams: &[SubtitleStream]) -> Option<&SubtitleStream> {
+    let text: Vec<&SubtitleStream> = streams.iter().filter(|s| s.is_text()).collect();
+    text.iter()
+        .find(|s| matches!(s.language.as_str(), "eng" | "en"))
+        .or_else(|| text.iter().find(|s| s.default))
+        .or_else(|| text.first())
+        .copied()
+}
+
+/// An embedded subtitle stream, written out as SRT.
+pub fn extract_subtitles(path: &Path, stream: &SubtitleStream) -> Result<Vec<u8>, Error> {
+    let out = run(
+        "ffmpeg",
+        path,
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-i"])
+            .arg(path)
+            .args(["-map", &format!("0:{}", stream.index), "-f", "srt", "-"]),
+    )?;
+    Ok(out.stdout)
+}
+
+/// Times (s) where the picture changes by more than `threshold` (0–1), from
+/// ffmpeg's scene-change score on a small copy of each frame.
+pub fn scene_cuts(path: &Path, threshold: f64) -> Result<Vec<f64>, Error> {
+    let filter = format!("scale=160:-2,select='gt(scene,{threshold:.3})',showinfo");
+    let out = run(
+        "ffmpeg",
+        path,
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-nostats", "-i"])
+            .arg(path)
+            .args([
+                "-map", "0:v:0", "-an", "-sn", "-vf", &filter, "-f", "null", "-",
+            ]),
+    )?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut cuts: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains("Parsed_showinfo"))
+        .filter_map(|l| {
+            let rest = &l[l.find("pts_time:")? + "pts_time:".len()..];
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .collect();
+    cuts.sort_by(f64::total_cmp);
+    cuts.dedup();
+    Ok(cuts)
+}
+
+/// Times (s) of the video's keyframes, from packet flags (nothing decoded).
+pub fn keyframes(path: &Path) -> Result<Vec<f64>, Error> {
+    let out = run(
+        "ffprobe",
+        path,
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "packet=pts_time,flags",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(path),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut keys: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let (t, flags) = l.split_once(',')?;
+            flags.contains('K').then(|| t.parse::<f64>().ok()).flatten()
+        })
+        .filter(|t| t.is_finite())
+        .collect();
+    keys.sort_by(f64::total_cmp);
+    Ok(keys)
+}
+
+/// The last keyframe at or before `t` (or `t` itself when none is).
+pub fn keyframe_at_or_before(keys: &[f64], t: f64) -> f64 {
+    let i = keys.partition_point(|k| *k <= t + 1e-6);
+    if i == 0 { t } else { keys[i - 1] }
+}
+
+/// A JPEG of the frame at `at_s`, `width` pixels wide, written to `out`.
+pub fn thumbnail(path: &Path, at_s: f64, width: u32, out: &Path) -> Result<(), Error> {
+    let tmp = out.with_extension("part.jpg");
+    run(
+        "ffmpeg",
+        path,
+        Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-ss",
+                &format!("{at_s:.3}"),
+                "-i",
+            ])
+            .arg(path)
+            .args([
+                "-frames:v",
+                "1",
+                "-an",
+                "-sn",
+                "-vf",
+                &format!("scale={width}:-2"),
+                "-q:v",
+                "5",
+                "-f",
+                "mjpeg",
+            ])
+            .arg(&tmp),
+    )?;
+    if std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) == 0 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Failed {
+            tool: "ffmpeg",
+            path: path.to_path_buf(),
+            detail: format!("no picture at {at_s:.2} s"),
+        });
+    }
+    std::fs::rename(&tmp, out).map_err(|e| Error::Failed {
+        tool: "ffmpeg",
+        path: out.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyframe_lookup() {
+        let keys = [0.0, 2.0, 4.0];
+        assert_eq!(keyframe_at_or_before(&keys, 3.9), 2.0);
+        assert_eq!(keyframe_at_or_before(&keys, 4.0), 4.0);
+        assert_eq!(keyframe_at_or_before(&[], 1.5), 1.5);
+        assert_eq!(keyframe_at_or_before(&[1.0], 0.5), 0.5);
+    }
+
+    #[test]
+    fn english_text_subtitles_are_preferred() {
+        let s = |index, codec: &str, language: &str, default| SubtitleStream {
+            index,
+            codec: codec.into(),
+            language: language.into(),
+            default,
+        };
+        let streams = [
+            s(2, "hdmv_pgs_subtitle", "eng", true),
+            s(3, "subrip", "fre", true),
+            s(4, "subrip", "eng", false),
+        ];
+        assert_eq!(pick_subtitles(&streams).map(|s| s.index), Some(4));
+        assert_eq!(pick_subtitles(&streams[..2]).map(|s| s.index), Some(3));
+        assert_eq!(pick_subtitles(&streams[..1]), None);
+    }
+}
