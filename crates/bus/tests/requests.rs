@@ -40,6 +40,7 @@ async fn typed_requests_refusals_and_error_kinds() {
                 Ok(GetClipReply {
                     clip: None,
                     media_url: "http://x/media/f".into(),
+                    ..Default::default()
                 })
             } else {
                 Err(Reject::not_found(format!(

@@ -236,6 +236,7 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
                         })?;
                         Ok(GetClipReply {
                             media_url: format!("{base}/media/{}", clip.film_id),
+                            film_path: lib.film_rel_path(&clip.film_id).unwrap_or_default(),
                             clip: Some(clip.clone()),
                         })
                     }

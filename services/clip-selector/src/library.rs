@@ -202,6 +202,17 @@ impl Library {
             .map(|&i| self.films[i].path.as_path())
     }
 
+    /// The film's path relative to the library root (for synced copies).
+    pub fn film_rel_path(&self, film_id: &str) -> Option<String> {
+        let path = self.film_path(film_id)?;
+        Some(
+            path.strip_prefix(&self.root)
+                .ok()?
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+
     /// Lexical search. *Description* matches captions; *answer* matches cues
     /// (the line before a clip), so the hit is the line that followed.
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<(Clip, f32)>, Error> {

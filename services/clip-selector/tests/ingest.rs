@@ -289,3 +289,61 @@ fn a_missing_library_is_a_clear_error() {
     .unwrap();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+#[tokio::test]
+async fn media_and_thumbnails_are_served_by_id_only() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    let dir = testkit::film_library(&[("hall", &["Welcome to the hall."])]);
+    let lib = Library::ingest(
+        dir.path(),
+        &IndexDir::inside(dir.path()),
+        &IngestOptions::default(),
+        &ingest::LogProgress,
+        "http://m",
+    )
+    .unwrap();
+    let clip = lib.clips()[0].clone();
+    assert_eq!(
+        lib.film_rel_path(&clip.film_id).as_deref(),
+        Some("hall.mp4")
+    );
+    let app = clip_selector::media_router(std::sync::Arc::new(lib));
+    let get = |uri: String, range: Option<&'static str>| {
+        let app = app.clone();
+        async move {
+            let mut req = Request::get(uri);
+            if let Some(r) = range {
+                req = req.header(header::RANGE, r);
+            }
+            let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let status = resp.status();
+            let kind = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 26)
+                .await
+                .unwrap();
+            (status, kind, body)
+        }
+    };
+    let (status, kind, body) = get(format!("/thumbnails/{}.jpg", clip.id), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(kind.as_deref(), Some("image/jpeg"));
+    assert_eq!(&body[..2], &[0xff, 0xd8]);
+    let (status, _, body) = get(format!("/media/{}", clip.film_id), Some("bytes=0-99")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body.len(), 100);
+    for uri in [
+        "/thumbnails/nope.jpg",
+        "/thumbnails/..%2F..%2Fetc%2Fpasswd",
+        "/media/..%2Fhall.mp4",
+        "/media/hall.mp4",
+    ] {
+        let (status, _, _) = get(uri.to_string(), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+    }
+}

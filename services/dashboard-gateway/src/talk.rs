@@ -556,6 +556,7 @@ impl Talk {
             Ok(GetClipReply {
                 clip: Some(clip),
                 media_url,
+                ..
             }) if !media_url.is_empty() => (clip, media_url),
             other => {
                 let why = match other {

@@ -110,6 +110,7 @@ async fn stand_ins(
                     ..Default::default()
                 }),
                 media_url: "http://127.0.0.1:9/media/film".into(),
+                ..Default::default()
             })
         },
     ));

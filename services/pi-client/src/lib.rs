@@ -59,6 +59,9 @@ pub struct Config {
     pub simulate_echo: bool,
     /// Publish 20 ms level frames for observers (meters, recorders).
     pub audio_frames: bool,
+    /// A synced copy of the film library on this Pi (`CINEMA_PI_LOCAL_LIBRARY`):
+    /// films found there are played from disk, the rest over HTTP.
+    pub local_library: String,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             barge_in_ms: 400,
             simulate_echo: false,
             audio_frames: true,
+            local_library: String::new(),
         }
     }
 }
@@ -95,6 +99,7 @@ impl plumbing::Settings for Config {
         ("CINEMA_SESSION_TOKEN", "token"),
         ("CINEMA_PI_ID", "pi_id"),
         ("CINEMA_PI_AUDIO_INPUT", "audio_input"),
+        ("CINEMA_PI_LOCAL_LIBRARY", "local_library"),
     ];
     fn nats_url(&self) -> &str {
         &self.nats_url
@@ -224,7 +229,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     gate.close();
                 }
                 let greeting = cmd.greeting;
-                current = play(&bus, &config.pi_id, &mut player, cmd).await;
+                current = play(&bus, &config, &mut player, cmd).await;
                 if current.is_none() {
                     gate.open_after(Duration::ZERO);
                     if greeting {
@@ -389,7 +394,13 @@ fn finished(
 
 /// Resolves the clip id through the library and starts it; an unknown id is
 /// reported as a failed playback, never played.
-async fn play(bus: &Bus, pi: &str, player: &mut mpv::Mpv, cmd: PlayCommand) -> Option<Current> {
+async fn play(
+    bus: &Bus,
+    config: &Config,
+    player: &mut mpv::Mpv,
+    cmd: PlayCommand,
+) -> Option<Current> {
+    let pi = config.pi_id.as_str();
     let reply: Result<GetClipReply, bus::Error> = bus
         .request_with_timeout(
             subjects::clips::GET.to_string(),
@@ -403,7 +414,11 @@ async fn play(bus: &Bus, pi: &str, player: &mut mpv::Mpv, cmd: PlayCommand) -> O
         Ok(GetClipReply {
             clip: Some(clip),
             media_url,
-        }) => (clip, media_url),
+            film_path,
+        }) => match local_copy(&config.local_library, &film_path) {
+            Some(file) => (clip, file.to_string_lossy().into_owned()),
+            None => (clip, media_url),
+        },
         Ok(_) => (Default::default(), String::new()),
         Err(e) => {
             tracing::warn!(clip = %cmd.clip_id, error = %e, "Cannot resolve a clip.");
@@ -435,6 +450,23 @@ async fn play(bus: &Bus, pi: &str, player: &mut mpv::Mpv, cmd: PlayCommand) -> O
     Some(cur)
 }
 
+/// The film in the Pi's synced library, when there is one: `rel` must be a
+/// plain relative path (no root, no `..`), so nothing outside the copy is
+/// ever opened.
+pub fn local_copy(root: &str, rel: &str) -> Option<std::path::PathBuf> {
+    use std::path::{Component, Path};
+    if root.is_empty() || rel.is_empty() {
+        return None;
+    }
+    let rel = Path::new(rel);
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        tracing::warn!(path = %rel.display(), "A film path outside the library was refused.");
+        return None;
+    }
+    let file = Path::new(root).join(rel);
+    file.is_file().then_some(file)
+}
+
 async fn report(bus: &Bus, c: &Current, state: PlaybackState, error: &str) {
     let ev = PlaybackEvent {
         session_id: c.cmd.session_id.clone(),
@@ -456,5 +488,30 @@ async fn report(bus: &Bus, c: &Current, state: PlaybackState, error: &str) {
         .await
     {
         tracing::warn!(error = %e, "Cannot report playback.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_copy_is_used_only_inside_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("noir")).unwrap();
+        std::fs::write(dir.path().join("noir/film.mp4"), b"x").unwrap();
+        let root = dir.path().to_str().unwrap();
+        assert_eq!(
+            local_copy(root, "noir/film.mp4"),
+            Some(dir.path().join("noir/film.mp4"))
+        );
+        // Not synced yet: over HTTP.
+        assert_eq!(local_copy(root, "noir/other.mp4"), None);
+        // Never outside the copy.
+        assert_eq!(local_copy(root, "../etc/passwd"), None);
+        assert_eq!(local_copy(root, "noir/../../x"), None);
+        assert_eq!(local_copy(root, "/etc/passwd"), None);
+        // Not configured.
+        assert_eq!(local_copy("", "noir/film.mp4"), None);
     }
 }
