@@ -93,20 +93,20 @@ try {
   await card.locator("li.clip .caption", { hasText: ANSWER }).waitFor({ timeout: 30000 });
   timings.say_to_clip_shown_ms = Date.now() - t0;
   // The whole turn is on screen: its latency, the clip's playback state and
-  // a still of the clip from its film.
+  // the clip's thumbnail, made at ingest and served by clip-selector.
   const answer = card.locator("li.clip", { hasText: ANSWER });
   await answer.locator(".latency").waitFor({ timeout: 10000 });
   await answer.locator(".playback").waitFor({ timeout: 10000 });
-  await answer.locator("video.thumb").waitFor({ timeout: 10000 });
-  await page.waitForFunction(() => [...document.querySelectorAll(".session li.clip video.thumb")].every((v) => v.readyState >= 2), null, { timeout: 15000 });
+  await answer.locator("img.thumb").waitFor({ timeout: 10000 });
+  await page.waitForFunction(() => [...document.querySelectorAll(".session li.clip .thumb")].every((i) => i.tagName === "IMG" && i.complete && i.naturalWidth > 0), null, { timeout: 15000 });
   await shot(page, "02-clip-answered.png");
 
   step = "a phone catches up from the stored record";
   const phone = await openPage({ width: 390, height: 844 });
   await phone.goto(BASE, { waitUntil: "domcontentloaded" });
   await phone.locator(`.session[data-sid="${sid}"] li.clip .caption`, { hasText: ANSWER }).waitFor({ timeout: 15000 });
-  await phone.locator(`.session[data-sid="${sid}"] li.clip video.thumb`).nth(1).waitFor({ timeout: 10000 });
-  await phone.waitForFunction(() => [...document.querySelectorAll(".session li.clip video.thumb")].every((v) => v.readyState >= 2), null, { timeout: 15000 });
+  await phone.locator(`.session[data-sid="${sid}"] li.clip img.thumb`).nth(1).waitFor({ timeout: 10000 });
+  await phone.waitForFunction(() => [...document.querySelectorAll(".session li.clip img.thumb")].every((i) => i.complete && i.naturalWidth > 0), null, { timeout: 15000 });
   await shot(phone, "03-phone-caught-up.png", false);
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 2) throw new Error(`the phone page is ${overflow}px wider than the screen`);
@@ -125,6 +125,11 @@ try {
   await page.fill("#search-q", LINE);
   await page.click('#search-form button[type="submit"]');
   await page.locator("#search-results .caption", { hasText: ANSWER }).first().waitFor({ timeout: 10000 });
+  await page.waitForFunction(() => {
+    const i = document.querySelector("#search-results img.thumb");
+    return i && i.complete && i.naturalWidth > 0;
+  }, null, { timeout: 10000 });
+  await page.locator("#library-status", { hasText: "Last ingest" }).waitFor({ timeout: 10000 });
   await page.locator("#search-results button", { hasText: "Preview" }).first().click();
   await page.waitForSelector("#preview video", { timeout: 10000 });
   const ready = await page.waitForFunction(() => {

@@ -154,6 +154,12 @@ function clipThumb(clip, slot, meta) {
       if (meta && !meta.querySelector(".range")) {
         meta.prepend(el("span", { class: "film", text: c.film_title || "" }), " · ", el("span", { class: "range", text: fmtRange(start, end) }));
       }
+      if (c.thumbnail) {
+        // The keyframe picture made at ingest.
+        slot.replaceWith(el("img", { class: "thumb", src: c.thumbnail, alt: "" }));
+        return;
+      }
+      // No thumbnail (ingested without them): a still from the film itself.
       const mid = ((start + end) / 2).toFixed(2);
       const v = el("video", { class: "thumb", muted: true, preload: "metadata", playsinline: true, src: `${info.media_url}#t=${mid}`, title: "Play this clip", tabindex: "0" });
       v.muted = true;
@@ -1020,11 +1026,32 @@ function drawLevels() {
 
 async function loadFilms() {
   try {
-    const { films } = await api("GET", "/api/clips/films");
-    const rows = (films || []).map((f) => el("tr", {}, el("td", { text: f.title || f.id }), el("td", { text: fmtSecs(f.duration_s) }), el("td", { class: "num", text: f.clip_count })));
+    const { films, ingest, clip_count } = await api("GET", "/api/clips/films");
+    const rows = (films || []).map((f) => {
+      const scenes = Number(f.scene_count) || 0;
+      const lines = (Number(f.clip_count) || 0) - scenes;
+      return el(
+        "tr",
+        {},
+        el("td", { text: f.title || f.id }),
+        el("td", { text: fmtSecs(f.duration_s) }),
+        el("td", { class: "num", text: lines }),
+        el("td", { class: "num", text: scenes }),
+        el("td", { text: f.subtitles || "none" }),
+      );
+    });
     $("#films tbody").replaceChildren(...rows);
-    const clips = (films || []).reduce((n, f) => n + (f.clip_count || 0), 0);
-    $("#library-status").textContent = `${(films || []).length} film(s), ${clips} clip(s) indexed.`;
+    const clips = clip_count ?? (films || []).reduce((n, f) => n + (f.clip_count || 0), 0);
+    let status = `${(films || []).length} film(s), ${clips} clip(s) indexed.`;
+    if (ingest) {
+      const when = ingest.finished_at_ms ? ` at ${fmtTime(ingest.finished_at_ms)}` : "";
+      status += ` Last ingest${when}: ${ingest.added || 0} added, ${ingest.updated || 0} updated, ${ingest.unchanged || 0} unchanged, ${ingest.removed || 0} removed, ${ingest.failed || 0} not playable (${Number(ingest.seconds || 0).toFixed(1)} s).`;
+    }
+    $("#library-status").textContent = status;
+    $("#library-status").className = "msg";
+    const problems = (ingest && ingest.problems) || [];
+    $("#ingest-problems").replaceChildren(...problems.map((p) => el("li", { text: p })));
+    $("#ingest-problems").hidden = problems.length === 0;
   } catch (err) {
     $("#library-status").textContent = `Cannot list films: ${err.message}`;
     $("#library-status").className = "msg error";
@@ -1045,10 +1072,13 @@ async function search(e) {
     $("#search-results").replaceChildren(
       ...r.hits.map((h) => {
         const c = h.clip || {};
+        const scene = String(c.kind || "").toLowerCase().includes("scene");
+        const thumb = c.thumbnail ? el("img", { class: "thumb", src: c.thumbnail, alt: "", loading: "lazy" }) : el("div", { class: "thumb placeholder", "aria-hidden": "true" });
         return el(
           "li",
           { class: "result" },
-          el("div", { class: "clip-body" }, el("q", { class: "caption", text: c.caption }), el("div", { class: "clip-meta" }, el("span", { class: "film", text: c.film_title }), " · ", el("span", { class: "range", text: fmtRange(c.start_s, c.end_s) }), el("span", { class: "muted", text: ` · score ${Number(h.score).toFixed(2)}` })), c.cue ? el("div", { class: "muted cue", text: `answers “${c.cue}”` }) : null),
+          thumb,
+          el("div", { class: "clip-body" }, el("q", { class: "caption", text: c.caption || (scene ? "(a scene without words)" : "") }), scene ? el("span", { class: "tag", text: "scene" }) : null, el("div", { class: "clip-meta" }, el("span", { class: "film", text: c.film_title }), " · ", el("span", { class: "range", text: fmtRange(c.start_s, c.end_s) }), el("span", { class: "muted", text: ` · score ${Number(h.score).toFixed(2)}` })), c.cue ? el("div", { class: "muted cue", text: `answers “${c.cue}”` }) : null),
           el("button", { type: "button", class: "ghost", text: "Preview", onclick: () => preview(c.id) }),
         );
       }),

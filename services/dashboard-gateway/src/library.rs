@@ -83,7 +83,8 @@ pub async fn search(
     })))
 }
 
-/// `GET /api/clips/films`: `{films: [{id, title, duration_s, clip_count}]}`.
+/// `GET /api/clips/films`: `{films: [{id, title, duration_s, clip_count,
+/// scene_count, subtitles}], clip_count, ingest: {…}}` (the latest ingest).
 pub async fn films(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
     let list: FilmList = st
         .bus
