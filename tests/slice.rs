@@ -111,6 +111,34 @@ async fn one_conversation_end_to_end() {
             .len(),
         3
     );
+    // The first generation's status line: shown, never given to the director.
+    let (code, body) = w
+        .post(
+            "/update-status",
+            Some(serde_json::json!({
+                "identifier": sid,
+                "status": "Visitor left the phone off the hook",
+                "status_context": {"step": 3}
+            })),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let status = testkit::eventually(Duration::from_secs(10), "the status line", async || {
+        let (_, s) = w.get(&format!("/conversation-status/{sid}")).await;
+        (s["status_update"] == "Visitor left the phone off the hook").then_some(s)
+    })
+    .await;
+    let shown = status["context"]["display_messages"].as_array().unwrap();
+    assert_eq!(shown.len(), 4);
+    assert_eq!(shown[3]["role"], "system");
+    assert_eq!(status["context"]["messages"].as_array().unwrap().len(), 3);
+    let (code, _) = w
+        .post(
+            "/update-status",
+            Some(serde_json::json!({"identifier": "nosuchsession", "status": "x"})),
+        )
+        .await;
+    assert_eq!(code, 404);
 
     // 7. End: the client and its mpv are gone, the status says ended.
     let (code, ended) = w.post(&format!("/api/sessions/{sid}/end"), None).await;

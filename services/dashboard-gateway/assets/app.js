@@ -495,6 +495,8 @@ function onConversation(s, ev) {
     } else {
       noteEntry(s, "latency", text);
     }
+  } else if (ev.status_update) {
+    addEntry(s, "note status", [el("span", { class: "label", text: "status" }), ev.status_update.status]);
   } else if (ev.error) {
     addEntry(s, "note error", [el("span", { class: "label", text: "error" }), ev.error.message]);
   }

@@ -15,9 +15,10 @@ use bus::{Bus, names};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wire::v1::{
-    CleanupReply, CleanupRequest, CreateSessionRequest, ListSessionsRequest, Session, SessionList,
-    SessionRef, SessionReply, SessionState, SpawnReply, SpawnRequest, StatusMessage, StatusRecord,
-    StatusRequest, Transcript, TranscriptSource,
+    CleanupReply, CleanupRequest, ConversationEvent, CreateSessionRequest, ListSessionsRequest,
+    Session, SessionList, SessionRef, SessionReply, SessionState, SpawnReply, SpawnRequest,
+    StatusMessage, StatusRecord, StatusRequest, StatusUpdate, Transcript, TranscriptSource,
+    conversation_event,
 };
 
 use crate::events::Hub;
@@ -197,6 +198,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/sessions/{id}/end", post(end))
         .route("/api/sessions/{id}/talk", get(talk::talk))
         .route("/conversation-status/{id}", get(conversation_status))
+        .route("/update-status", post(update_status))
         .route("/health", get(health))
         .route(
             "/api/cleanup-old-sessions",
@@ -458,6 +460,75 @@ async fn say(
         .into_response())
 }
 
+/// The first generation's `POST /update-status` body.
+#[derive(Debug, Deserialize)]
+struct UpdateStatusBody {
+    identifier: String,
+    status: String,
+    #[serde(default)]
+    status_context: Option<Value>,
+    /// Accepted and ignored (the first generation's dashboard hint).
+    #[serde(default)]
+    #[allow(dead_code)]
+    ui_override: Option<Value>,
+}
+
+/// A status line for a session's record (shown, never read by the director):
+/// published as a `StatusUpdate` conversation event, which status-store adds
+/// to the record's display messages.
+async fn update_status(
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<UpdateStatusBody>,
+) -> Result<Response, AppError> {
+    let id = body.identifier.trim().to_string();
+    let status = body.status.trim();
+    if status.is_empty() {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "status must not be empty",
+        ));
+    }
+    if status.chars().count() > MAX_LINE_CHARS {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("status is longer than {MAX_LINE_CHARS} characters"),
+        ));
+    }
+    let context_json = match &body.status_context {
+        None | Some(Value::Null) => String::new(),
+        Some(v) => v.to_string(),
+    };
+    if context_json.len() > 16 * 1024 {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "status_context is larger than 16 KiB",
+        ));
+    }
+    load_session(&st, &id).await?;
+    let update_id = uuid::Uuid::new_v4().simple().to_string();
+    let ev = ConversationEvent {
+        session_id: id.clone(),
+        at_ms: wire::now_ms(),
+        kind: Some(conversation_event::Kind::StatusUpdate(StatusUpdate {
+            status: status.to_string(),
+            context_json,
+        })),
+        ..Default::default()
+    };
+    st.bus
+        .publish_durable(
+            subjects::session(&id, SessionEvent::Conversation),
+            &ev,
+            &format!("status-{update_id}"),
+        )
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "identifier": id, "status": status, "accepted": true })),
+    )
+        .into_response())
+}
+
 async fn end(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
     subjects::check_id("session id", &id)?;
     let reply: SessionReply = st
@@ -509,6 +580,7 @@ async fn conversation_status(
         "plays": rec.plays,
         "last_error": rec.last_error,
         "end_reason": rec.end_reason,
+        "status_update": rec.status_update,
         "updated_at_ms": rec.updated_at_ms,
     })))
 }

@@ -40,6 +40,7 @@ async fn token_guards_every_mutating_endpoint() {
         "/api/connect",
         "/api/sessions/abc/say",
         "/api/sessions/abc/end",
+        "/update-status",
     ] {
         let (code, body) = call(&router, post(uri, "{}", None)).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
@@ -110,6 +111,21 @@ async fn bad_bodies_get_4xx_with_a_message() {
         ),
         ("/api/connect", r#"[1,2]"#, StatusCode::UNPROCESSABLE_ENTITY),
         ("/api/sessions/a*/end", "", StatusCode::BAD_REQUEST),
+        (
+            "/update-status",
+            r#"{"status": "x"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/update-status",
+            r#"{"identifier": "abc", "status": " "}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/update-status",
+            r#"{"identifier": "a.b", "status": "ready"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (uri, body, want) in cases {
         let (code, json) = call(&router, post(uri, body, None)).await;

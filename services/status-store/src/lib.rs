@@ -255,6 +255,16 @@ impl Change {
                     }
                 }
                 Some(Kind::Error(e)) => rec.last_error = e.message.clone(),
+                Some(Kind::StatusUpdate(u)) => {
+                    // Shown to people, never part of what a model reads.
+                    rec.display_messages.push(StatusMessage {
+                        role: "system".into(),
+                        content: u.status.clone(),
+                        at_ms: ev.at_ms,
+                        clip_id: String::new(),
+                    });
+                    rec.status_update = u.status.clone();
+                }
                 _ => {}
             },
             Change::Playback(p) => {
