@@ -1,8 +1,10 @@
 //! clip-selector: the film library. Answers `cinema.clips.search`,
 //! `cinema.clips.get` and `cinema.clips.films` over NATS (services API, queue
-//! group) and serves film media over HTTP with Range support.
+//! group) and serves film media over HTTP with Range support. [`mcp`] offers
+//! the same library to MCP clients as tools.
 
 pub mod library;
+pub mod mcp;
 pub mod srt;
 
 use std::net::SocketAddr;
@@ -80,10 +82,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("MCP over {transport}: {source}")]
+    Mcp {
+        transport: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-/// Loads the library, serves NATS requests and media until `shutdown`.
-pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> Result<(), Error> {
+/// Opens the library the configuration names (on the blocking pool: it reads
+/// every subtitle file and builds the index).
+pub async fn load_library(config: &Config) -> Result<Library, Error> {
     let opt = CutOptions {
         pad_s: config.pad_s,
         min_len_s: config.min_clip_s,
@@ -101,7 +110,12 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
         clips = lib.len(),
         "The library is loaded."
     );
-    let lib = Arc::new(lib);
+    Ok(lib)
+}
+
+/// Loads the library, serves NATS requests and media until `shutdown`.
+pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> Result<(), Error> {
+    let lib = Arc::new(load_library(&config).await?);
 
     let listener = tokio::net::TcpListener::bind(config.media_addr)
         .await
