@@ -1,9 +1,11 @@
 //! clip-selector: the film library. Answers `cinema.clips.search`,
 //! `cinema.clips.get` and `cinema.clips.films` over NATS (services API, queue
-//! group) and serves film media over HTTP with Range support.
+//! group) and serves film media over HTTP with Range support. [`mcp`] offers
+//! the same library to MCP clients as tools.
 
 pub mod ingest;
 pub mod library;
+pub mod mcp;
 pub mod media;
 pub mod subtitles;
 
@@ -152,31 +154,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("MCP over {transport}: {source}")]
+    Mcp {
+        transport: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-/// Loads the library, serves NATS requests and media until `shutdown`.
-pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> Result<(), Error> {
-    let listener = tokio::net::TcpListener::bind(config.media_addr)
-        .await
-        .map_err(|source| Error::Http {
-            addr: config.media_addr,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Http {
-        addr: config.media_addr,
-        source,
-    })?;
-    let base = if config.media_base_url.is_empty() {
-        format!("http://{addr}")
-    } else {
-        config.media_base_url.trim_end_matches('/').to_string()
-    };
+/// Brings the catalog up to date with the library folder and loads it (on
+/// the blocking pool: new films are read with ffmpeg). Thumbnail URLs start
+/// with `media_base`.
+pub async fn load_library(config: &Config, media_base: &str) -> Result<Library, Error> {
     let root = config.library.clone();
     let index = config.index();
     let opt = config.ingest_options();
-    let thumb_base = base.clone();
+    let base = media_base.to_string();
     let lib = tokio::task::spawn_blocking(move || {
-        Library::ingest(&root, &index, &opt, &ingest::LogProgress, &thumb_base)
+        Library::ingest(&root, &index, &opt, &ingest::LogProgress, &base)
     })
     .await
     .map_err(|e| {
@@ -201,7 +196,27 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     for p in &s.problems {
         tracing::warn!(problem = %p, "A film of the library was skipped or repaired.");
     }
-    let lib = Arc::new(lib);
+    Ok(lib)
+}
+
+/// Loads the library, serves NATS requests and media until `shutdown`.
+pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(config.media_addr)
+        .await
+        .map_err(|source| Error::Http {
+            addr: config.media_addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Http {
+        addr: config.media_addr,
+        source,
+    })?;
+    let base = if config.media_base_url.is_empty() {
+        format!("http://{addr}")
+    } else {
+        config.media_base_url.trim_end_matches('/').to_string()
+    };
+    let lib = Arc::new(load_library(&config, &base).await?);
     tracing::info!(%base, "Serving media.");
     let http = axum::serve(listener, media_router(lib.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
