@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use wire::v1::{
-    AudioFrame, ConversationEvent, ListSessionsRequest, SessionList, SessionState, StatusRecord,
-    StatusRequest, conversation_event,
+    AudioFrame, ConversationEvent, ListSessionsRequest, PlayCommand, SessionList, SessionState,
+    StatusRecord, StatusRequest, Transcript, TranscriptSource, conversation_event,
 };
 
 use crate::api::{AppError, AppState};
@@ -195,8 +195,54 @@ impl Hub {
     }
 }
 
+/// Per session, when the visitor's latest spoken line ended (the Pi's VAD),
+/// until the play command that answers it: end of speech → play.
+#[derive(Default)]
+pub struct SpeechToPlay {
+    pending: HashMap<String, i64>,
+}
+
+impl SpeechToPlay {
+    /// At most this many sessions wait for an answer (the oldest is dropped).
+    const MAX_PENDING: usize = 10_000;
+
+    /// Notes a final spoken transcript.
+    pub fn heard(&mut self, t: &Transcript) {
+        if t.is_final && t.source() == TranscriptSource::Speech && t.speech_end_ms > 0 {
+            if self.pending.len() >= Self::MAX_PENDING
+                && let Some(oldest) = self
+                    .pending
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| k.clone())
+            {
+                self.pending.remove(&oldest);
+            }
+            self.pending.insert(t.session_id.clone(), t.speech_end_ms);
+        }
+    }
+
+    /// The time from the end of speech to this play command, when it answers
+    /// a spoken line (not a greeting). Clocks out of step (a negative or an
+    /// absurd time) give nothing.
+    pub fn played(&mut self, p: &PlayCommand) -> Option<u32> {
+        if p.greeting {
+            return None;
+        }
+        let end = self.pending.remove(&p.session_id)?;
+        let ms = p.at_ms - end;
+        (0..=120_000).contains(&ms).then_some(ms as u32)
+    }
+
+    pub fn forget(&mut self, session_id: &str) {
+        self.pending.remove(session_id);
+    }
+}
+
 /// Subscribes to every session's events and relays them until `shutdown`.
-/// Turn latencies (conversation `latency` events) feed the histogram.
+/// Turn latencies (conversation `latency` events) and end of speech → play
+/// (a spoken transcript's `speech_end_ms` to its play command) feed the
+/// histograms.
 pub async fn start_relay(
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
@@ -213,6 +259,7 @@ pub async fn start_relay(
         );
     }
     let mut sub = futures::stream::select_all(subs);
+    let mut speech = SpeechToPlay::default();
     Ok(tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
@@ -232,6 +279,22 @@ pub async fn start_relay(
                 && let Some(conversation_event::Kind::Latency(l)) = ev.kind
             {
                 metrics.turn_latency(l.total_ms);
+            }
+            match relayed.event {
+                SessionEvent::Transcript => {
+                    if let Ok(t) = bus::decode_message::<Transcript>(&msg) {
+                        speech.heard(&t);
+                    }
+                }
+                SessionEvent::Play => {
+                    if let Ok(p) = bus::decode_message::<PlayCommand>(&msg)
+                        && let Some(ms) = speech.played(&p)
+                    {
+                        metrics.speech_to_play(ms);
+                    }
+                }
+                SessionEvent::Ended => speech.forget(&relayed.session_id),
+                _ => {}
             }
             hub.send(relayed);
         }

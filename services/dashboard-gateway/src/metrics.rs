@@ -28,6 +28,7 @@ pub struct Metrics {
     sse_clients: IntGaugeVec,
     events_relayed: IntCounterVec,
     turn_latency: Histogram,
+    speech_to_play: Histogram,
     talk_sockets: IntGauge,
 }
 
@@ -88,6 +89,18 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let speech_to_play = Histogram::with_opts(
+            HistogramOpts::new(
+                "cinema_speech_to_play_seconds",
+                "From the end of the visitor's speech (the VAD on the Pi or the page) \
+                 to the play command that answers it. Compares two machines' clocks: \
+                 keep them in step (NTP).",
+            )
+            .buckets(vec![
+                0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0,
+            ]),
+        )
+        .expect("valid metric");
         let talk_sockets = IntGauge::new(
             "cinema_talk_sockets",
             "Browser microphone sockets connected now (pages talking as a session's TV).",
@@ -99,6 +112,7 @@ impl Metrics {
             Box::new(sse_clients.clone()),
             Box::new(events_relayed.clone()),
             Box::new(turn_latency.clone()),
+            Box::new(speech_to_play.clone()),
             Box::new(talk_sockets.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
@@ -113,6 +127,7 @@ impl Metrics {
             sse_clients,
             events_relayed,
             turn_latency,
+            speech_to_play,
             talk_sockets,
         }
     }
@@ -128,6 +143,10 @@ impl Metrics {
 
     pub fn turn_latency(&self, total_ms: u32) {
         self.turn_latency.observe(f64::from(total_ms) / 1000.0);
+    }
+
+    pub fn speech_to_play(&self, ms: u32) {
+        self.speech_to_play.observe(f64::from(ms) / 1000.0);
     }
 
     /// Counts an SSE client for as long as the returned guard lives.

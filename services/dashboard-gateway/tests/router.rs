@@ -413,6 +413,39 @@ async fn bus_events_reach_sse_clients_and_metrics() {
     assert!(seen.contains("id: 2"), "{seen}");
     assert!(all.contains("id: 1") && all.contains("id: 2"), "{all}");
 
+    // A spoken line that ended at 1.000 s, a greeting (not an answer), then
+    // the answer's play command at 1.400 s: 0.4 s from end of speech to play.
+    let spoken = wire::v1::Transcript {
+        session_id: "s1".into(),
+        text: "where is the station".into(),
+        is_final: true,
+        source: wire::v1::TranscriptSource::Speech as i32,
+        speech_end_ms: 1000,
+        ..Default::default()
+    };
+    bus.publish(
+        bus::subjects::session("s1", bus::subjects::SessionEvent::Transcript),
+        &spoken,
+    )
+    .await
+    .unwrap();
+    for (greeting, at_ms, id) in [(true, 1100, "greet"), (false, 1400, "answer")] {
+        let play = wire::v1::PlayCommand {
+            session_id: "s1".into(),
+            command_id: id.into(),
+            clip_id: "c1".into(),
+            greeting,
+            at_ms,
+        };
+        bus.publish(
+            bus::subjects::pi_session("pi-1", "s1", bus::subjects::SessionEvent::Play),
+            &play,
+        )
+        .await
+        .unwrap();
+    }
+    read_until(&mut everything, &mut all, "\"command_id\":\"answer\"").await;
+
     // One service instance on the bus, for the per-service metrics (added
     // now: it would not answer the streams' record requests).
     let svc = bus::service::start(bus.client(), "status-store", "test")
@@ -430,7 +463,11 @@ async fn bus_events_reach_sse_clients_and_metrics() {
         "cinema_turn_latency_seconds_count 1",
         "cinema_turn_latency_seconds_bucket{le=\"0.5\"} 1",
         "cinema_bus_events_relayed_total{event=\"conversation\"} 1",
-        "cinema_bus_events_relayed_total{event=\"transcript\"} 1",
+        "cinema_bus_events_relayed_total{event=\"transcript\"} 2",
+        "cinema_bus_events_relayed_total{event=\"play\"} 2",
+        "cinema_speech_to_play_seconds_count 1",
+        "cinema_speech_to_play_seconds_bucket{le=\"0.3\"} 0",
+        "cinema_speech_to_play_seconds_bucket{le=\"0.4\"} 1",
         "cinema_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"} 1",
         "# TYPE cinema_service_requests_total counter",
         "# TYPE cinema_service_uptime_seconds gauge",
