@@ -192,6 +192,8 @@ pub mod clips {
     pub const SEARCH: &str = "cinema.clips.search";
     pub const GET: &str = "cinema.clips.get";
     pub const FILMS: &str = "cinema.clips.films";
+    /// Re-ingest the library folder now (answers with the ingest summary).
+    pub const RELOAD: &str = "cinema.clips.reload";
 }
 
 /// Requests to status-store.

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clip_selector::ingest::Progress;
 use clip_selector::{Config, Library};
 use indicatif::{ProgressBar, ProgressStyle};
+use wire::v1::{IngestSummary, ReloadRequest};
 
 #[derive(clap::Args)]
 pub struct AddArgs {
@@ -85,5 +86,43 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
             println!("  {p}");
         }
     }
+    match tell_running_selector(&config.nats_url) {
+        Ok(s) => println!(
+            "The running clip-selector reloaded: {} films, {} dialogue and {} scene clips.",
+            s.films - s.failed,
+            s.dialogue_clips,
+            s.scene_clips
+        ),
+        Err(why) => println!(
+            "No running clip-selector was told ({why}); it reads the catalog when it starts."
+        ),
+    }
     Ok(())
+}
+
+/// Asks a running clip-selector (if NATS answers within a few seconds) to
+/// ingest again, which now finds the catalog up to date and serves it.
+fn tell_running_selector(nats_url: &str) -> Result<IngestSummary, String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let answer = runtime.block_on(async {
+        // One try, no retries: nobody may be running.
+        let client = bus::connect_options("cinema library add", nats_url)
+            .await
+            .map_err(|e| e.to_string())?
+            .connection_timeout(Duration::from_secs(2))
+            .connect(nats_url)
+            .await
+            .map_err(|e| format!("NATS at {}: {e}", plumbing::redact(nats_url)))?;
+        let bus = bus::Bus::new(client);
+        bus.request_with_timeout(
+            bus::subjects::clips::RELOAD.into(),
+            &ReloadRequest {},
+            Duration::from_secs(600),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    // A connection still retrying in the background is not waited for.
+    runtime.shutdown_background();
+    answer
 }

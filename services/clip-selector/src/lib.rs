@@ -12,6 +12,7 @@ pub mod subtitles;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -23,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use wire::v1::{
-    FilmList, GetClipReply, GetClipRequest, ListFilmsRequest, SearchHit, SearchReply, SearchRequest,
+    FilmList, GetClipReply, GetClipRequest, IngestSummary, ListFilmsRequest, ReloadRequest,
+    SearchHit, SearchReply, SearchRequest,
 };
 
 pub use library::{CutOptions, IndexDir, IngestOptions, Library};
@@ -53,6 +55,9 @@ pub struct Config {
     pub thumbnail_width: u32,
     /// ffmpeg processes run at once while ingesting.
     pub ingest_workers: usize,
+    /// Ingest the folder again every this many seconds (0: only at start and
+    /// on `cinema.clips.reload`).
+    pub rescan_s: u64,
 }
 
 impl Config {
@@ -100,6 +105,7 @@ impl Default for Config {
             thumbnails: true,
             thumbnail_width: 256,
             ingest_workers: 2,
+            rescan_s: 0,
         }
     }
 }
@@ -199,7 +205,53 @@ pub async fn load_library(config: &Config, media_base: &str) -> Result<Library, 
     Ok(lib)
 }
 
+/// The library being served. A reload replaces it whole: a request holds the
+/// library it started with until it is answered.
+#[derive(Clone)]
+pub struct Current(tokio::sync::watch::Receiver<Arc<Library>>);
+
+impl Current {
+    /// A library that is never replaced (tests, `clip-selector mcp`).
+    pub fn fixed(lib: Arc<Library>) -> Current {
+        Current(tokio::sync::watch::channel(lib).1)
+    }
+
+    pub fn get(&self) -> Arc<Library> {
+        self.0.borrow().clone()
+    }
+}
+
+/// Re-ingests the library folder and swaps the new library in; one reload at
+/// a time (a request that arrives during one waits and then finds little to
+/// do).
+struct Reloader {
+    config: Config,
+    base: String,
+    tx: tokio::sync::watch::Sender<Arc<Library>>,
+    running: tokio::sync::Mutex<()>,
+    busy: std::sync::atomic::AtomicBool,
+}
+
+impl Reloader {
+    async fn reload(&self) -> Result<IngestSummary, Error> {
+        let _one = self.running.lock().await;
+        self.busy.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = load_library(&self.config, &self.base).await;
+        self.busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        let lib = result?;
+        let summary = lib.summary().clone();
+        self.tx.send_replace(Arc::new(lib));
+        Ok(summary)
+    }
+
+    fn is_running(&self) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Loads the library, serves NATS requests and media until `shutdown`.
+/// `cinema.clips.reload` (and every `rescan_s`, when set) ingests the folder
+/// again and serves the new library.
 pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(config.media_addr)
         .await
@@ -217,8 +269,10 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
         config.media_base_url.trim_end_matches('/').to_string()
     };
     let lib = Arc::new(load_library(&config, &base).await?);
+    let (tx, rx) = tokio::sync::watch::channel(lib);
+    let current = Current(rx);
     tracing::info!(%base, "Serving media.");
-    let http = axum::serve(listener, media_router(lib.clone()))
+    let http = axum::serve(listener, media_router_of(current.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
     let service = svc::start(
@@ -230,20 +284,45 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     let search = svc::endpoint(&service, "search", subjects::clips::SEARCH).await?;
     let get = svc::endpoint(&service, "get", subjects::clips::GET).await?;
     let films = svc::endpoint(&service, "films", subjects::clips::FILMS).await?;
+    let reload = svc::endpoint(&service, "reload", subjects::clips::RELOAD).await?;
 
-    let lib_search = lib.clone();
-    let lib_get = lib.clone();
+    let rescan = Duration::from_secs(config.rescan_s);
+    let reloader = Arc::new(Reloader {
+        config,
+        base: base.clone(),
+        tx,
+        running: tokio::sync::Mutex::new(()),
+        busy: false.into(),
+    });
+    if !rescan.is_zero() {
+        let reloader = reloader.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + rescan, rescan);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = every.tick() => {}
+                }
+                if let Err(e) = reloader.reload().await {
+                    tracing::warn!(error = %e, "The periodic rescan of the library failed; the library served stays as it was.");
+                }
+            }
+        });
+    }
     let base = Arc::new(base);
+    let (c_search, c_get, c_films) = (current.clone(), current.clone(), current);
+    let r_films = reloader.clone();
     tokio::select! {
         r = http => r.map_err(|source| Error::Http { addr, source })?,
         () = async {
             tokio::join!(
                 svc::serve(search, shutdown.clone(), 16, |req: SearchRequest| {
-                    let lib = lib_search.clone();
+                    let lib = c_search.get();
                     async move { handle_search(&lib, req) }
                 }),
                 svc::serve(get, shutdown.clone(), 16, |req: GetClipRequest| {
-                    let lib = lib_get.clone();
+                    let lib = c_get.get();
                     let base = base.clone();
                     async move {
                         let clip = lib.clip(&req.clip_id).ok_or_else(|| {
@@ -257,12 +336,25 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
                     }
                 }),
                 svc::serve(films, shutdown.clone(), 4, |_: ListFilmsRequest| {
-                    let lib = lib.clone();
+                    let lib = c_films.get();
+                    let running = r_films.is_running();
                     async move {
                         Ok(FilmList {
                             films: lib.films().cloned().collect(),
-                            ingest: Some(lib.summary().clone()),
+                            ingest: Some(IngestSummary {
+                                running,
+                                ..lib.summary().clone()
+                            }),
                             clip_count: lib.len() as u32,
+                        })
+                    }
+                }),
+                svc::serve(reload, shutdown.clone(), 2, |_: ReloadRequest| {
+                    let reloader = reloader.clone();
+                    async move {
+                        reloader.reload().await.map_err(|e| {
+                            tracing::warn!(error = %e, "A reload of the library failed; the library served stays as it was.");
+                            Reject::internal(e.to_string())
                         })
                     }
                 }),
@@ -295,21 +387,26 @@ fn handle_search(lib: &Library, req: SearchRequest) -> Result<SearchReply, Rejec
 /// `GET /media/{film_id}`: the film's file, with Range support. The path comes
 /// from the index, so nothing outside the library root can be named.
 pub fn media_router(lib: Arc<Library>) -> Router {
+    media_router_of(Current::fixed(lib))
+}
+
+/// The media routes over whichever library is current.
+pub fn media_router_of(current: Current) -> Router {
     Router::new()
         .route("/media/{film_id}", axum::routing::get(media))
         .route("/thumbnails/{name}", axum::routing::get(thumbnail))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .with_state(lib)
+        .with_state(current)
 }
 
 /// `GET /thumbnails/{clip_id}.jpg`: a clip's keyframe picture.
 async fn thumbnail(
-    State(lib): State<Arc<Library>>,
+    State(current): State<Current>,
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
     let id = name.strip_suffix(".jpg").unwrap_or(&name);
-    let Some(path) = lib.thumbnail_path(id) else {
+    let Some(path) = current.get().thumbnail_path(id) else {
         return (StatusCode::NOT_FOUND, format!("no thumbnail {name:?}")).into_response();
     };
     match tower_http::services::ServeFile::new(path)
@@ -322,11 +419,15 @@ async fn thumbnail(
 }
 
 async fn media(
-    State(lib): State<Arc<Library>>,
+    State(current): State<Current>,
     Path(film_id): Path<String>,
     req: Request,
 ) -> Response {
-    let Some(path) = lib.film_path(&film_id) else {
+    let Some(path) = current
+        .get()
+        .film_path(&film_id)
+        .map(std::path::Path::to_path_buf)
+    else {
         return (
             StatusCode::NOT_FOUND,
             format!("unknown film id {film_id:?}"),

@@ -347,3 +347,68 @@ async fn media_and_thumbnails_are_served_by_id_only() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
     }
 }
+
+#[tokio::test]
+async fn a_reload_serves_films_added_while_running() {
+    use wire::v1::{FilmList, IngestSummary, ListFilmsRequest, ReloadRequest, SearchReply};
+
+    let nats = testkit::NatsServer::start();
+    let bus = nats.bus("reload-test").await;
+    let dir = testkit::film_library(&[("first", &["Hello from the first film."])]);
+    let later = testkit::film_library(&[("second", &["A penguin walks into the bar."])]);
+    let config = clip_selector::Config {
+        nats_url: nats.url(),
+        library: dir.path().to_path_buf(),
+        media_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = tokio::spawn(clip_selector::run(config, bus.clone(), stop.clone()));
+    let penguin = async || -> Option<SearchReply> {
+        bus.request(
+            bus::subjects::clips::SEARCH.into(),
+            &SearchRequest {
+                query: "penguin".into(),
+                mode: SearchMode::Description as i32,
+                limit: 3,
+                ..Default::default()
+            },
+        )
+        .await
+        .ok()
+    };
+    let before =
+        testkit::eventually(std::time::Duration::from_secs(60), "clip-selector", penguin).await;
+    assert!(before.hits.is_empty());
+
+    for ext in ["mp4", "srt"] {
+        std::fs::copy(
+            later.path().join(format!("second.{ext}")),
+            dir.path().join(format!("second.{ext}")),
+        )
+        .unwrap();
+    }
+    let summary: IngestSummary = bus
+        .request_with_timeout(
+            bus::subjects::clips::RELOAD.into(),
+            &ReloadRequest {},
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!((summary.added, summary.unchanged), (1, 1), "{summary:?}");
+    let after = penguin().await.unwrap();
+    assert_eq!(
+        after.hits[0].clip.as_ref().unwrap().caption,
+        "A penguin walks into the bar."
+    );
+    let films: FilmList = bus
+        .request(bus::subjects::clips::FILMS.into(), &ListFilmsRequest {})
+        .await
+        .unwrap();
+    assert_eq!(films.films.len(), 2);
+    let ingest = films.ingest.unwrap();
+    assert!(!ingest.running && ingest.added == 1, "{ingest:?}");
+    stop.cancel();
+    service.await.unwrap().unwrap();
+}
