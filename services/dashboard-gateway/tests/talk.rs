@@ -623,3 +623,39 @@ async fn the_session_ending_closes_the_socket_and_a_new_page_takes_over() {
     assert_eq!(code, CloseCode::Normal);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_page_whose_socket_dropped_reconnects_and_plays_on() {
+    let (_nats, bus, state, stop) = rig(Config::default()).await;
+    let mut joins = stand_ins(&bus, stop.clone()).await;
+    let (url, _server) = serve(state).await;
+    let url = url.replace(&format!("?token={TOKEN}"), "");
+    let first = connect(&url).await;
+    // The network goes: no close frame, the TCP connection just ends.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The page's retry: a new socket for the same session joins again
+    // (`connect` waits for its `joined`)…
+    let mut again = connect(&url).await;
+    for _ in 0..2 {
+        assert_eq!(joins.recv().await.unwrap().session_id, "browser-live");
+    }
+    // …and the next clip the director plays reaches it.
+    let cmd = PlayCommand {
+        session_id: "browser-live".into(),
+        command_id: "after-reconnect".into(),
+        clip_id: "clip-1".into(),
+        greeting: false,
+        at_ms: wire::now_ms(),
+    };
+    bus.publish(
+        subjects::pi_session(subjects::BROWSER, "browser-live", SessionEvent::Play),
+        &cmd,
+    )
+    .await
+    .unwrap();
+    let play = next_json(&mut again, "play").await;
+    assert_eq!(play["command_id"], "after-reconnect");
+    assert_eq!(play["clip_id"], "clip-1");
+    stop.cancel();
+}
