@@ -807,11 +807,7 @@ mod tests {
     use super::*;
 
     fn cue(a: f64, b: f64, t: &str) -> Cue {
-        Cue {
-            start_s: a,
-            end_s: b,
-            text: t.into(),
-        }
+        Cue::new(a, b, t)
     }
 
     #[test]

@@ -90,21 +90,22 @@ impl Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let ingest = IngestOptions::default();
         Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             library: PathBuf::from("library"),
             media_addr: SocketAddr::from(([127, 0, 0, 1], 8766)),
             media_base_url: String::new(),
-            pad_s: 0.3,
-            min_clip_s: 1.0,
+            pad_s: ingest.cut.pad_s,
+            min_clip_s: ingest.cut.min_len_s,
             index_dir: PathBuf::new(),
-            scenes: true,
-            scene_threshold: 0.3,
-            min_scene_s: 1.5,
-            max_scene_s: 12.0,
-            thumbnails: true,
-            thumbnail_width: 256,
-            ingest_workers: 2,
+            scenes: ingest.scenes,
+            scene_threshold: ingest.scene_threshold,
+            min_scene_s: ingest.min_scene_s,
+            max_scene_s: ingest.max_scene_s,
+            thumbnails: ingest.thumbnails,
+            thumbnail_width: ingest.thumbnail_width,
+            ingest_workers: ingest.workers,
             rescan_s: 0,
         }
     }

@@ -11,6 +11,16 @@ pub struct Cue {
     pub text: String,
 }
 
+impl Cue {
+    pub fn new(start_s: f64, end_s: f64, text: &str) -> Cue {
+        Cue {
+            start_s,
+            end_s,
+            text: text.to_string(),
+        }
+    }
+}
+
 /// What reading a subtitle file had to do besides reading it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
@@ -215,11 +225,7 @@ mod tests {
     use super::*;
 
     fn cue(a: f64, b: f64, t: &str) -> Cue {
-        Cue {
-            start_s: a,
-            end_s: b,
-            text: t.into(),
-        }
+        Cue::new(a, b, t)
     }
 
     #[test]
