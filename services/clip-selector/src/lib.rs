@@ -2,8 +2,11 @@
 //! `cinema.clips.get` and `cinema.clips.films` over NATS (services API, queue
 //! group) and serves film media over HTTP with Range support.
 
+pub mod embed;
+pub mod fusion;
 pub mod library;
 pub mod srt;
+pub mod vectors;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
