@@ -5,6 +5,7 @@
 pub mod embed;
 pub mod fusion;
 pub mod library;
+pub mod semantic;
 pub mod srt;
 pub mod vectors;
 
@@ -39,6 +40,9 @@ pub struct Config {
     pub media_base_url: String,
     pub pad_s: f64,
     pub min_clip_s: f64,
+    /// The sentence-embedding model folder (`CINEMA_EMBEDDING_MODEL`;
+    /// `scripts/setup` fetches it). Unset or unusable: lexical search only.
+    pub embedding_model: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -50,13 +54,17 @@ impl Default for Config {
             media_base_url: String::new(),
             pad_s: 0.3,
             min_clip_s: 1.0,
+            embedding_model: None,
         }
     }
 }
 
 impl plumbing::Settings for Config {
     const ENV_PREFIX: &'static str = "CINEMA_CLIP_SELECTOR_";
-    const SEED_ENV: &'static [(&'static str, &'static str)] = &[("CINEMA_LIBRARY", "library")];
+    const SEED_ENV: &'static [(&'static str, &'static str)] = &[
+        ("CINEMA_LIBRARY", "library"),
+        ("CINEMA_EMBEDDING_MODEL", "embedding_model"),
+    ];
     fn nats_url(&self) -> &str {
         &self.nats_url
     }
@@ -92,7 +100,8 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
         min_len_s: config.min_clip_s,
     };
     let root = config.library.clone();
-    let lib = tokio::task::spawn_blocking(move || Library::open(&root, opt))
+    let model = config.embedding_model.clone();
+    let lib = tokio::task::spawn_blocking(move || Library::open(&root, opt, model.as_deref()))
         .await
         .map_err(|e| library::Error::Io {
             path: config.library.clone(),
@@ -102,6 +111,7 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
         root = %lib.root().display(),
         films = lib.films().count(),
         clips = lib.len(),
+        semantic = lib.is_semantic(),
         "The library is loaded."
     );
     let lib = Arc::new(lib);
@@ -216,5 +226,31 @@ async fn media(
     {
         Ok(resp) => resp.into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type
+    fn the_embedding_model_comes_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let args = plumbing::CommonArgs::default();
+            let config: Config = plumbing::config::load(&args).expect("defaults");
+            assert_eq!(config.embedding_model, None);
+            jail.set_env("CINEMA_EMBEDDING_MODEL", "/models/minilm");
+            let config: Config = plumbing::config::load(&args).expect("seed name");
+            assert_eq!(
+                config.embedding_model,
+                Some(PathBuf::from("/models/minilm"))
+            );
+            jail.set_env("CINEMA_CLIP_SELECTOR_EMBEDDING_MODEL", "/other");
+            let config: Config = plumbing::config::load(&args).expect("own name");
+            assert_eq!(config.embedding_model, Some(PathBuf::from("/other")));
+            Ok(())
+        });
     }
 }

@@ -1,5 +1,6 @@
 //! The library: films found under a root folder, their dialogue clips, and a
-//! lexical (BM25, tantivy) index over captions and cues.
+//! lexical (BM25, tantivy) index over captions and cues, fused with semantic
+//! search (`crate::semantic`) when an embedding model is configured.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use tantivy::schema::{Field, STORED, STRING, Schema, TEXT, Value};
 use tantivy::{Index, IndexReader, TantivyDocument, doc};
 use wire::v1::{Clip, ClipKind, Film, SearchMode, SearchRequest};
 
-use crate::srt;
+use crate::semantic::{self, Semantic};
+use crate::{fusion, srt};
 
 pub const VIDEO_EXTENSIONS: &[&str] = &["mp4", "mkv", "avi", "webm", "mov", "m4v"];
 
@@ -27,6 +29,8 @@ pub enum Error {
     },
     #[error("search index: {0}")]
     Index(#[from] tantivy::TantivyError),
+    #[error("semantic search: {0}")]
+    Semantic(#[from] semantic::Error),
 }
 
 /// How dialogue clips are cut around their subtitle lines.
@@ -69,7 +73,12 @@ pub struct Library {
     reader: IndexReader,
     index: Index,
     fields: Fields,
+    /// Present when the embedding model loaded: search is then hybrid.
+    semantic: Option<Semantic>,
 }
+
+/// Candidates taken from each of the lexical and semantic lists for fusion.
+const FUSE_DEPTH: usize = 50;
 
 /// A short stable id: `prefix` + 12 hex digits of SHA-256 over `parts`.
 fn stable_id(prefix: &str, parts: &[&str]) -> String {
@@ -171,8 +180,15 @@ fn find_videos(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
 
 impl Library {
     /// Scans `root` for films with `.srt` sidecars and indexes their lines.
-    /// A film whose subtitles cannot be read is reported and skipped.
-    pub fn open(root: &Path, opt: CutOptions) -> Result<Library, Error> {
+    /// A film whose subtitles cannot be read is reported and skipped. With
+    /// `embedding_model` (a model folder) every line is embedded too and
+    /// search is hybrid; without it, or if it cannot be loaded, search is
+    /// lexical and one warning says why.
+    pub fn open(
+        root: &Path,
+        opt: CutOptions,
+        embedding_model: Option<&Path>,
+    ) -> Result<Library, Error> {
         if !root.is_dir() {
             return Err(Error::MissingRoot(root.to_path_buf()));
         }
@@ -230,10 +246,16 @@ impl Library {
             });
             clips.extend(film_clips);
         }
-        Self::build(root, films, clips)
+        let semantic = Semantic::open(embedding_model, &clips);
+        Self::build(root, films, clips, semantic)
     }
 
-    fn build(root: PathBuf, films: Vec<FilmEntry>, clips: Vec<Clip>) -> Result<Library, Error> {
+    fn build(
+        root: PathBuf,
+        films: Vec<FilmEntry>,
+        clips: Vec<Clip>,
+        semantic: Option<Semantic>,
+    ) -> Result<Library, Error> {
         let mut schema = Schema::builder();
         let id = schema.add_text_field("id", STRING | STORED);
         let caption = schema.add_text_field("caption", TEXT);
@@ -266,6 +288,7 @@ impl Library {
             reader,
             index,
             fields: Fields { id, caption, cue },
+            semantic,
         })
     }
 
@@ -296,13 +319,64 @@ impl Library {
             .map(|&i| self.films[i].path.as_path())
     }
 
-    /// Lexical search. *Description* matches captions; *answer* matches cues
-    /// (the line before a clip), so the hit is the line that followed.
+    /// Whether search is hybrid (the embedding model loaded).
+    pub fn is_semantic(&self) -> bool {
+        self.semantic.is_some()
+    }
+
+    /// The embedding model and vectors, when search is hybrid.
+    pub fn semantic(&self) -> Option<&Semantic> {
+        self.semantic.as_ref()
+    }
+
+    /// Search. *Description* matches captions; *answer* matches cues (the
+    /// line before a clip), so the hit is the line that followed. Lexical
+    /// (BM25) and, with the embedding model, semantic hits are fused by
+    /// reciprocal rank; the score is then the fused score.
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<(Clip, f32)>, Error> {
         let limit = (req.limit as usize).clamp(1, 100);
-        let field = match SearchMode::try_from(req.mode).unwrap_or(SearchMode::Description) {
-            SearchMode::Answer => self.fields.cue,
-            _ => self.fields.caption,
+        let answer = SearchMode::try_from(req.mode) == Ok(SearchMode::Answer);
+        let Some(semantic) = &self.semantic else {
+            return self.lexical(req, answer, limit);
+        };
+        let depth = limit.max(FUSE_DEPTH);
+        let lexical: Vec<String> = self
+            .lexical(req, answer, depth)?
+            .into_iter()
+            .map(|(c, _)| c.id)
+            .collect();
+        let close: Vec<String> = semantic
+            .search(&req.query, answer, depth, |i| {
+                self.accepts(req, &self.clips[i])
+            })?
+            .into_iter()
+            .map(|(i, _)| self.clips[i].id.clone())
+            .collect();
+        Ok(fusion::rrf(&[&lexical, &close], fusion::K)
+            .into_iter()
+            .take(limit)
+            .filter_map(|(id, score)| Some((self.clip(&id)?.clone(), score)))
+            .collect())
+    }
+
+    /// Lexical search alone (BM25), as when no embedding model is loaded.
+    pub fn search_lexical(&self, req: &SearchRequest) -> Result<Vec<(Clip, f32)>, Error> {
+        let limit = (req.limit as usize).clamp(1, 100);
+        let answer = SearchMode::try_from(req.mode) == Ok(SearchMode::Answer);
+        self.lexical(req, answer, limit)
+    }
+
+    /// BM25 over captions (description) or cues (answer), filtered.
+    fn lexical(
+        &self,
+        req: &SearchRequest,
+        answer: bool,
+        limit: usize,
+    ) -> Result<Vec<(Clip, f32)>, Error> {
+        let field = if answer {
+            self.fields.cue
+        } else {
+            self.fields.caption
         };
         let parser = QueryParser::for_index(&self.index, vec![field]);
         let (query, _errors) = parser.parse_query_lenient(&req.query);

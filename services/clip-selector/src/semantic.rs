@@ -1,0 +1,186 @@
+//! Semantic search over the library's lines: the embedding model, one vector
+//! per subtitle line (its caption), and which clip each line is the cue of.
+//!
+//! *Description* search finds the lines most like the query and returns
+//! their clips. *Answer* search finds the lines most like the query and
+//! returns the clip that follows each (whose cue that line is), so no second
+//! vector per clip is needed.
+
+use std::path::Path;
+use std::time::Instant;
+
+use wire::v1::Clip;
+
+use crate::embed::{self, DIM, Embedder};
+use crate::vectors::{self, VectorIndex};
+
+/// Hits below this cosine similarity are not offered: unrelated lines of
+/// MiniLM score about 0–0.2, paraphrases 0.5 and up. Without a floor every
+/// query would "match" something, and the caller could no longer tell that
+/// nothing in the library is like it.
+pub const MIN_SIMILARITY: f32 = 0.3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Embed(#[from] embed::Error),
+    #[error(transparent)]
+    Vectors(#[from] vectors::Error),
+    #[error("{rows} vectors for {clips} lines")]
+    Rows { rows: usize, clips: usize },
+    #[error("vector row {row} names clip {clip}, but the library has {len}")]
+    RowClip { row: usize, clip: usize, len: usize },
+}
+
+/// The model and the library's vectors.
+pub struct Semantic {
+    embedder: Embedder,
+    index: VectorIndex,
+    /// The clip each vector row is the caption of.
+    row_clip: Vec<usize>,
+    /// The clip each row's caption is the cue of (the next line's clip).
+    row_answer: Vec<Option<usize>>,
+}
+
+impl std::fmt::Debug for Semantic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Semantic")
+            .field("embedder", &self.embedder)
+            .field("rows", &self.index.len())
+            .finish()
+    }
+}
+
+impl Semantic {
+    /// Loads the model at `model` and embeds every clip's caption; `None`,
+    /// with one warning saying why, when there is no model or it cannot be
+    /// loaded or run: search is then lexical only.
+    pub fn open(model: Option<&Path>, clips: &[Clip]) -> Option<Semantic> {
+        let Some(dir) = model else {
+            tracing::warn!(
+                "Search is lexical only: no embedding model is configured (set CINEMA_EMBEDDING_MODEL; scripts/setup fetches one)."
+            );
+            return None;
+        };
+        let started = Instant::now();
+        let result = Embedder::load(dir)
+            .map_err(Error::from)
+            .and_then(|embedder| Semantic::embed_clips(embedder, clips));
+        match result {
+            Ok(semantic) => {
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(
+                    model = %dir.display(),
+                    lines = semantic.index.len(),
+                    seconds = format!("{secs:.1}"),
+                    vector_bytes = semantic.index.bytes(),
+                    "Embedded the library's lines: search is hybrid (lexical and semantic)."
+                );
+                Some(semantic)
+            }
+            Err(e) => {
+                tracing::warn!(model = %dir.display(), error = %e, "Search is lexical only: the embedding model cannot be used.");
+                None
+            }
+        }
+    }
+
+    /// Embeds the caption of every clip that has one.
+    pub fn embed_clips(embedder: Embedder, clips: &[Clip]) -> Result<Semantic, Error> {
+        let row_clip: Vec<usize> = clips
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.caption.trim().is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        let texts: Vec<&str> = row_clip
+            .iter()
+            .map(|&i| clips[i].caption.as_str())
+            .collect();
+        let mut flat = Vec::with_capacity(texts.len() * DIM);
+        for chunk in texts.chunks(4096) {
+            for v in embedder.embed(chunk)? {
+                flat.extend(v);
+            }
+        }
+        Semantic::from_vectors(embedder, &flat, row_clip, clips)
+    }
+
+    /// The index from vectors already made (a stored catalog): `vectors` holds
+    /// [`DIM`] floats per row, `row_clip[r]` is the clip whose caption row `r`
+    /// embeds.
+    pub fn from_vectors(
+        embedder: Embedder,
+        vectors: &[f32],
+        row_clip: Vec<usize>,
+        clips: &[Clip],
+    ) -> Result<Semantic, Error> {
+        let index = VectorIndex::from_flat(vectors, DIM)?;
+        if index.len() != row_clip.len() {
+            return Err(Error::Rows {
+                rows: index.len(),
+                clips: row_clip.len(),
+            });
+        }
+        if let Some((row, &clip)) = row_clip
+            .iter()
+            .enumerate()
+            .find(|(_, c)| **c >= clips.len())
+        {
+            return Err(Error::RowClip {
+                row,
+                clip,
+                len: clips.len(),
+            });
+        }
+        let row_answer = row_clip
+            .iter()
+            .map(|&i| {
+                let (line, next) = (&clips[i], clips.get(i + 1)?);
+                (next.film_id == line.film_id && next.cue == line.caption).then_some(i + 1)
+            })
+            .collect();
+        Ok(Semantic {
+            embedder,
+            index,
+            row_clip,
+            row_answer,
+        })
+    }
+
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    pub fn index(&self) -> &VectorIndex {
+        &self.index
+    }
+
+    /// Up to `k` clips, best first, with the cosine similarity of their line
+    /// (description) or of their cue (answer) to `query`; only clips that
+    /// `accept` passes, none below [`MIN_SIMILARITY`].
+    pub fn search(
+        &self,
+        query: &str,
+        answer: bool,
+        k: usize,
+        accept: impl Fn(usize) -> bool,
+    ) -> Result<Vec<(usize, f32)>, Error> {
+        let q = self.embedder.embed_one(query)?;
+        let clip_of = |row: usize| {
+            if answer {
+                self.row_answer[row]
+            } else {
+                Some(self.row_clip[row])
+            }
+        };
+        let hits = self
+            .index
+            .search(&q, k, |row| clip_of(row).is_some_and(&accept));
+        Ok(hits
+            .into_iter()
+            .filter(|h| h.score >= MIN_SIMILARITY)
+            .filter_map(|h| Some((clip_of(h.row)?, h.score)))
+            .collect())
+    }
+}
