@@ -104,7 +104,16 @@ impl Embedder {
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let device = Device::Cpu;
-        let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &device)?;
+        let mut weights = candle_core::safetensors::load(dir.join("model.safetensors"), &device)?;
+        // Linear layers compute `x · Wᵀ`. Stored as they come, `Wᵀ` is a
+        // strided view that the matrix multiply repacks on every call (half
+        // the time of a short query); stored column-major, `Wᵀ` is a plain
+        // row-major matrix. Same shape and values, another memory layout.
+        for (name, w) in weights.iter_mut() {
+            if name.starts_with("encoder.") && name.ends_with(".weight") && w.rank() == 2 {
+                *w = w.t()?.contiguous()?.t()?;
+            }
+        }
         let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
         let model = BertModel::load(vb, &config)?;
         Ok(Embedder {

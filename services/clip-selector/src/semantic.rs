@@ -6,7 +6,9 @@
 //! returns the clip that follows each (whose cue that line is), so no second
 //! vector per clip is needed.
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use wire::v1::Clip;
@@ -19,6 +21,11 @@ use crate::vectors::{self, VectorIndex};
 /// query would "match" something, and the caller could no longer tell that
 /// nothing in the library is like it.
 pub const MIN_SIMILARITY: f32 = 0.3;
+
+/// Query vectors kept: llm asks for the same words in answer mode, then in
+/// description mode, then again without exclusions; embedding is most of a
+/// search's time.
+const RECENT_QUERIES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,6 +47,8 @@ pub struct Semantic {
     row_clip: Vec<usize>,
     /// The clip each row's caption is the cue of (the next line's clip).
     row_answer: Vec<Option<usize>>,
+    /// The last queries' vectors, newest last.
+    recent: Mutex<VecDeque<(String, Vec<f32>)>>,
 }
 
 impl std::fmt::Debug for Semantic {
@@ -145,7 +154,29 @@ impl Semantic {
             index,
             row_clip,
             row_answer,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_QUERIES)),
         })
+    }
+
+    /// The query's vector, from the recent ones when it was just asked.
+    fn query_vector(&self, query: &str) -> Result<Vec<f32>, Error> {
+        let cached = |recent: &VecDeque<(String, Vec<f32>)>| {
+            recent
+                .iter()
+                .find(|(q, _)| q == query)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(v) = self.recent.lock().ok().and_then(|r| cached(&r)) {
+            return Ok(v);
+        }
+        let v = self.embedder.embed_one(query)?;
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_QUERIES {
+                recent.pop_front();
+            }
+            recent.push_back((query.to_string(), v.clone()));
+        }
+        Ok(v)
     }
 
     pub fn embedder(&self) -> &Embedder {
@@ -166,7 +197,7 @@ impl Semantic {
         k: usize,
         accept: impl Fn(usize) -> bool,
     ) -> Result<Vec<(usize, f32)>, Error> {
-        let q = self.embedder.embed_one(query)?;
+        let q = self.query_vector(query)?;
         let clip_of = |row: usize| {
             if answer {
                 self.row_answer[row]
