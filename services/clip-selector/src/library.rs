@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
-use tantivy::schema::{Field, STORED, STRING, Schema, TEXT, Value};
-use tantivy::{Index, IndexReader, TantivyDocument, doc};
+use tantivy::schema::{FAST, Field, STORED, STRING, Schema, TEXT};
+use tantivy::{Index, IndexReader, doc};
 use wire::v1::{Clip, ClipKind, Film, SearchMode, SearchRequest};
 
 use crate::semantic::{self, Semantic};
@@ -58,8 +58,11 @@ pub struct FilmEntry {
     pub path: PathBuf,
 }
 
+/// The clip's position in `clips`, a fast field: a hit needs no stored
+/// document read.
+const ROW_FIELD: &str = "row";
+
 struct Fields {
-    id: Field,
     caption: Field,
     cue: Field,
 }
@@ -260,12 +263,16 @@ impl Library {
         let id = schema.add_text_field("id", STRING | STORED);
         let caption = schema.add_text_field("caption", TEXT);
         let cue = schema.add_text_field("cue", TEXT);
+        let row = schema.add_u64_field(ROW_FIELD, FAST);
         let index = Index::create_in_ram(schema.build());
         let mut writer = index.writer_with_num_threads(1, 50_000_000)?;
-        for c in &clips {
-            writer.add_document(
-                doc!(id => c.id.clone(), caption => c.caption.clone(), cue => c.cue.clone()),
-            )?;
+        for (i, c) in clips.iter().enumerate() {
+            writer.add_document(doc!(
+                id => c.id.clone(),
+                caption => c.caption.clone(),
+                cue => c.cue.clone(),
+                row => i as u64,
+            ))?;
         }
         writer.commit()?;
         let reader = index.reader()?;
@@ -287,7 +294,7 @@ impl Library {
             film_by_id,
             reader,
             index,
-            fields: Fields { id, caption, cue },
+            fields: Fields { caption, cue },
             semantic,
         })
     }
@@ -383,13 +390,19 @@ impl Library {
         let searcher = self.reader.searcher();
         let want = limit + req.exclude_ids.len() + 50;
         let top = searcher.search(&query, &TopDocs::with_limit(want))?;
+        let rows = searcher
+            .segment_readers()
+            .iter()
+            .map(|s| s.fast_fields().u64(ROW_FIELD))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::new();
         for (score, addr) in top {
-            let doc: TantivyDocument = searcher.doc(addr)?;
-            let Some(id) = doc.get_first(self.fields.id).and_then(|v| v.as_str()) else {
+            let Some(clip) = rows[addr.segment_ord as usize]
+                .first(addr.doc_id)
+                .and_then(|i| self.clips.get(i as usize))
+            else {
                 continue;
             };
-            let Some(clip) = self.clip(id) else { continue };
             if self.accepts(req, clip) {
                 out.push((clip.clone(), score));
                 if out.len() == limit {
