@@ -53,10 +53,10 @@ impl VectorIndex {
     /// Builds the index from `vectors`, `dim` floats per row, rows in order
     /// (normalised vectors, as [`crate::embed::Embedder::embed`] gives).
     pub fn from_flat(vectors: &[f32], dim: usize) -> Result<VectorIndex, Error> {
-        if dim == 0 || dim % 64 != 0 {
+        if dim == 0 || !dim.is_multiple_of(64) {
             return Err(Error::Dimension(dim));
         }
-        if vectors.len() % dim != 0 {
+        if !vectors.len().is_multiple_of(dim) {
             return Err(Error::Shape {
                 len: vectors.len(),
                 dim,
