@@ -79,6 +79,8 @@ pub struct IngestOptions {
     pub thumbnail_width: u32,
     /// Thumbnails made at once (each is an ffmpeg process).
     pub workers: usize,
+    /// The sentence-embedding model folder; `None`: lexical search only.
+    pub embedding_model: Option<PathBuf>,
 }
 
 impl Default for IngestOptions {
@@ -92,6 +94,7 @@ impl Default for IngestOptions {
             thumbnails: true,
             thumbnail_width: 256,
             workers: 2,
+            embedding_model: None,
         }
     }
 }
@@ -168,7 +171,7 @@ impl IndexDir {
         out
     }
 
-    fn save(&self, entry: &CatalogFilm) -> Result<(), Error> {
+    pub(crate) fn save(&self, entry: &CatalogFilm) -> Result<(), Error> {
         let id = entry.film.as_ref().map(|f| f.id.as_str()).unwrap_or("");
         let path = self.entry(id);
         let tmp = path.with_extension("pb.part");

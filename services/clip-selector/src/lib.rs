@@ -3,11 +3,15 @@
 //! group) and serves film media over HTTP with Range support. [`mcp`] offers
 //! the same library to MCP clients as tools.
 
+pub mod embed;
+pub mod fusion;
 pub mod ingest;
 pub mod library;
 pub mod mcp;
 pub mod media;
+pub mod semantic;
 pub mod subtitles;
+pub mod vectors;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +62,9 @@ pub struct Config {
     /// Ingest the folder again every this many seconds (0: only at start and
     /// on `cinema.clips.reload`).
     pub rescan_s: u64,
+    /// The sentence-embedding model folder (`CINEMA_EMBEDDING_MODEL`;
+    /// `scripts/setup` fetches it). Unset or unusable: lexical search only.
+    pub embedding_model: Option<PathBuf>,
 }
 
 impl Config {
@@ -84,6 +91,10 @@ impl Config {
             thumbnails: self.thumbnails,
             thumbnail_width: self.thumbnail_width,
             workers: self.ingest_workers,
+            embedding_model: self
+                .embedding_model
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
         }
     }
 }
@@ -107,6 +118,7 @@ impl Default for Config {
             thumbnail_width: ingest.thumbnail_width,
             ingest_workers: ingest.workers,
             rescan_s: 0,
+            embedding_model: ingest.embedding_model,
         }
     }
 }
@@ -116,6 +128,7 @@ impl plumbing::Settings for Config {
     const SEED_ENV: &'static [(&'static str, &'static str)] = &[
         ("CINEMA_LIBRARY", "library"),
         ("CINEMA_INDEX_DIR", "index_dir"),
+        ("CINEMA_EMBEDDING_MODEL", "embedding_model"),
     ];
     fn nats_url(&self) -> &str {
         &self.nats_url
@@ -198,6 +211,7 @@ pub async fn load_library(config: &Config, media_base: &str) -> Result<Library, 
         removed = s.removed,
         failed = s.failed,
         seconds = s.seconds,
+        semantic = lib.is_semantic(),
         "The library is loaded."
     );
     for p in &s.problems {
@@ -441,5 +455,31 @@ async fn media(
     {
         Ok(resp) => resp.into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type
+    fn the_embedding_model_comes_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let args = plumbing::CommonArgs::default();
+            let config: Config = plumbing::config::load(&args).expect("defaults");
+            assert_eq!(config.embedding_model, None);
+            jail.set_env("CINEMA_EMBEDDING_MODEL", "/models/minilm");
+            let config: Config = plumbing::config::load(&args).expect("seed name");
+            assert_eq!(
+                config.embedding_model,
+                Some(PathBuf::from("/models/minilm"))
+            );
+            jail.set_env("CINEMA_CLIP_SELECTOR_EMBEDDING_MODEL", "/other");
+            let config: Config = plumbing::config::load(&args).expect("own name");
+            assert_eq!(config.embedding_model, Some(PathBuf::from("/other")));
+            Ok(())
+        });
     }
 }

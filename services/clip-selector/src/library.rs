@@ -1,18 +1,21 @@
-//! The library as served: the catalog's films and clips in memory, and a
-//! lexical (BM25, tantivy) index over captions and cues. Ingest (reading
-//! films into the catalog) lives in [`crate::ingest`].
+//! The library as served: the catalog's films and clips in memory, a lexical
+//! (BM25, tantivy) index over captions and cues, fused with semantic search
+//! (`crate::semantic`) when an embedding model is configured. Ingest
+//! (reading films into the catalog) lives in [`crate::ingest`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
-use tantivy::schema::{Field, STORED, STRING, Schema, TEXT, Value};
-use tantivy::{Index, IndexReader, TantivyDocument, doc};
+use tantivy::schema::{FAST, Field, Schema, TEXT};
+use tantivy::{Index, IndexReader, doc};
 use wire::v1::{CatalogFilm, Clip, Film, IngestSummary, SearchMode, SearchRequest};
 
+use crate::fusion;
 use crate::ingest::{self, Progress};
 pub use crate::ingest::{CutOptions, IndexDir, IngestOptions, VIDEO_EXTENSIONS, cut_clips};
+use crate::semantic::{self, Semantic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -20,6 +23,8 @@ pub enum Error {
     Ingest(#[from] ingest::Error),
     #[error("search index: {0}")]
     Index(#[from] tantivy::TantivyError),
+    #[error("semantic search: {0}")]
+    Semantic(#[from] semantic::Error),
 }
 
 /// A film of the library and where its file is (never sent on the wire).
@@ -30,10 +35,15 @@ pub struct FilmEntry {
 }
 
 struct Fields {
-    id: Field,
     caption: Field,
     cue: Field,
 }
+
+/// The fast field holding a document's clip (its position in `clips`).
+const ROW_FIELD: &str = "row";
+
+/// Candidates taken from each of the lexical and semantic lists for fusion.
+const FUSE_DEPTH: usize = 50;
 
 pub struct Library {
     root: PathBuf,
@@ -46,14 +56,24 @@ pub struct Library {
     index: Index,
     fields: Fields,
     summary: IngestSummary,
+    /// Present when the embedding model loaded: search is then hybrid.
+    semantic: Option<Semantic>,
 }
 
 impl Library {
-    /// Ingests `root` (catalog in `root/.cinema-index`, default settings but
-    /// `cut`) and loads it.
-    pub fn open(root: &Path, cut: CutOptions) -> Result<Library, Error> {
+    /// Ingests `root`'s dialogue lines only (no scenes, no thumbnails;
+    /// catalog in `root/.cinema-index`) and loads it, hybrid with
+    /// `embedding_model`: for tools, tests and benchmarks.
+    pub fn open(
+        root: &Path,
+        cut: CutOptions,
+        embedding_model: Option<&Path>,
+    ) -> Result<Library, Error> {
         let opt = IngestOptions {
             cut,
+            scenes: false,
+            thumbnails: false,
+            embedding_model: embedding_model.map(Path::to_path_buf),
             ..IngestOptions::default()
         };
         Self::ingest(
@@ -74,29 +94,41 @@ impl Library {
         progress: &dyn Progress,
         media_base: &str,
     ) -> Result<Library, Error> {
-        let (catalog, summary) = ingest::ingest(root, index, opt, progress)?;
+        let (mut catalog, summary) = ingest::ingest(root, index, opt, progress)?;
+        // Lines not embedded yet (new films, another model) are embedded
+        // now and kept in the catalog.
+        let embedder = semantic::load(opt.embedding_model.as_deref());
+        if let Some(e) = &embedder {
+            semantic::ensure_vectors(e, &mut catalog, |entry| index.save(entry))?;
+        }
         let root = root.canonicalize().map_err(|source| ingest::Error::Io {
             path: root.to_path_buf(),
             source,
         })?;
-        Self::from_catalog(root, index, catalog, summary, media_base)
+        Self::from_catalog(root, index, catalog, summary, media_base, embedder)
     }
 
-    /// The library of a catalog: films that could be read, with their clips.
+    /// The library of a catalog: films that could be read, with their clips;
+    /// with an embedder, the catalog's vectors make search hybrid.
     pub fn from_catalog(
         root: PathBuf,
         index: &IndexDir,
         catalog: Vec<CatalogFilm>,
         summary: IngestSummary,
         media_base: &str,
+        embedder: Option<semantic::Loaded>,
     ) -> Result<Library, Error> {
         let mut films = Vec::new();
         let mut clips = Vec::new();
+        let mut vectors = Vec::new();
         for entry in catalog {
-            let Some(film) = entry.film else { continue };
             if !entry.error.is_empty() {
                 continue;
             }
+            if let Some(e) = &embedder {
+                vectors.extend(semantic::stored_vectors(e, &entry)?);
+            }
+            let Some(film) = entry.film else { continue };
             for mut c in entry.clips {
                 if !c.thumbnail.is_empty() {
                     c.thumbnail = format!("{media_base}/thumbnails/{}", c.thumbnail);
@@ -108,32 +140,45 @@ impl Library {
                 film,
             });
         }
-        let mut lib = Self::build(root, films, clips)?;
+        let semantic = match embedder {
+            Some(e) => Some(Semantic::from_stored(e, &vectors, &clips)?),
+            None => None,
+        };
+        let mut lib = Self::build(root, films, clips, semantic)?;
         lib.thumbs = Some(index.thumbs());
         lib.summary = summary;
         Ok(lib)
     }
 
-    /// A library of given films and clips, without a catalog (benchmarks).
+    /// A library of given films and clips, without a catalog (benchmarks);
+    /// with `semantic`, search is hybrid.
     pub fn from_clips(
         root: PathBuf,
         films: Vec<FilmEntry>,
         clips: Vec<Clip>,
+        semantic: Option<Semantic>,
     ) -> Result<Library, Error> {
-        Self::build(root, films, clips)
+        Self::build(root, films, clips, semantic)
     }
 
-    fn build(root: PathBuf, films: Vec<FilmEntry>, clips: Vec<Clip>) -> Result<Library, Error> {
+    fn build(
+        root: PathBuf,
+        films: Vec<FilmEntry>,
+        clips: Vec<Clip>,
+        semantic: Option<Semantic>,
+    ) -> Result<Library, Error> {
         let mut schema = Schema::builder();
-        let id = schema.add_text_field("id", STRING | STORED);
         let caption = schema.add_text_field("caption", TEXT);
         let cue = schema.add_text_field("cue", TEXT);
+        let row = schema.add_u64_field(ROW_FIELD, FAST);
         let index = Index::create_in_ram(schema.build());
         let mut writer = index.writer_with_num_threads(1, 50_000_000)?;
-        for c in &clips {
-            writer.add_document(
-                doc!(id => c.id.clone(), caption => c.caption.clone(), cue => c.cue.clone()),
-            )?;
+        for (i, c) in clips.iter().enumerate() {
+            writer.add_document(doc!(
+                caption => c.caption.clone(),
+                cue => c.cue.clone(),
+                row => i as u64,
+            ))?;
         }
         writer.commit()?;
         let reader = index.reader()?;
@@ -157,7 +202,8 @@ impl Library {
             film_by_id,
             reader,
             index,
-            fields: Fields { id, caption, cue },
+            fields: Fields { caption, cue },
+            semantic,
         })
     }
 
@@ -213,26 +259,83 @@ impl Library {
         )
     }
 
-    /// Lexical search. *Description* matches captions; *answer* matches cues
-    /// (the line before a clip), so the hit is the line that followed.
+    /// Whether search is hybrid (the embedding model loaded).
+    pub fn is_semantic(&self) -> bool {
+        self.semantic.is_some()
+    }
+
+    /// The embedding model and vectors, when search is hybrid.
+    pub fn semantic(&self) -> Option<&Semantic> {
+        self.semantic.as_ref()
+    }
+
+    /// Search. *Description* matches captions; *answer* matches cues (the
+    /// line before a clip), so the hit is the line that followed. Lexical
+    /// (BM25) and, with the embedding model, semantic hits are fused by
+    /// reciprocal rank; the score is then the fused score.
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<(Clip, f32)>, Error> {
         let limit = (req.limit as usize).clamp(1, 100);
-        let field = match SearchMode::try_from(req.mode).unwrap_or(SearchMode::Description) {
-            SearchMode::Answer => self.fields.cue,
-            _ => self.fields.caption,
+        let answer = SearchMode::try_from(req.mode) == Ok(SearchMode::Answer);
+        let Some(semantic) = &self.semantic else {
+            return self.lexical(req, answer, limit);
+        };
+        let depth = limit.max(FUSE_DEPTH);
+        let lexical: Vec<String> = self
+            .lexical(req, answer, depth)?
+            .into_iter()
+            .map(|(c, _)| c.id)
+            .collect();
+        let close: Vec<String> = semantic
+            .search(&req.query, answer, depth, |i| {
+                self.accepts(req, &self.clips[i])
+            })?
+            .into_iter()
+            .map(|(i, _)| self.clips[i].id.clone())
+            .collect();
+        Ok(fusion::rrf(&[&lexical, &close], fusion::K)
+            .into_iter()
+            .take(limit)
+            .filter_map(|(id, score)| Some((self.clip(&id)?.clone(), score)))
+            .collect())
+    }
+
+    /// Lexical search alone (BM25), as when no embedding model is loaded.
+    pub fn search_lexical(&self, req: &SearchRequest) -> Result<Vec<(Clip, f32)>, Error> {
+        let limit = (req.limit as usize).clamp(1, 100);
+        let answer = SearchMode::try_from(req.mode) == Ok(SearchMode::Answer);
+        self.lexical(req, answer, limit)
+    }
+
+    /// BM25 over captions (description) or cues (answer), filtered.
+    fn lexical(
+        &self,
+        req: &SearchRequest,
+        answer: bool,
+        limit: usize,
+    ) -> Result<Vec<(Clip, f32)>, Error> {
+        let field = if answer {
+            self.fields.cue
+        } else {
+            self.fields.caption
         };
         let parser = QueryParser::for_index(&self.index, vec![field]);
         let (query, _errors) = parser.parse_query_lenient(&req.query);
         let searcher = self.reader.searcher();
         let want = limit + req.exclude_ids.len() + 50;
         let top = searcher.search(&query, &TopDocs::with_limit(want))?;
+        let rows = searcher
+            .segment_readers()
+            .iter()
+            .map(|s| s.fast_fields().u64(ROW_FIELD))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::new();
         for (score, addr) in top {
-            let doc: TantivyDocument = searcher.doc(addr)?;
-            let Some(id) = doc.get_first(self.fields.id).and_then(|v| v.as_str()) else {
+            let Some(clip) = rows[addr.segment_ord as usize]
+                .first(addr.doc_id)
+                .and_then(|i| self.clips.get(i as usize))
+            else {
                 continue;
             };
-            let Some(clip) = self.clip(id) else { continue };
             if self.accepts(req, clip) {
                 out.push((clip.clone(), score));
                 if out.len() == limit {

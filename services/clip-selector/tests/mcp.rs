@@ -44,7 +44,7 @@ fn library() -> tempfile::TempDir {
 
 /// The clip id of a line, as the service cuts it (default options).
 fn clip_id(root: &Path, caption: &str) -> String {
-    let lib = Library::open(root, CutOptions::default()).unwrap();
+    let lib = Library::open(root, CutOptions::default(), None).unwrap();
     lib.clips()
         .iter()
         .find(|c| c.caption == caption)
@@ -353,7 +353,7 @@ async fn http_plays_on_the_sessions_pi() {
 
     // The first generation's file and times play the clip they overlap.
     let answer = clip_id(&root, TRAIN[2]);
-    let lib_now = Library::open(&root, CutOptions::default()).unwrap();
+    let lib_now = Library::open(&root, CutOptions::default(), None).unwrap();
     let want = lib_now.clip(&answer).unwrap();
     for file in [
         "midnight-train.mp4",
