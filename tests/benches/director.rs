@@ -32,6 +32,11 @@ async fn selector(bus: &bus::Bus, nats: &str, library: &Path) -> (Selector, Dura
         .env("NATS_URL", nats)
         .env("CINEMA_LIBRARY", library)
         .env("CINEMA_CLIP_SELECTOR_MEDIA_ADDR", "127.0.0.1:0")
+        // The lines are what is measured: no pictures, BM25 only (hybrid
+        // search has its own bench: `cargo bench -p clip-selector`).
+        .env("CINEMA_CLIP_SELECTOR_SCENES", "false")
+        .env("CINEMA_CLIP_SELECTOR_THUMBNAILS", "false")
+        .env("CINEMA_EMBEDDING_MODEL", "")
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();

@@ -56,6 +56,31 @@ pub fn require(tool: &'static str, hint: &'static str) -> Result<(), Error> {
     }
 }
 
+/// A film of `seconds` with a black 16×16 picture at one frame a second and
+/// no sound, for libraries whose lines matter, not their pictures (films of
+/// a generated library can be hard links to one).
+pub fn blank_film(path: &Path, seconds: u32) -> Result<(), Error> {
+    run(
+        "ffmpeg",
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("color=c=black:s=16x16:r=1:d={seconds}"))
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "30",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "mp4",
+            ])
+            .arg(path),
+    )
+}
+
 fn run(tool: &'static str, cmd: &mut Command) -> Result<(), Error> {
     let out = cmd.output().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Missing {

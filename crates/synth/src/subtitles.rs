@@ -215,7 +215,8 @@ fn sentence(rng: &mut Rng) -> String {
 }
 
 /// Writes `films` films of `lines_per_film` lines each (`film-00000.srt` +
-/// an empty `film-00000.mp4`). Returns every line, film by film.
+/// `film-00000.mp4`, a hard link to one blank film long enough for the
+/// lines). Returns every line, film by film.
 pub fn subtitle_library(
     dir: &Path,
     films: usize,
@@ -225,6 +226,9 @@ pub fn subtitle_library(
     std::fs::create_dir_all(dir)?;
     let mut rng = Rng(seed.max(1));
     let mut all = Vec::with_capacity(films * lines_per_film);
+    let blank = dir.join(".blank.mp4");
+    // Lines average under 5 s with their gaps.
+    crate::blank_film(&blank, (lines_per_film as u32).saturating_mul(6).max(60))?;
     for f in 0..films {
         let mut t = 1.0;
         let mut lines = Vec::with_capacity(lines_per_film);
@@ -240,7 +244,9 @@ pub fn subtitle_library(
             all.push(text);
         }
         std::fs::write(dir.join(format!("film-{f:05}.srt")), srt(&lines))?;
-        std::fs::write(dir.join(format!("film-{f:05}.mp4")), b"")?;
+        let video = dir.join(format!("film-{f:05}.mp4"));
+        let _ = std::fs::remove_file(&video);
+        std::fs::hard_link(&blank, &video)?;
     }
     Ok(all)
 }

@@ -259,30 +259,11 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// A film of `seconds` with a black 16×16 picture at one frame a second and
-/// no sound, for libraries whose lines matter, not their pictures. Made once
-/// per path; films of a library can be hard links to one of these.
+/// A blank film (see [`synth::blank_film`]); fails the test with an install
+/// hint when ffmpeg is missing.
 pub fn blank_film(path: &Path, seconds: u32) {
-    let ffmpeg = require("ffmpeg", "apt-get install ffmpeg");
-    let ok = Command::new(ffmpeg)
-        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("color=c=black:s=16x16:r=1:d={seconds}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "mp4",
-        ])
-        .arg(path)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "ffmpeg could not make {}", path.display());
+    require("ffmpeg", "apt-get install ffmpeg");
+    synth::blank_film(path, seconds).unwrap();
 }
 
 /// Makes a small library of synthetic films (real speech, drawn lines, .srt)

@@ -370,3 +370,56 @@ fn a_missing_model_means_lexical_search_and_one_warning() {
         }
     }
 }
+
+#[test]
+fn vectors_are_kept_in_the_catalog_and_remade_when_damaged() {
+    let model = model_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_library(dir.path(), &[("harbor-nights", HARBOR)]);
+    let first = Library::open(dir.path(), CutOptions::default(), Some(&model)).expect("library");
+    let want = search(
+        &first,
+        "someone is robbing my home",
+        SearchMode::Description,
+    );
+    let index = clip_selector::IndexDir::inside(dir.path());
+    let entries = index.load();
+    assert_eq!(entries.len(), 1);
+    let lines = entries[0].clips.len();
+    assert_eq!(
+        entries[0].vectors.len(),
+        lines * (4 + 384),
+        "a scale and 384 codes a line"
+    );
+    assert!(
+        entries[0].embedding_model.starts_with("all-MiniLM-L6-v2:"),
+        "{}",
+        entries[0].embedding_model
+    );
+    // Opened again: the same answers from the stored vectors.
+    let again = Library::open(dir.path(), CutOptions::default(), Some(&model)).expect("library");
+    assert!(again.is_semantic());
+    let got = search(
+        &again,
+        "someone is robbing my home",
+        SearchMode::Description,
+    );
+    assert_eq!(captions(&got), captions(&want));
+    // Damaged vectors (cut short) are made again, not trusted.
+    let mut damaged = entries[0].clone();
+    damaged.vectors.truncate(100);
+    let path = index
+        .films()
+        .join(format!("{}.pb", damaged.film.as_ref().unwrap().id));
+    std::fs::write(&path, prost::Message::encode_to_vec(&damaged)).expect("write");
+    let healed = Library::open(dir.path(), CutOptions::default(), Some(&model)).expect("library");
+    assert_eq!(
+        captions(&search(
+            &healed,
+            "someone is robbing my home",
+            SearchMode::Description
+        )),
+        captions(&want)
+    );
+    assert_eq!(index.load()[0].vectors.len(), lines * (4 + 384));
+}
