@@ -205,39 +205,6 @@ impl std::fmt::Debug for Semantic {
 }
 
 impl Semantic {
-    /// Loads the model at `model` and embeds every clip's caption; `None`,
-    /// with one warning saying why, when there is no model or it cannot be
-    /// loaded or run: search is then lexical only.
-    pub fn open(model: Option<&Path>, clips: &[Clip]) -> Option<Semantic> {
-        let Some(dir) = model else {
-            tracing::warn!(
-                "Search is lexical only: no embedding model is configured (set CINEMA_EMBEDDING_MODEL; scripts/setup fetches one)."
-            );
-            return None;
-        };
-        let started = Instant::now();
-        let result = Embedder::load(dir)
-            .map_err(Error::from)
-            .and_then(|embedder| Semantic::embed_clips(embedder, clips));
-        match result {
-            Ok(semantic) => {
-                let secs = started.elapsed().as_secs_f64();
-                tracing::info!(
-                    model = %dir.display(),
-                    lines = semantic.index.len(),
-                    seconds = format!("{secs:.1}"),
-                    vector_bytes = semantic.index.bytes(),
-                    "Embedded the library's lines: search is hybrid (lexical and semantic)."
-                );
-                Some(semantic)
-            }
-            Err(e) => {
-                tracing::warn!(model = %dir.display(), error = %e, "Search is lexical only: the embedding model cannot be used.");
-                None
-            }
-        }
-    }
-
     /// The index of vectors kept in the catalog: `vectors` holds [`DIM`]
     /// floats for every clip with a caption, in clip order.
     pub fn from_stored(model: Loaded, vectors: &[f32], clips: &[Clip]) -> Result<Semantic, Error> {
@@ -256,27 +223,6 @@ impl Semantic {
             "Search is hybrid (lexical and semantic)."
         );
         Ok(semantic)
-    }
-
-    /// Embeds the caption of every clip that has one.
-    pub fn embed_clips(embedder: Embedder, clips: &[Clip]) -> Result<Semantic, Error> {
-        let row_clip: Vec<usize> = clips
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| !c.caption.trim().is_empty())
-            .map(|(i, _)| i)
-            .collect();
-        let texts: Vec<&str> = row_clip
-            .iter()
-            .map(|&i| clips[i].caption.as_str())
-            .collect();
-        let mut flat = Vec::with_capacity(texts.len() * DIM);
-        for chunk in texts.chunks(4096) {
-            for v in embedder.embed(chunk)? {
-                flat.extend(v);
-            }
-        }
-        Semantic::from_vectors(embedder, &flat, row_clip, clips)
     }
 
     /// The index from vectors already made (a stored catalog): `vectors` holds

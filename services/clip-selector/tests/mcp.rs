@@ -294,6 +294,10 @@ fn stand_in_room_manager(bus: &bus::Bus, stop: &CancellationToken) {
 
 #[tokio::test]
 async fn http_plays_on_the_sessions_pi() {
+    // rmcp's HTTP client is reqwest with rustls; in a workspace build its TLS
+    // features unify with llm's `rustls-no-provider`, so the workspace's
+    // provider (ring) is installed as llm does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let lib = library();
     let root = lib.path().canonicalize().unwrap();
     let nats = testkit::NatsServer::start();
