@@ -10,7 +10,7 @@ use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
 use tantivy::schema::{FAST, Field, Schema, TEXT};
 use tantivy::{Index, IndexReader, doc};
-use wire::v1::{CatalogFilm, Clip, Film, IngestSummary, SearchMode, SearchRequest};
+use wire::v1::{CatalogFilm, Clip, ClipKind, Film, IngestSummary, SearchMode, SearchRequest};
 
 use crate::fusion;
 use crate::ingest::{self, Progress};
@@ -52,6 +52,8 @@ pub struct Library {
     clips: Vec<Clip>,
     by_id: HashMap<String, usize>,
     film_by_id: HashMap<String, usize>,
+    /// Films with dialogue clips: their scene clips are not search hits.
+    spoken_films: std::collections::HashSet<String>,
     reader: IndexReader,
     index: Index,
     fields: Fields,
@@ -192,8 +194,14 @@ impl Library {
             .enumerate()
             .map(|(i, f)| (f.film.id.clone(), i))
             .collect();
+        let spoken_films = clips
+            .iter()
+            .filter(|c| c.kind == ClipKind::Dialogue as i32)
+            .map(|c| c.film_id.clone())
+            .collect();
         Ok(Library {
             root,
+            spoken_films,
             thumbs: None,
             summary: IngestSummary::default(),
             films,
@@ -346,9 +354,14 @@ impl Library {
         Ok(out)
     }
 
+    /// Filters, and scenes only of films without dialogue: a film's lines are
+    /// answered line by line, not by a scene that runs several together.
     fn accepts(&self, req: &SearchRequest, clip: &Clip) -> bool {
         let len = clip.end_s - clip.start_s;
-        !req.exclude_ids.iter().any(|x| x == &clip.id)
+        let scene_of_spoken =
+            clip.kind == ClipKind::Scene as i32 && self.spoken_films.contains(&clip.film_id);
+        !scene_of_spoken
+            && !req.exclude_ids.iter().any(|x| x == &clip.id)
             && (req.film_id.is_empty() || req.film_id == clip.film_id)
             && (req.min_duration_s <= 0.0 || len >= req.min_duration_s)
             && (req.max_duration_s <= 0.0 || len <= req.max_duration_s)

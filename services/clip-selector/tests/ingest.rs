@@ -183,6 +183,27 @@ fn a_library_of_every_kind_of_film_is_ingested_and_kept_up_to_date() {
         search(&lib, "café", SearchMode::Description)[0],
         "Café au lait?"
     );
+    // A film's lines are answered line by line: its scenes (which run its
+    // lines together) are not hits; a film without lines is found by scene.
+    let hits = lib
+        .search(&SearchRequest {
+            query: "ship dawn".into(),
+            mode: SearchMode::Description as i32,
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(!hits.is_empty());
+    assert!(
+        hits.iter()
+            .all(|(c, _)| c.kind == ClipKind::Dialogue as i32),
+        "{hits:?}"
+    );
+    assert!(
+        lib.clips()
+            .iter()
+            .any(|c| c.film_title == "Harbour" && c.kind == ClipKind::Scene as i32)
+    );
 
     // Clips: dialogue and scenes, keyframe starts, thumbnails on disk.
     let colours: Vec<_> = lib
