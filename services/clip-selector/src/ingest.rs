@@ -688,18 +688,17 @@ fn ingest_film(
     }
     let mut scene_count = 0;
     if probe.has_video {
-        match media::keyframes(&f.path) {
-            Ok(keys) => {
-                for c in &mut clips {
-                    c.keyframe_start_s = media::keyframe_at_or_before(&keys, c.start_s);
-                }
-            }
-            Err(e) => entry.notes.push(format!("keyframes unknown: {e}")),
+        // Unknown keyframes leave every start as it is.
+        let keys = media::keyframes(&f.path).unwrap_or_else(|e| {
+            entry.notes.push(format!("keyframes unknown: {e}"));
+            Vec::new()
+        });
+        for c in &mut clips {
+            c.keyframe_start_s = media::keyframe_at_or_before(&keys, c.start_s);
         }
         if opt.scenes {
             match media::scene_cuts(&f.path, opt.scene_threshold) {
                 Ok(cuts) => {
-                    let keys = media::keyframes(&f.path).unwrap_or_default();
                     for (k, (a, b)) in
                         scenes(&cuts, probe.duration_s, opt.min_scene_s, opt.max_scene_s)
                             .into_iter()
