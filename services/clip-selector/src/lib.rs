@@ -243,24 +243,21 @@ struct Reloader {
     config: Config,
     base: String,
     tx: tokio::sync::watch::Sender<Arc<Library>>,
+    /// Held while an ingest runs.
     running: tokio::sync::Mutex<()>,
-    busy: std::sync::atomic::AtomicBool,
 }
 
 impl Reloader {
     async fn reload(&self) -> Result<IngestSummary, Error> {
         let _one = self.running.lock().await;
-        self.busy.store(true, std::sync::atomic::Ordering::Relaxed);
-        let result = load_library(&self.config, &self.base).await;
-        self.busy.store(false, std::sync::atomic::Ordering::Relaxed);
-        let lib = result?;
+        let lib = load_library(&self.config, &self.base).await?;
         let summary = lib.summary().clone();
         self.tx.send_replace(Arc::new(lib));
         Ok(summary)
     }
 
     fn is_running(&self) -> bool {
-        self.busy.load(std::sync::atomic::Ordering::Relaxed)
+        self.running.try_lock().is_err()
     }
 }
 
@@ -307,7 +304,6 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
         base: base.clone(),
         tx,
         running: tokio::sync::Mutex::new(()),
-        busy: false.into(),
     });
     if !rescan.is_zero() {
         let reloader = reloader.clone();
@@ -424,13 +420,7 @@ async fn thumbnail(
     let Some(path) = current.get().thumbnail_path(id) else {
         return (StatusCode::NOT_FOUND, format!("no thumbnail {name:?}")).into_response();
     };
-    match tower_http::services::ServeFile::new(path)
-        .oneshot(req)
-        .await
-    {
-        Ok(resp) => resp.into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    serve_file(path, req).await
 }
 
 async fn media(
@@ -449,6 +439,12 @@ async fn media(
         )
             .into_response();
     };
+    serve_file(path, req).await
+}
+
+/// A file of the library (a film, a thumbnail) with Range support; the path
+/// always comes from the index.
+async fn serve_file(path: impl AsRef<std::path::Path>, req: Request) -> Response {
     match tower_http::services::ServeFile::new(path)
         .oneshot(req)
         .await
