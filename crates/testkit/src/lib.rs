@@ -259,6 +259,29 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
+/// The sentence-embedding model folder: `CINEMA_EMBEDDING_MODEL`, else where `scripts/setup`
+/// puts it. Panics with the install hint when neither holds a model.
+pub fn embedding_model() -> PathBuf {
+    let dir = std::env::var_os("CINEMA_EMBEDDING_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let models = std::env::var_os("CINEMA_MODELS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".local/share/cinema-chat/models")
+                });
+            models.join("all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the embedding model is missing at {}: run scripts/setup (it fetches all-MiniLM-L6-v2), \
+         or set CINEMA_EMBEDDING_MODEL to a folder with model.safetensors, tokenizer.json and config.json",
+        dir.display()
+    );
+    dir
+}
+
 /// A blank film (see [`synth::blank_film`]); fails the test with an install
 /// hint when ffmpeg is missing.
 pub fn blank_film(path: &Path, seconds: u32) {

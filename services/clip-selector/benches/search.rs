@@ -6,7 +6,7 @@
 //! (`scripts/setup`, or `CINEMA_EMBEDDING_MODEL`).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clip_selector::{CutOptions, Library};
@@ -27,7 +27,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let model = model_dir();
+    let model = testkit::embedding_model();
     let dir = tempfile::tempdir().expect("tempdir");
     let started = Instant::now();
     let films = write_library(dir.path(), lines);
@@ -181,26 +181,6 @@ fn main() {
             clip.cue, clip.caption
         );
     }
-}
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("CINEMA_EMBEDDING_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let models = std::env::var_os("CINEMA_MODELS_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".local/share/cinema-chat/models")
-                });
-            models.join("all-MiniLM-L6-v2")
-        });
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "the embedding model is missing at {}: run scripts/setup, or set CINEMA_EMBEDDING_MODEL",
-        dir.display()
-    );
-    dir
 }
 
 fn measure(queries: &[String], mut f: impl FnMut(&str)) -> Vec<Duration> {

@@ -3,7 +3,7 @@
 //! fail with an install hint when it is missing.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use clip_selector::embed::{self, DIM, Embedder};
@@ -40,29 +40,6 @@ const STATION: &[&str] = &[
     "Lunch is on me today.",
 ];
 
-/// The model folder: `CINEMA_EMBEDDING_MODEL`, else where `scripts/setup`
-/// puts it. Panics with the install hint when neither holds a model.
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("CINEMA_EMBEDDING_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let models = std::env::var_os("CINEMA_MODELS_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".local/share/cinema-chat/models")
-                });
-            models.join("all-MiniLM-L6-v2")
-        });
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "the embedding model is missing at {}: run scripts/setup (it fetches all-MiniLM-L6-v2), \
-         or set CINEMA_EMBEDDING_MODEL to a folder with model.safetensors, tokenizer.json and config.json",
-        dir.display()
-    );
-    dir
-}
-
 /// Films as `.srt` sidecars beside blank videos (hard links to one); line
 /// `i` runs from `3i` to `3i + 2` seconds.
 fn write_library(dir: &Path, films: &[(&str, &[&str])]) {
@@ -95,7 +72,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let model = model_dir();
+        let model = testkit::embedding_model();
         let dir = tempfile::tempdir().expect("tempdir");
         write_library(
             dir.path(),
@@ -136,7 +113,7 @@ fn captions(clips: &[Clip]) -> Vec<&str> {
 
 #[test]
 fn paraphrases_embed_closer_than_unrelated_lines() {
-    let embedder = Embedder::load(&model_dir()).expect("model");
+    let embedder = Embedder::load(&testkit::embedding_model()).expect("model");
     let texts = [
         "I am starving, let's get something to eat.",
         "I'm so hungry I could eat a horse.",
@@ -373,7 +350,7 @@ fn a_missing_model_means_lexical_search_and_one_warning() {
 
 #[test]
 fn vectors_are_kept_in_the_catalog_and_remade_when_damaged() {
-    let model = model_dir();
+    let model = testkit::embedding_model();
     let dir = tempfile::tempdir().expect("tempdir");
     write_library(dir.path(), &[("harbor-nights", HARBOR)]);
     let first = Library::open(dir.path(), CutOptions::default(), Some(&model)).expect("library");
