@@ -1,17 +1,16 @@
 //! Sentence embeddings: all-MiniLM-L6-v2 (BERT, 6 layers, 384 dimensions) on
-//! the CPU through candle, WordPiece through `tokenizers`; mean pooling over
-//! the real tokens (the attention mask), L2-normalised, so a dot product is
-//! the cosine similarity.
+//! the CPU through the `encoder` crate (int8 linear layers), WordPiece through
+//! `tokenizers`; mean pooling over each text's own tokens, L2-normalised, so
+//! a dot product is the cosine similarity.
 //!
 //! The model is a folder (`scripts/setup` fetches it): `model.safetensors`,
 //! `tokenizer.json`, `config.json`. Nothing is downloaded here.
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use encoder::{Config as BertConfig, Encoder};
 
 /// Dimensions of one embedding.
 pub const DIM: usize = 384;
@@ -23,8 +22,8 @@ pub const MODEL_FILES: [&str; 3] = ["model.safetensors", "tokenizer.json", "conf
 /// model was trained on 128.
 const MAX_TOKENS: usize = 128;
 
-/// Sentences embedded in one forward pass when embedding many; lines are
-/// sorted by length first, so a batch pads little.
+/// Sentences embedded in one forward pass when embedding many (nothing is
+/// padded; a bigger batch only reuses the weights more).
 const BATCH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,14 +47,13 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("embedding model: {0}")]
-    Model(#[from] candle_core::Error),
+    Model(#[from] encoder::Error),
 }
 
 /// A loaded sentence-embedding model. Cheap to share (`&self` everywhere).
 pub struct Embedder {
-    model: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
-    device: Device,
     dir: PathBuf,
 }
 
@@ -103,23 +101,10 @@ impl Embedder {
                 ..Default::default()
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let device = Device::Cpu;
-        let mut weights = candle_core::safetensors::load(dir.join("model.safetensors"), &device)?;
-        // Linear layers compute `x · Wᵀ`. Stored as they come, `Wᵀ` is a
-        // strided view that the matrix multiply repacks on every call (half
-        // the time of a short query); stored column-major, `Wᵀ` is a plain
-        // row-major matrix. Same shape and values, another memory layout.
-        for (name, w) in weights.iter_mut() {
-            if name.starts_with("encoder.") && name.ends_with(".weight") && w.rank() == 2 {
-                *w = w.t()?.contiguous()?.t()?;
-            }
-        }
-        let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
-        let model = BertModel::load(vb, &config)?;
+        let encoder = Encoder::load(&dir.join("model.safetensors"), &config)?;
         Ok(Embedder {
-            model,
+            encoder,
             tokenizer,
-            device,
             dir: dir.to_path_buf(),
         })
     }
@@ -129,22 +114,27 @@ impl Embedder {
         &self.dir
     }
 
+    /// The encoder (its instruction set, its size).
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// Uses the kernels of `simd` from now on (benchmarks compare them).
+    pub fn set_simd(&mut self, simd: encoder::Simd) {
+        self.encoder.set_simd(simd);
+    }
+
     /// One L2-normalised [`DIM`]-dimensional vector per text, in order.
-    /// Texts are batched by length; an empty text gets the vector of
-    /// `[CLS] [SEP]`.
+    /// An empty text gets the vector of `[CLS] [SEP]`.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| (encodings[i].get_ids().len(), i));
-        let mut out = vec![Vec::new(); encodings.len()];
-        for batch in order.chunks(BATCH) {
-            let group: Vec<&Encoding> = batch.iter().map(|&i| &encodings[i]).collect();
-            for (&i, v) in batch.iter().zip(self.forward(&group)?) {
-                out[i] = v;
-            }
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(BATCH) {
+            let encodings = self
+                .tokenizer
+                .encode_batch(batch.to_vec(), true)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?;
+            let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+            out.extend(self.encoder.encode(&ids)?.into_iter().map(normalized));
         }
         Ok(out)
     }
@@ -155,35 +145,8 @@ impl Embedder {
             .tokenizer
             .encode(text, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(self.forward(&[&encoding])?.pop().unwrap_or_default())
-    }
-
-    /// A forward pass over encodings padded to the longest; mean over the
-    /// unmasked tokens, then L2-normalised.
-    fn forward(&self, group: &[&Encoding]) -> Result<Vec<Vec<f32>>, Error> {
-        let n = group.len();
-        let len = group.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
-        if n == 0 || len == 0 {
-            return Ok(vec![vec![0.0; DIM]; n]);
-        }
-        let mut ids = vec![0u32; n * len];
-        let mut mask = vec![0u32; n * len];
-        for (row, e) in group.iter().enumerate() {
-            for (col, &id) in e.get_ids().iter().enumerate() {
-                ids[row * len + col] = id;
-                mask[row * len + col] = 1;
-            }
-        }
-        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
-        let types = ids.zeros_like()?;
-        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, DIM)
-        let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
-        let summed = hidden.broadcast_mul(&maskf)?.sum(1)?; // (n, DIM)
-        let counts = maskf.sum(1)?; // (n, 1)
-        let mean = summed.broadcast_div(&counts)?;
-        let rows: Vec<Vec<f32>> = mean.to_vec2()?;
-        Ok(rows.into_iter().map(normalized).collect())
+        let mut vectors = self.encoder.encode(&[encoding.get_ids()])?;
+        Ok(vectors.pop().map(normalized).unwrap_or_default())
     }
 }
 

@@ -78,10 +78,13 @@ pub fn load(dir: Option<&Path>) -> Option<Loaded> {
     }
 }
 
-/// A model's identity: the folder's name and a hash of its files' sizes and
-/// configuration (a replaced model gives another id).
+/// A model's identity: the folder's name and a hash of its files' sizes, its
+/// configuration and the encoder's numerics (a replaced model, or vectors
+/// made by another encoder, give another id, and the lines are embedded
+/// again).
 pub fn model_id(dir: &Path) -> String {
     let mut h = Sha256::new();
+    h.update(encoder::NUMERICS.as_bytes());
     for name in ["model.safetensors", "tokenizer.json", "config.json"] {
         let path = dir.join(name);
         h.update(name.as_bytes());

@@ -1,0 +1,225 @@
+//! The sentence encoder alone: query latency (one text) and batch
+//! throughput (lines/s) of the int8 encoder on each instruction set, against
+//! candle's f32 BERT (what the service ran before), and how close their
+//! vectors are.
+//!
+//! `cargo bench -p clip-selector --bench encoder`. Needs the embedding model
+//! (`scripts/setup`, or `CINEMA_EMBEDDING_MODEL`).
+
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use clip_selector::embed::{self, Embedder};
+use encoder::Simd;
+
+const SUBJECTS: &[&str] = &[
+    "the train",
+    "my brother",
+    "the old man",
+    "your dog",
+    "the captain",
+    "that woman",
+    "the doctor",
+    "our neighbour",
+    "the band",
+    "the river",
+];
+const VERBS: &[&str] = &[
+    "is leaving",
+    "never came back",
+    "wants to see you",
+    "was singing",
+    "has gone mad",
+    "will wait",
+    "told me everything",
+    "is hungry",
+    "looks tired",
+    "can't swim",
+];
+const ENDS: &[&str] = &[
+    "tonight",
+    "before dawn",
+    "at the station",
+    "for a long time",
+    "in the rain",
+    "after the war",
+    "without a word",
+    "by the sea",
+    "again and again",
+    "like always",
+];
+
+/// Lines like a library's: `n` of them, 5–25 words, deterministic.
+fn lines(n: usize) -> Vec<String> {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |m: usize| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % m as u64) as usize
+    };
+    (0..n)
+        .map(|_| {
+            let parts = 1 + next(3);
+            (0..parts)
+                .map(|_| {
+                    format!(
+                        "{} {} {}",
+                        SUBJECTS[next(10)],
+                        VERBS[next(10)],
+                        ENDS[next(10)]
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", and ")
+        })
+        .collect()
+}
+
+struct Reference {
+    bert: BertModel,
+    tokenizer: tokenizers::Tokenizer,
+}
+
+impl Reference {
+    fn load(dir: &std::path::Path) -> Reference {
+        let config: Config = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("config.json")).expect("config"),
+        )
+        .expect("config");
+        let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+            .expect("weights");
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+        let mut tokenizer =
+            tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).expect("tokenizer");
+        tokenizer.with_padding(None);
+        Reference {
+            bert: BertModel::load(vb, &config).expect("bert"),
+            tokenizer,
+        }
+    }
+
+    fn embed_one(&self, text: &str) -> Vec<f32> {
+        let ids = self
+            .tokenizer
+            .encode(text, true)
+            .expect("tokens")
+            .get_ids()
+            .to_vec();
+        let n = ids.len();
+        let ids = Tensor::from_vec(ids, (1, n), &Device::Cpu).expect("ids");
+        let types = ids.zeros_like().expect("types");
+        let hidden = self.bert.forward(&ids, &types, None).expect("forward");
+        let mean = (hidden.sum(1).expect("sum") / n as f64).expect("mean");
+        embed::normalized(mean.squeeze(0).expect("squeeze").to_vec1().expect("vec"))
+    }
+}
+
+fn pct(sorted: &[Duration], p: usize) -> f64 {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn time_queries(queries: &[String], mut f: impl FnMut(&str)) -> Vec<Duration> {
+    for q in queries.iter().take(10) {
+        f(q);
+    }
+    let mut times: Vec<Duration> = queries
+        .iter()
+        .map(|q| {
+            let t = Instant::now();
+            f(q);
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times
+}
+
+fn report(name: &str, t: &[Duration]) -> (f64, f64) {
+    let (p50, p95, p99) = (pct(t, 50), pct(t, 95), pct(t, 99));
+    println!(
+        "{name:<28} n={} p50={p50:6.2} ms p95={p95:6.2} ms p99={p99:6.2} ms",
+        t.len()
+    );
+    (p50, p99)
+}
+
+fn main() {
+    let dir = testkit::embedding_model();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queries = lines(500);
+    let batch = lines(4000);
+    let tokens: usize = {
+        let e = Embedder::load(&dir).expect("encoder");
+        println!(
+            "encoder        {} weights in memory, {} kernels, {threads} threads",
+            e.encoder().bytes(),
+            e.encoder().simd().name()
+        );
+        queries
+            .iter()
+            .map(|q| q.split_whitespace().count())
+            .sum::<usize>()
+            / queries.len()
+    };
+    println!("queries        500 lines of ~{tokens} words; batch 4000 lines");
+
+    let reference = Reference::load(&dir);
+    let f32_times = time_queries(&queries, |q| {
+        reference.embed_one(q);
+    });
+    let (f50, f99) = report("query f32 (candle)", &f32_times);
+    let started = Instant::now();
+    for q in &batch[..500] {
+        reference.embed_one(q);
+    }
+    let f32_rate = 500.0 / started.elapsed().as_secs_f64();
+    println!(
+        "batch f32 (candle)           {f32_rate:.0} lines/s (one at a time, as ingest padded little)"
+    );
+
+    let mut e = Embedder::load(&dir).expect("encoder");
+    for cap in ["portable", "avx2", ""] {
+        let simd = Simd::best(cap);
+        if !cap.is_empty() && simd.name() != cap {
+            continue;
+        }
+        e.set_simd(simd);
+        let t = time_queries(&queries, |q| {
+            e.embed_one(q).expect("embed");
+        });
+        let (p50, p99) = report(&format!("query int8 {}", simd.name()), &t);
+        println!(
+            "ratio f32/int8 {:<13} p50 {:.1}x p99 {:.1}x",
+            simd.name(),
+            f50 / p50,
+            f99 / p99
+        );
+        let texts: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        e.embed(&texts).expect("embed");
+        let rate = texts.len() as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "batch int8 {:<17} {rate:.0} lines/s ({:.1}x f32)",
+            simd.name(),
+            rate / f32_rate
+        );
+    }
+
+    let sample: Vec<&str> = queries.iter().take(200).map(String::as_str).collect();
+    let ours = e.embed(&sample).expect("embed");
+    let mut cos: Vec<f32> = sample
+        .iter()
+        .zip(&ours)
+        .map(|(q, v)| embed::dot(v, &reference.embed_one(q)))
+        .collect();
+    cos.sort_by(f32::total_cmp);
+    println!(
+        "agreement      cosine int8 vs f32 over 200 lines: min {:.4} p5 {:.4} mean {:.4}",
+        cos[0],
+        cos[cos.len() / 20],
+        cos.iter().sum::<f32>() / cos.len() as f32
+    );
+}
