@@ -6,17 +6,37 @@
 //! inputs lost ~2 % on short texts), and the SIMD kernels run ~20× a
 //! scalar loop.
 //!
-//! The kernels multiply 16-bit pairs into 32-bit sums (`pmaddwd`) through
-//! pulp's safe wrappers, chosen at run time: AVX-512 (32 pairs a step),
-//! AVX2 (16), or plain Rust elsewhere (which the compiler vectorises with
-//! SSE2's `pmaddwd`, or NEON on ARM). Weights are kept widened to 16 bits,
-//! so the inner loop is a load and a multiply-add.
+//! The kernels widen the weights to 16 bits as they load them (`pmovsxbw`)
+//! and multiply 16-bit pairs into 32-bit sums (`pmaddwd`, fused with the sum
+//! into `vpdpwssd` where the CPU has VNNI), through pulp's safe wrappers,
+//! chosen at run time: AVX-512 (32 pairs a step), AVX2 (16), or plain Rust
+//! elsewhere (which the compiler vectorises itself). A query reads every
+//! weight once, so their size is its time: 8-bit weights read half of
+//! what widened ones would.
 
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+pulp::simd_type! {
+    /// AVX-512 with VNNI: the compiler fuses each multiply-add of 16-bit
+    /// pairs and its sum into one `vpdpwssd`.
+    pub struct V4Vnni {
+        pub avx512f: "avx512f",
+        pub avx512bw: "avx512bw",
+        pub avx512cd: "avx512cd",
+        pub avx512dq: "avx512dq",
+        pub avx512vl: "avx512vl",
+        pub avx512vnni: "avx512vnni",
+        pub avx2: "avx2",
+        pub fma: "fma",
+    }
+}
 
 /// The widest instruction set this CPU has for the kernels.
 #[derive(Clone, Copy, Debug)]
 pub enum Simd {
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni(pulp::x86::V4, V4Vnni),
     #[cfg(target_arch = "x86_64")]
     Avx512(pulp::x86::V4),
     #[cfg(target_arch = "x86_64")]
@@ -25,14 +45,15 @@ pub enum Simd {
 }
 
 impl Simd {
-    /// The best available here; `CINEMA_ENCODER_SIMD=portable|avx2` caps it
-    /// (to compare kernels, or on a CPU that misreports its features).
+    /// The best available here; `CINEMA_ENCODER_SIMD=portable|avx2|avx512`
+    /// caps it (to compare kernels, or on a CPU that misreports its
+    /// features).
     pub fn detect() -> Simd {
         let cap = std::env::var("CINEMA_ENCODER_SIMD").unwrap_or_default();
         Simd::best(&cap)
     }
 
-    /// The best instruction set up to `cap` ("" or "avx512": any).
+    /// The best instruction set up to `cap` (`""`: any).
     pub fn best(cap: &str) -> Simd {
         if cap == "portable" {
             return Simd::Portable;
@@ -40,8 +61,13 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         {
             if cap != "avx2" {
-                if let Some(s) = pulp::x86::V4::try_new() {
-                    return Simd::Avx512(s);
+                if let Some(v4) = pulp::x86::V4::try_new() {
+                    if cap != "avx512" {
+                        if let Some(vnni) = V4Vnni::try_new() {
+                            return Simd::Avx512Vnni(v4, vnni);
+                        }
+                    }
+                    return Simd::Avx512(v4);
                 }
             }
             if let Some(s) = pulp::x86::V3::try_new() {
@@ -53,6 +79,8 @@ impl Simd {
 
     pub fn name(self) -> &'static str {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512Vnni(..) => "avx512-vnni",
             #[cfg(target_arch = "x86_64")]
             Simd::Avx512(_) => "avx512",
             #[cfg(target_arch = "x86_64")]
@@ -66,6 +94,8 @@ impl Simd {
     #[inline(always)]
     pub fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512Vnni(_, s) => s.vectorize(f),
             #[cfg(target_arch = "x86_64")]
             Simd::Avx512(s) => s.vectorize(f),
             #[cfg(target_arch = "x86_64")]
@@ -110,7 +140,12 @@ impl Rows {
             .par_chunks(width)
             .zip(out.q.par_chunks_mut(width))
             .with_min_len(32)
-            .map(|(row, q)| simd.vectorize(|| quantize_row(row, q, limit)))
+            .map(|(row, q)| {
+                simd.vectorize(
+                    #[inline(always)]
+                    || quantize_row(row, q, limit),
+                )
+            })
             .collect();
     }
 }
@@ -143,8 +178,8 @@ fn quantize_row(row: &[f32], q: &mut [i16], limit: f32) -> f32 {
 pub struct Linear {
     pub inputs: usize,
     pub outputs: usize,
-    /// Row-major `outputs × inputs`: codes in `[-127, 127]`, widened.
-    w: Vec<i16>,
+    /// Row-major `outputs × inputs`: codes in `[-127, 127]`.
+    w: Vec<i8>,
     /// Per output row: `W[j] ≈ scale[j] · w[j]`.
     scale: Vec<f32>,
     bias: Vec<f32>,
@@ -162,7 +197,7 @@ impl Linear {
         if weight.len() != outputs * inputs || bias.len() != outputs || inputs == 0 {
             return None;
         }
-        let mut w = vec![0i16; weight.len()];
+        let mut w = vec![0i8; weight.len()];
         let mut scale = Vec::with_capacity(outputs);
         for (row, q) in weight.chunks_exact(inputs).zip(w.chunks_exact_mut(inputs)) {
             let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -172,7 +207,7 @@ impl Linear {
                 1.0
             };
             for (o, &v) in q.iter_mut().zip(row) {
-                *o = round(v / s).clamp(-127.0, 127.0) as i16;
+                *o = round(v / s).clamp(-127.0, 127.0) as i8;
             }
             scale.push(s);
         }
@@ -187,43 +222,90 @@ impl Linear {
 
     /// Bytes of weights held in memory.
     pub fn bytes(&self) -> usize {
-        self.w.len() * 2 + self.outputs * 8
+        self.w.len() + self.outputs * 8
     }
 
-    /// `y` (`x.len() × outputs`, row-major) from the quantised rows `x`.
-    /// Blocks of columns run on the rayon pool.
+    /// `y` (`x.len() × outputs`, row-major) from the quantised rows `x`, on
+    /// the rayon pool: many rows (a batch) are split by rows, a few (a
+    /// query) by columns, in as many parts as there are threads.
     pub fn forward(&self, simd: Simd, x: &Rows, y: &mut Vec<f32>) {
+        self.forward_then(simd, x, y, |v| v);
+    }
+
+    /// [`Linear::forward`] with `then` applied to every output as it is
+    /// written (an activation, without a second pass over `y`).
+    pub fn forward_then(
+        &self,
+        simd: Simd,
+        x: &Rows,
+        y: &mut Vec<f32>,
+        then: impl Fn(f32) -> f32 + Sync + Copy,
+    ) {
         let (m, n) = (x.len(), self.outputs);
         y.clear();
         y.resize(m * n, 0.0);
         if m == 0 || x.width != self.inputs {
             return;
         }
-        let cb = block_columns(self.inputs);
-        let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(cb))
-            .into_par_iter()
-            .map(|b| {
-                let (c0, c1) = (b * cb, ((b + 1) * cb).min(n));
-                let width = c1 - c0;
-                let mut dots = vec![0i32; m * width];
-                dot_block(simd, &x.q, m, &self.w, self.inputs, c0, c1, &mut dots);
-                let mut out = vec![0f32; m * width];
-                for r in 0..m {
-                    let sx = x.scale[r];
-                    for c in 0..width {
-                        let j = c0 + c;
-                        out[r * width + c] =
-                            sx * self.scale[j] * dots[r * width + c] as f32 + self.bias[j];
-                    }
+        let threads = rayon::current_num_threads().max(1);
+        if m >= 16 * threads {
+            let rows = m.div_ceil(4 * threads).next_multiple_of(2);
+            y.par_chunks_mut(rows * n).enumerate().for_each(|(i, out)| {
+                let r0 = i * rows;
+                self.part(simd, x, (r0, r0 + out.len() / n), (0, n), out, then);
+            });
+        } else {
+            let cols = n.div_ceil(threads).next_multiple_of(4);
+            let parts: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(cols))
+                .into_par_iter()
+                .map(|i| {
+                    let (c0, c1) = (i * cols, ((i + 1) * cols).min(n));
+                    let mut out = vec![0f32; m * (c1 - c0)];
+                    self.part(simd, x, (0, m), (c0, c1), &mut out, then);
+                    (c0, out)
+                })
+                .collect();
+            for (c0, part) in parts {
+                let width = part.len() / m;
+                for (r, row) in part.chunks_exact(width).enumerate() {
+                    y[r * n + c0..r * n + c0 + width].copy_from_slice(row);
                 }
-                (c0, out)
-            })
-            .collect();
-        for (c0, block) in blocks {
-            let width = block.len() / m;
-            for (r, part) in block.chunks_exact(width).enumerate() {
-                y[r * n + c0..r * n + c0 + width].copy_from_slice(part);
             }
+        }
+    }
+
+    /// Rows `r0..r1` × columns `c0..c1` into `out` (row-major, `c1 − c0`
+    /// wide), in blocks of columns whose weights stay in L1.
+    fn part(
+        &self,
+        simd: Simd,
+        x: &Rows,
+        (r0, r1): (usize, usize),
+        (c0, c1): (usize, usize),
+        out: &mut [f32],
+        then: impl Fn(f32) -> f32 + Copy,
+    ) {
+        let (k, rows, width) = (self.inputs, r1 - r0, c1 - c0);
+        let xq = &x.q[r0 * k..r1 * k];
+        let cb = block_columns(k);
+        let mut dots = vec![0i32; rows * cb];
+        for b0 in (c0..c1).step_by(cb) {
+            let b1 = (b0 + cb).min(c1);
+            let bw = b1 - b0;
+            dot_block(simd, xq, rows, &self.w, k, b0, b1, &mut dots[..rows * bw]);
+            let (scale, bias) = (&self.scale[b0..b1], &self.bias[b0..b1]);
+            simd.vectorize(
+                #[inline(always)]
+                || {
+                    for (r, d) in dots[..rows * bw].chunks_exact(bw).enumerate() {
+                        let sx = x.scale[r0 + r];
+                        let o = &mut out[r * width + b0 - c0..r * width + b1 - c0];
+                        for (((o, &d), &sw), &b) in o.iter_mut().zip(d).zip(scale).zip(bias) {
+                            *o = then(sx * sw * d as f32 + b);
+                        }
+                    }
+                },
+            );
         }
     }
 }
@@ -234,7 +316,7 @@ fn dot_block(
     simd: Simd,
     x: &[i16],
     m: usize,
-    w: &[i16],
+    w: &[i8],
     k: usize,
     c0: usize,
     c1: usize,
@@ -242,23 +324,38 @@ fn dot_block(
 ) {
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(s) if k % 32 == 0 => {
-            s.vectorize(|| x86::dots_avx512(s, x, m, w, k, c0, c1, dots))
-        }
+        Simd::Avx512Vnni(s, vnni) if k % 32 == 0 => vnni.vectorize(
+            #[inline(always)]
+            || x86::dots_avx512(s, x, m, w, k, c0, c1, dots),
+        ),
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(s) if k % 16 == 0 => {
+        Simd::Avx512(s) if k % 32 == 0 => s.vectorize(
+            #[inline(always)]
+            || x86::dots_avx512(s, x, m, w, k, c0, c1, dots),
+        ),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512Vnni(s, _) | Simd::Avx512(s) if k % 16 == 0 => {
             let s: pulp::x86::V3 = *s;
-            s.vectorize(|| x86::dots_avx2(s, x, m, w, k, c0, c1, dots))
+            s.vectorize(
+                #[inline(always)]
+                || x86::dots_avx2(s, x, m, w, k, c0, c1, dots),
+            )
         }
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2(s) if k % 16 == 0 => s.vectorize(|| x86::dots_avx2(s, x, m, w, k, c0, c1, dots)),
-        _ => simd.vectorize(|| dots_portable(x, m, w, k, c0, c1, dots)),
+        Simd::Avx2(s) if k % 16 == 0 => s.vectorize(
+            #[inline(always)]
+            || x86::dots_avx2(s, x, m, w, k, c0, c1, dots),
+        ),
+        _ => simd.vectorize(
+            #[inline(always)]
+            || dots_portable(x, m, w, k, c0, c1, dots),
+        ),
     }
 }
 
 /// The last `width % 4` columns of a block, which the SIMD kernels leave.
 #[inline(always)]
-fn dots_tail(x: &[i16], m: usize, w: &[i16], k: usize, c0: usize, c1: usize, dots: &mut [i32]) {
+fn dots_tail(x: &[i16], m: usize, w: &[i8], k: usize, c0: usize, c1: usize, dots: &mut [i32]) {
     let width = c1 - c0;
     for c in c0 + width / 4 * 4..c1 {
         for r in 0..m {
@@ -268,7 +365,7 @@ fn dots_tail(x: &[i16], m: usize, w: &[i16], k: usize, c0: usize, c1: usize, dot
 }
 
 #[inline(always)]
-fn dot_portable(x: &[i16], w: &[i16]) -> i32 {
+fn dot_portable(x: &[i16], w: &[i8]) -> i32 {
     x.iter()
         .zip(w)
         .map(|(&a, &b)| i32::from(a) * i32::from(b))
@@ -276,7 +373,7 @@ fn dot_portable(x: &[i16], w: &[i16]) -> i32 {
 }
 
 #[inline(always)]
-fn dots_portable(x: &[i16], m: usize, w: &[i16], k: usize, c0: usize, c1: usize, dots: &mut [i32]) {
+fn dots_portable(x: &[i16], m: usize, w: &[i8], k: usize, c0: usize, c1: usize, dots: &mut [i32]) {
     let width = c1 - c0;
     for r in 0..m {
         let xr = &x[r * k..(r + 1) * k];
@@ -288,20 +385,9 @@ fn dots_portable(x: &[i16], m: usize, w: &[i16], k: usize, c0: usize, c1: usize,
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use core::arch::x86_64::{__m256i, __m512i};
+    use core::arch::x86_64::{__m128i, __m256i, __m512i};
     use pulp::bytemuck;
     use pulp::x86::{V3, V4};
-
-    /// 32 values from the start of `v` as one vector (an unaligned load).
-    #[inline(always)]
-    fn load32(v: &[i16]) -> __m512i {
-        bytemuck::pod_read_unaligned(bytemuck::cast_slice(&v[..32]))
-    }
-
-    #[inline(always)]
-    fn load16(v: &[i16]) -> __m256i {
-        bytemuck::pod_read_unaligned(bytemuck::cast_slice(&v[..16]))
-    }
 
     /// Two rows × four columns at a time; `k` a multiple of 32.
     #[inline(always)]
@@ -310,7 +396,7 @@ mod x86 {
         s: V4,
         x: &[i16],
         m: usize,
-        w: &[i16],
+        w: &[i8],
         k: usize,
         c0: usize,
         c1: usize,
@@ -318,20 +404,23 @@ mod x86 {
     ) {
         let width = c1 - c0;
         let (f, bw) = (s.avx512f, s.avx512bw);
+        let v = |a: &[i16; 32]| -> __m512i { bytemuck::cast(*a) };
+        let wide = |b: &[i8; 32]| bw._mm512_cvtepi8_epi16(bytemuck::cast::<_, __m256i>(*b));
+        let row = |i: usize| x[i * k..(i + 1) * k].as_chunks::<32>().0;
+        let col = |i: usize| w[i * k..(i + 1) * k].as_chunks::<32>().0;
         for r in (0..m).step_by(2) {
             let two = r + 1 < m;
-            let x0 = &x[r * k..(r + 1) * k];
-            let x1 = if two {
-                &x[(r + 1) * k..(r + 2) * k]
-            } else {
-                x0
-            };
+            let (x0, x1) = (row(r), row(if two { r + 1 } else { r }));
             for c in (c0..c0 + width / 4 * 4).step_by(4) {
+                let (w0, w1, w2, w3) = (col(c), col(c + 1), col(c + 2), col(c + 3));
                 let mut acc = [f._mm512_setzero_si512(); 8];
-                for i in (0..k).step_by(32) {
-                    let (a0, a1) = (load32(&x0[i..]), load32(&x1[i..]));
-                    for j in 0..4 {
-                        let b = load32(&w[(c + j) * k + i..]);
+                let steps = x0.iter().zip(x1).zip(w0).zip(w1).zip(w2).zip(w3);
+                for (((((a0, a1), b0), b1), b2), b3) in steps {
+                    let (a0, a1) = (v(a0), v(a1));
+                    for (j, b) in [wide(b0), wide(b1), wide(b2), wide(b3)]
+                        .into_iter()
+                        .enumerate()
+                    {
                         acc[j] = f._mm512_add_epi32(acc[j], bw._mm512_madd_epi16(a0, b));
                         acc[4 + j] = f._mm512_add_epi32(acc[4 + j], bw._mm512_madd_epi16(a1, b));
                     }
@@ -354,7 +443,7 @@ mod x86 {
         s: V3,
         x: &[i16],
         m: usize,
-        w: &[i16],
+        w: &[i8],
         k: usize,
         c0: usize,
         c1: usize,
@@ -362,26 +451,26 @@ mod x86 {
     ) {
         let width = c1 - c0;
         let hsum = |v: __m256i| -> i32 { bytemuck::cast::<_, [i32; 8]>(v).iter().sum() };
+        let v = |a: &[i16; 16]| -> __m256i { bytemuck::cast(*a) };
+        let (a2, z) = (s.avx2, s.avx._mm256_setzero_si256());
+        let wide = |b: &[i8; 16]| a2._mm256_cvtepi8_epi16(bytemuck::cast::<_, __m128i>(*b));
+        let row = |i: usize| x[i * k..(i + 1) * k].as_chunks::<16>().0;
+        let col = |i: usize| w[i * k..(i + 1) * k].as_chunks::<16>().0;
         for r in (0..m).step_by(2) {
             let two = r + 1 < m;
-            let x0 = &x[r * k..(r + 1) * k];
-            let x1 = if two {
-                &x[(r + 1) * k..(r + 2) * k]
-            } else {
-                x0
-            };
+            let (x0, x1) = (row(r), row(if two { r + 1 } else { r }));
             for c in (c0..c0 + width / 4 * 4).step_by(4) {
-                let mut acc = [s.avx._mm256_setzero_si256(); 8];
-                for i in (0..k).step_by(16) {
-                    let (a0, a1) = (load16(&x0[i..]), load16(&x1[i..]));
-                    for j in 0..4 {
-                        let b = load16(&w[(c + j) * k + i..]);
-                        acc[j] = s
-                            .avx2
-                            ._mm256_add_epi32(acc[j], s.avx2._mm256_madd_epi16(a0, b));
-                        acc[4 + j] = s
-                            .avx2
-                            ._mm256_add_epi32(acc[4 + j], s.avx2._mm256_madd_epi16(a1, b));
+                let (w0, w1, w2, w3) = (col(c), col(c + 1), col(c + 2), col(c + 3));
+                let mut acc = [z; 8];
+                let steps = x0.iter().zip(x1).zip(w0).zip(w1).zip(w2).zip(w3);
+                for (((((a0, a1), b0), b1), b2), b3) in steps {
+                    let (a0, a1) = (v(a0), v(a1));
+                    for (j, b) in [wide(b0), wide(b1), wide(b2), wide(b3)]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        acc[j] = a2._mm256_add_epi32(acc[j], a2._mm256_madd_epi16(a0, b));
+                        acc[4 + j] = a2._mm256_add_epi32(acc[4 + j], a2._mm256_madd_epi16(a1, b));
                     }
                 }
                 for j in 0..4 {
@@ -415,7 +504,7 @@ mod tests {
 
     fn every_simd() -> Vec<Simd> {
         let mut all = vec![Simd::Portable];
-        for cap in ["avx2", ""] {
+        for cap in ["avx2", "avx512", ""] {
             let s = Simd::best(cap);
             if !all.iter().any(|a| a.name() == s.name()) {
                 all.push(s);
@@ -440,10 +529,7 @@ mod tests {
                 .iter()
                 .map(|v| (v * limit) as i16)
                 .collect();
-            let w: Vec<i16> = values(n * k, 2)
-                .iter()
-                .map(|v| (v * 127.0) as i16)
-                .collect();
+            let w: Vec<i8> = values(n * k, 2).iter().map(|v| (v * 127.0) as i8).collect();
             let mut want = vec![0i32; m * n];
             dots_portable(&x, m, &w, k, 0, n, &mut want);
             for simd in every_simd() {

@@ -285,6 +285,13 @@ impl Encoder {
     /// sentence (token ids with `[CLS]` and `[SEP]`); not normalised. An empty
     /// sentence gets zeros.
     pub fn encode(&self, sentences: &[&[u32]]) -> Result<Vec<Vec<f32>>, Error> {
+        // The whole pass runs on a pool thread: each layer's parallel parts
+        // then start from a worker that is awake, not from a caller that
+        // must hand each of them over and sleep (a fifth of a query's time).
+        rayon::scope(|_| self.encode_here(sentences))
+    }
+
+    fn encode_here(&self, sentences: &[&[u32]]) -> Result<Vec<Vec<f32>>, Error> {
         for ids in sentences {
             if ids.len() > self.max_tokens {
                 return Err(Error::TooLong {
@@ -310,11 +317,16 @@ impl Encoder {
         for ((pos, &id), row) in tokens {
             let word = &self.word[id as usize * h..(id as usize + 1) * h];
             let place = &self.position[pos * h..(pos + 1) * h];
-            simd.vectorize(|| {
-                for (((o, a), b), c) in row.iter_mut().zip(word).zip(place).zip(&self.token_type) {
-                    *o = a + b + c;
-                }
-            });
+            simd.vectorize(
+                #[inline(always)]
+                || {
+                    for (((o, a), b), c) in
+                        row.iter_mut().zip(word).zip(place).zip(&self.token_type)
+                    {
+                        *o = a + b + c;
+                    }
+                },
+            );
         }
         self.layer_norm(&mut x, &self.norm);
         let mut q = Rows::default();
@@ -329,10 +341,8 @@ impl Encoder {
             add(simd, &mut x, &tmp);
             self.layer_norm(&mut x, &layer.norm1);
             Rows::quantize(simd, &x, h, &mut q);
-            layer.up.forward(simd, &q, &mut up);
-            up.par_chunks_mut(4096).for_each(|part| {
-                simd.vectorize(|| part.iter_mut().for_each(|v| *v = gelu_tanh(*v)))
-            });
+            layer.up.forward_then(simd, &q, &mut up, gelu_tanh);
+
             Rows::quantize(simd, &up, layer.up.outputs, &mut q);
             layer.down.forward(simd, &q, &mut tmp);
             add(simd, &mut x, &tmp);
@@ -358,17 +368,20 @@ impl Encoder {
     fn layer_norm(&self, x: &mut [f32], norm: &Norm) {
         let (simd, h, eps) = (self.simd, self.hidden, self.eps);
         x.par_chunks_mut(h * 32).for_each(|part| {
-            simd.vectorize(|| {
-                for row in part.chunks_exact_mut(h) {
-                    let mean = lanes_sum(row) / h as f32;
-                    row.iter_mut().for_each(|v| *v -= mean);
-                    let var = lanes_dot(row, row) / h as f32;
-                    let inv = 1.0 / (var + eps).sqrt();
-                    for ((v, g), b) in row.iter_mut().zip(&norm.gamma).zip(&norm.beta) {
-                        *v = *v * inv * g + b;
+            simd.vectorize(
+                #[inline(always)]
+                || {
+                    for row in part.chunks_exact_mut(h) {
+                        let mean = lanes_sum(row) / h as f32;
+                        row.iter_mut().for_each(|v| *v -= mean);
+                        let var = lanes_dot(row, row) / h as f32;
+                        let inv = 1.0 / (var + eps).sqrt();
+                        for ((v, g), b) in row.iter_mut().zip(&norm.gamma).zip(&norm.beta) {
+                            *v = *v * inv * g + b;
+                        }
                     }
-                }
-            })
+                },
+            )
         });
     }
 
@@ -384,9 +397,12 @@ impl Encoder {
             rest = tail;
             start += len;
         }
-        parts
-            .into_par_iter()
-            .for_each(|(qkv, out)| simd.vectorize(|| attend(qkv, out, h, self.heads)));
+        parts.into_par_iter().for_each(|(qkv, out)| {
+            simd.vectorize(
+                #[inline(always)]
+                || attend(qkv, out, h, self.heads),
+            )
+        });
     }
 }
 
@@ -437,7 +453,10 @@ fn attend(qkv: &[f32], out: &mut [f32], hidden: usize, heads: usize) {
 
 #[inline(always)]
 fn add(simd: Simd, x: &mut [f32], y: &[f32]) {
-    simd.vectorize(|| x.iter_mut().zip(y).for_each(|(a, b)| *a += b));
+    simd.vectorize(
+        #[inline(always)]
+        || x.iter_mut().zip(y).for_each(|(a, b)| *a += b),
+    );
 }
 
 /// A sum in 16 independent lanes, so it vectorises (the order differs from

@@ -181,7 +181,7 @@ fn main() {
     );
 
     let mut e = Embedder::load(&dir).expect("encoder");
-    for cap in ["portable", "avx2", ""] {
+    for cap in ["portable", "avx2", "avx512", ""] {
         let simd = Simd::best(cap);
         if !cap.is_empty() && simd.name() != cap {
             continue;

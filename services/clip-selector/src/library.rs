@@ -288,15 +288,17 @@ impl Library {
             return self.lexical(req, answer, limit);
         };
         let depth = limit.max(FUSE_DEPTH);
-        let lexical: Vec<String> = self
-            .lexical(req, answer, depth)?
-            .into_iter()
-            .map(|(c, _)| c.id)
-            .collect();
-        let close: Vec<String> = semantic
-            .search(&req.query, answer, depth, |i| {
-                self.accepts(req, &self.clips[i])
-            })?
+        // BM25 runs beside the query's embedding (most of a search's time).
+        let (lexical, close) = rayon::join(
+            || self.lexical(req, answer, depth),
+            || {
+                semantic.search(&req.query, answer, depth, |i| {
+                    self.accepts(req, &self.clips[i])
+                })
+            },
+        );
+        let lexical: Vec<String> = lexical?.into_iter().map(|(c, _)| c.id).collect();
+        let close: Vec<String> = close?
             .into_iter()
             .map(|(i, _)| self.clips[i].id.clone())
             .collect();

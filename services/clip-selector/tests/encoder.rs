@@ -157,7 +157,7 @@ fn every_instruction_set_gives_the_same_embeddings() {
     let mut e = Embedder::load(model()).expect("loads");
     let best = e.encoder().simd();
     let want = e.embed(TEXTS).expect("embed");
-    for cap in ["portable", "avx2"] {
+    for cap in ["portable", "avx2", "avx512"] {
         e.set_simd(Simd::best(cap));
         let got = e.embed(TEXTS).expect("embed");
         for ((text, g), w) in TEXTS.iter().zip(&got).zip(&want) {
