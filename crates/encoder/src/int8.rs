@@ -60,14 +60,11 @@ impl Simd {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if cap != "avx2" {
-                if let Some(v4) = pulp::x86::V4::try_new() {
-                    if cap != "avx512" {
-                        if let Some(vnni) = V4Vnni::try_new() {
-                            return Simd::Avx512Vnni(v4, vnni);
-                        }
-                    }
-                    return Simd::Avx512(v4);
+            let v4 = pulp::x86::V4::try_new().filter(|_| cap != "avx2");
+            if let Some(v4) = v4 {
+                match V4Vnni::try_new().filter(|_| cap != "avx512") {
+                    Some(vnni) => return Simd::Avx512Vnni(v4, vnni),
+                    None => return Simd::Avx512(v4),
                 }
             }
             if let Some(s) = pulp::x86::V3::try_new() {
@@ -324,17 +321,17 @@ fn dot_block(
 ) {
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512Vnni(s, vnni) if k % 32 == 0 => vnni.vectorize(
+        Simd::Avx512Vnni(s, vnni) if k.is_multiple_of(32) => vnni.vectorize(
             #[inline(always)]
             || x86::dots_avx512(s, x, m, w, k, c0, c1, dots),
         ),
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(s) if k % 32 == 0 => s.vectorize(
+        Simd::Avx512(s) if k.is_multiple_of(32) => s.vectorize(
             #[inline(always)]
             || x86::dots_avx512(s, x, m, w, k, c0, c1, dots),
         ),
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512Vnni(s, _) | Simd::Avx512(s) if k % 16 == 0 => {
+        Simd::Avx512Vnni(s, _) | Simd::Avx512(s) if k.is_multiple_of(16) => {
             let s: pulp::x86::V3 = *s;
             s.vectorize(
                 #[inline(always)]
@@ -342,7 +339,7 @@ fn dot_block(
             )
         }
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2(s) if k % 16 == 0 => s.vectorize(
+        Simd::Avx2(s) if k.is_multiple_of(16) => s.vectorize(
             #[inline(always)]
             || x86::dots_avx2(s, x, m, w, k, c0, c1, dots),
         ),

@@ -150,7 +150,7 @@ fn main() {
     let dir = testkit::embedding_model();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let queries = lines(500);
-    let batch = lines(4000);
+    let batch = lines(1000);
     let tokens: usize = {
         let e = Embedder::load(&dir).expect("encoder");
         println!(
@@ -164,7 +164,7 @@ fn main() {
             .sum::<usize>()
             / queries.len()
     };
-    println!("queries        500 lines of ~{tokens} words; batch 4000 lines");
+    println!("queries        500 lines of ~{tokens} words; batch 1000 lines");
 
     let reference = Reference::load(&dir);
     let f32_times = time_queries(&queries, |q| {

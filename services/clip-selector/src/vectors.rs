@@ -16,6 +16,8 @@
 //! are deterministic: ties go to the lower row. ARCHITECTURE.md says why this
 //! and not a float scan or a graph index.
 
+use encoder::Simd;
+
 /// Candidates re-scored per query (at least; more when filters reject).
 pub const RESCORE: usize = 1024;
 
@@ -40,6 +42,9 @@ pub struct VectorIndex {
     codes: Vec<i8>,
     /// Per-row scale: component ≈ code × scale.
     scales: Vec<f32>,
+    /// The instruction set the scan is compiled for (`popcnt`, wide
+    /// integer multiplies), chosen at run time.
+    simd: Simd,
 }
 
 /// One hit: the row and its (approximate) cosine similarity.
@@ -96,6 +101,7 @@ impl VectorIndex {
             bits,
             codes,
             scales,
+            simd: Simd::detect(),
         })
     }
 
@@ -124,29 +130,27 @@ impl VectorIndex {
         }
         let qbits = sign_bits(query, &self.mean);
         let words = self.dim / 64;
-        let distances: Vec<u16> = self
-            .bits
-            .chunks_exact(words)
-            .map(|row| {
-                row.iter()
-                    .zip(&qbits)
-                    .map(|(a, b)| (a ^ b).count_ones() as u16)
-                    .sum()
-            })
-            .collect();
+        let distances: Vec<u16> = self.simd.vectorize(
+            #[inline(always)]
+            || {
+                self.bits
+                    .chunks_exact(words)
+                    .map(|row| {
+                        row.iter()
+                            .zip(&qbits)
+                            .map(|(a, b)| (a ^ b).count_ones() as u16)
+                            .sum()
+                    })
+                    .collect()
+            },
+        );
         let (qcodes, qscale) = quantize(query);
         let qwide: Vec<i16> = qcodes.iter().map(|&c| i16::from(c)).collect();
         let mut fetch = RESCORE.max(4 * k);
         loop {
             let candidates = closest(&distances, fetch, self.dim);
-            let mut hits: Vec<Hit> = candidates
-                .into_iter()
-                .filter(|&row| accept(row))
-                .map(|row| Hit {
-                    row,
-                    score: self.rescore(row, &qwide) * qscale,
-                })
-                .collect();
+            let accepted: Vec<usize> = candidates.into_iter().filter(|&row| accept(row)).collect();
+            let mut hits = self.rescore_all(&accepted, &qwide, qscale);
             if hits.len() >= k || fetch >= self.len {
                 hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
                 hits.truncate(k);
@@ -164,21 +168,29 @@ impl VectorIndex {
         }
         let (qcodes, qscale) = quantize(query);
         let qwide: Vec<i16> = qcodes.iter().map(|&c| i16::from(c)).collect();
-        let mut hits: Vec<Hit> = (0..self.len)
-            .map(|row| Hit {
-                row,
-                score: self.rescore(row, &qwide) * qscale,
-            })
-            .collect();
+        let rows: Vec<usize> = (0..self.len).collect();
+        let mut hits = self.rescore_all(&rows, &qwide, qscale);
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
         hits.truncate(k);
         hits
     }
 
-    /// `row · query` in int8, scaled by the row's scale (not the query's).
-    fn rescore(&self, row: usize, qwide: &[i16]) -> f32 {
-        let codes = &self.codes[row * self.dim..(row + 1) * self.dim];
-        dot_i8(codes, qwide) as f32 * self.scales[row]
+    /// `row · query` in int8 for each of `rows`, scaled back to a cosine.
+    fn rescore_all(&self, rows: &[usize], qwide: &[i16], qscale: f32) -> Vec<Hit> {
+        self.simd.vectorize(
+            #[inline(always)]
+            || {
+                rows.iter()
+                    .map(|&row| {
+                        let codes = &self.codes[row * self.dim..(row + 1) * self.dim];
+                        Hit {
+                            row,
+                            score: dot_i8(codes, qwide) as f32 * self.scales[row] * qscale,
+                        }
+                    })
+                    .collect()
+            },
+        )
     }
 }
 
@@ -244,6 +256,7 @@ fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
 }
 
 /// Integer dot product in 16-wide lanes, a shape the compiler vectorises.
+#[inline(always)]
 fn dot_i8(a: &[i8], b: &[i16]) -> i32 {
     let mut acc = [0i32; 16];
     for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {

@@ -101,11 +101,11 @@ fn int8_embeddings_agree_with_the_f32_model() {
     for ((text, g), w) in TEXTS.iter().zip(&got).zip(&want) {
         assert_eq!(g.len(), DIM);
         let cos = embed::dot(g, w);
-        assert!(cos > 0.98, "{text:?}: cosine {cos} to the f32 model");
+        assert!(cos > 0.995, "{text:?}: cosine {cos} to the f32 model");
         total += cos;
     }
     let mean = total / TEXTS.len() as f32;
-    assert!(mean > 0.99, "mean cosine {mean} to the f32 model");
+    assert!(mean > 0.999, "mean cosine {mean} to the f32 model");
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn int8_embeddings_rank_lines_as_the_f32_model_does() {
         others
     };
     let mut same_top1 = 0;
-    for i in 0..texts.len() {
+    for (i, text) in texts.iter().enumerate() {
         let (g, w) = (order(&got, i), order(&want, i));
         if g[0] == w[0] {
             same_top1 += 1;
@@ -131,7 +131,7 @@ fn int8_embeddings_rank_lines_as_the_f32_model_does() {
         g3.sort();
         w3.sort();
         let shared = g3.iter().filter(|j| w3.contains(j)).count();
-        assert!(shared >= 2, "{:?}: top three {g3:?}, f32 {w3:?}", texts[i]);
+        assert!(shared >= 2, "{text:?}: top three {g3:?}, f32 {w3:?}");
     }
     assert!(
         same_top1 >= texts.len() - 1,
