@@ -323,25 +323,25 @@ fn dot_block(
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512Vnni(s, vnni) if k.is_multiple_of(32) => vnni.vectorize(
             #[inline(always)]
-            || x86::dots_avx512(s, x, m, w, k, c0, c1, dots),
+            || x86::dots::<32, _>(s, x, m, w, k, c0, c1, dots),
         ),
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512(s) if k.is_multiple_of(32) => s.vectorize(
             #[inline(always)]
-            || x86::dots_avx512(s, x, m, w, k, c0, c1, dots),
+            || x86::dots::<32, _>(s, x, m, w, k, c0, c1, dots),
         ),
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512Vnni(s, _) | Simd::Avx512(s) if k.is_multiple_of(16) => {
             let s: pulp::x86::V3 = *s;
             s.vectorize(
                 #[inline(always)]
-                || x86::dots_avx2(s, x, m, w, k, c0, c1, dots),
+                || x86::dots::<16, _>(s, x, m, w, k, c0, c1, dots),
             )
         }
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2(s) if k.is_multiple_of(16) => s.vectorize(
             #[inline(always)]
-            || x86::dots_avx2(s, x, m, w, k, c0, c1, dots),
+            || x86::dots::<16, _>(s, x, m, w, k, c0, c1, dots),
         ),
         _ => simd.vectorize(
             #[inline(always)]
@@ -386,58 +386,75 @@ mod x86 {
     use pulp::bytemuck;
     use pulp::x86::{V3, V4};
 
-    /// Two rows × four columns at a time; `k` a multiple of 32.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn dots_avx512(
-        s: V4,
-        x: &[i16],
-        m: usize,
-        w: &[i8],
-        k: usize,
-        c0: usize,
-        c1: usize,
-        dots: &mut [i32],
-    ) {
-        let width = c1 - c0;
-        let (f, bw) = (s.avx512f, s.avx512bw);
-        let v = |a: &[i16; 32]| -> __m512i { bytemuck::cast(*a) };
-        let wide = |b: &[i8; 32]| bw._mm512_cvtepi8_epi16(bytemuck::cast::<_, __m256i>(*b));
-        let row = |i: usize| x[i * k..(i + 1) * k].as_chunks::<32>().0;
-        let col = |i: usize| w[i * k..(i + 1) * k].as_chunks::<32>().0;
-        for r in (0..m).step_by(2) {
-            let two = r + 1 < m;
-            let (x0, x1) = (row(r), row(if two { r + 1 } else { r }));
-            for c in (c0..c0 + width / 4 * 4).step_by(4) {
-                let (w0, w1, w2, w3) = (col(c), col(c + 1), col(c + 2), col(c + 3));
-                let mut acc = [f._mm512_setzero_si512(); 8];
-                let steps = x0.iter().zip(x1).zip(w0).zip(w1).zip(w2).zip(w3);
-                for (((((a0, a1), b0), b1), b2), b3) in steps {
-                    let (a0, a1) = (v(a0), v(a1));
-                    for (j, b) in [wide(b0), wide(b1), wide(b2), wide(b3)]
-                        .into_iter()
-                        .enumerate()
-                    {
-                        acc[j] = f._mm512_add_epi32(acc[j], bw._mm512_madd_epi16(a0, b));
-                        acc[4 + j] = f._mm512_add_epi32(acc[4 + j], bw._mm512_madd_epi16(a1, b));
-                    }
-                }
-                for j in 0..4 {
-                    dots[r * width + c - c0 + j] = f._mm512_reduce_add_epi32(acc[j]);
-                    if two {
-                        dots[(r + 1) * width + c - c0 + j] = f._mm512_reduce_add_epi32(acc[4 + j]);
-                    }
-                }
-            }
-        }
-        super::dots_tail(x, m, w, k, c0, c1, dots);
+    /// What the kernel needs of one vector width: `N` 16-bit lanes.
+    pub trait Lanes<const N: usize>: Copy {
+        type V: Copy;
+        fn zero(self) -> Self::V;
+        fn load(self, x: &[i16; N]) -> Self::V;
+        /// `N` weights, widened to 16 bits as they load.
+        fn widen(self, w: &[i8; N]) -> Self::V;
+        /// `acc` plus the products of `a` and `b`, summed in pairs.
+        fn madd(self, acc: Self::V, a: Self::V, b: Self::V) -> Self::V;
+        fn sum(self, v: Self::V) -> i32;
     }
 
-    /// As [`dots_avx512`] with 32-byte vectors; `k` a multiple of 16.
+    impl Lanes<32> for V4 {
+        type V = __m512i;
+        #[inline(always)]
+        fn zero(self) -> __m512i {
+            self.avx512f._mm512_setzero_si512()
+        }
+        #[inline(always)]
+        fn load(self, x: &[i16; 32]) -> __m512i {
+            bytemuck::cast(*x)
+        }
+        #[inline(always)]
+        fn widen(self, w: &[i8; 32]) -> __m512i {
+            self.avx512bw
+                ._mm512_cvtepi8_epi16(bytemuck::cast::<_, __m256i>(*w))
+        }
+        #[inline(always)]
+        fn madd(self, acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+            self.avx512f
+                ._mm512_add_epi32(acc, self.avx512bw._mm512_madd_epi16(a, b))
+        }
+        #[inline(always)]
+        fn sum(self, v: __m512i) -> i32 {
+            self.avx512f._mm512_reduce_add_epi32(v)
+        }
+    }
+
+    impl Lanes<16> for V3 {
+        type V = __m256i;
+        #[inline(always)]
+        fn zero(self) -> __m256i {
+            self.avx._mm256_setzero_si256()
+        }
+        #[inline(always)]
+        fn load(self, x: &[i16; 16]) -> __m256i {
+            bytemuck::cast(*x)
+        }
+        #[inline(always)]
+        fn widen(self, w: &[i8; 16]) -> __m256i {
+            self.avx2
+                ._mm256_cvtepi8_epi16(bytemuck::cast::<_, __m128i>(*w))
+        }
+        #[inline(always)]
+        fn madd(self, acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+            self.avx2
+                ._mm256_add_epi32(acc, self.avx2._mm256_madd_epi16(a, b))
+        }
+        #[inline(always)]
+        fn sum(self, v: __m256i) -> i32 {
+            bytemuck::cast::<_, [i32; 8]>(v).iter().sum()
+        }
+    }
+
+    /// Two rows × four columns at a time; `k` a multiple of `N`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub fn dots_avx2(
-        s: V3,
+    pub fn dots<const N: usize, L: Lanes<N>>(
+        s: L,
         x: &[i16],
         m: usize,
         w: &[i8],
@@ -447,33 +464,27 @@ mod x86 {
         dots: &mut [i32],
     ) {
         let width = c1 - c0;
-        let hsum = |v: __m256i| -> i32 { bytemuck::cast::<_, [i32; 8]>(v).iter().sum() };
-        let v = |a: &[i16; 16]| -> __m256i { bytemuck::cast(*a) };
-        let (a2, z) = (s.avx2, s.avx._mm256_setzero_si256());
-        let wide = |b: &[i8; 16]| a2._mm256_cvtepi8_epi16(bytemuck::cast::<_, __m128i>(*b));
-        let row = |i: usize| x[i * k..(i + 1) * k].as_chunks::<16>().0;
-        let col = |i: usize| w[i * k..(i + 1) * k].as_chunks::<16>().0;
+        let row = |i: usize| x[i * k..(i + 1) * k].as_chunks::<N>().0;
+        let col = |i: usize| w[i * k..(i + 1) * k].as_chunks::<N>().0;
         for r in (0..m).step_by(2) {
             let two = r + 1 < m;
             let (x0, x1) = (row(r), row(if two { r + 1 } else { r }));
             for c in (c0..c0 + width / 4 * 4).step_by(4) {
                 let (w0, w1, w2, w3) = (col(c), col(c + 1), col(c + 2), col(c + 3));
-                let mut acc = [z; 8];
+                let mut acc = [s.zero(); 8];
                 let steps = x0.iter().zip(x1).zip(w0).zip(w1).zip(w2).zip(w3);
                 for (((((a0, a1), b0), b1), b2), b3) in steps {
-                    let (a0, a1) = (v(a0), v(a1));
-                    for (j, b) in [wide(b0), wide(b1), wide(b2), wide(b3)]
-                        .into_iter()
-                        .enumerate()
-                    {
-                        acc[j] = a2._mm256_add_epi32(acc[j], a2._mm256_madd_epi16(a0, b));
-                        acc[4 + j] = a2._mm256_add_epi32(acc[4 + j], a2._mm256_madd_epi16(a1, b));
+                    let (a0, a1) = (s.load(a0), s.load(a1));
+                    let b = [s.widen(b0), s.widen(b1), s.widen(b2), s.widen(b3)];
+                    for (j, b) in b.into_iter().enumerate() {
+                        acc[j] = s.madd(acc[j], a0, b);
+                        acc[4 + j] = s.madd(acc[4 + j], a1, b);
                     }
                 }
                 for j in 0..4 {
-                    dots[r * width + c - c0 + j] = hsum(acc[j]);
+                    dots[r * width + c - c0 + j] = s.sum(acc[j]);
                     if two {
-                        dots[(r + 1) * width + c - c0 + j] = hsum(acc[4 + j]);
+                        dots[(r + 1) * width + c - c0 + j] = s.sum(acc[4 + j]);
                     }
                 }
             }
