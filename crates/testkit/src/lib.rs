@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod daily;
+pub mod latency;
 pub mod openai;
 
 pub use synth;

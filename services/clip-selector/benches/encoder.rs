@@ -13,6 +13,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use clip_selector::embed::{self, Embedder};
 use encoder::Simd;
+use testkit::latency;
 
 const SUBJECTS: &[&str] = &[
     "the train",
@@ -169,33 +170,14 @@ impl Reference {
     }
 }
 
-fn pct(sorted: &[Duration], p: usize) -> f64 {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)].as_secs_f64() * 1000.0
-}
-
-fn time_queries(queries: &[String], mut f: impl FnMut(&str)) -> Vec<Duration> {
-    for q in queries.iter().take(10) {
-        f(q);
-    }
-    let mut times: Vec<Duration> = queries
-        .iter()
-        .map(|q| {
-            let t = Instant::now();
-            f(q);
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times
+fn time_queries(queries: &[String], f: impl FnMut(&str)) -> Vec<Duration> {
+    let warm = queries.iter().take(10).map(String::as_str);
+    latency::time_each(warm, queries, f)
 }
 
 fn report(name: &str, t: &[Duration]) -> (f64, f64) {
-    let (p50, p95, p99) = (pct(t, 50), pct(t, 95), pct(t, 99));
-    println!(
-        "{name:<28} n={} p50={p50:6.2} ms p95={p95:6.2} ms p99={p99:6.2} ms",
-        t.len()
-    );
-    (p50, p99)
+    latency::report(name, 28, t);
+    (latency::percentile_ms(t, 50), latency::percentile_ms(t, 99))
 }
 
 fn main() {

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clip_selector::{CutOptions, Library};
+use testkit::latency;
 use wire::v1::{SearchMode, SearchRequest};
 
 const LINES_PER_FILM: usize = 1000;
@@ -150,8 +151,8 @@ fn main() {
         report(&format!("hybrid {name}"), &hybrid);
         println!(
             "ratio {name:<8} hybrid/lexical p50 {:.1}x p99 {:.1}x",
-            ms(pct(&hybrid, 50)) / ms(pct(&lexical, 50)),
-            ms(pct(&hybrid, 99)) / ms(pct(&lexical, 99))
+            latency::percentile_ms(&hybrid, 50) / latency::percentile_ms(&lexical, 50),
+            latency::percentile_ms(&hybrid, 99) / latency::percentile_ms(&lexical, 99)
         );
     }
     let filtered = measure(&queries, |q| {
@@ -183,40 +184,13 @@ fn main() {
     }
 }
 
-fn measure(queries: &[String], mut f: impl FnMut(&str)) -> Vec<Duration> {
-    // Warm up on lines that are not queries (nothing cached helps the
-    // timed ones), then time each query once.
-    for q in WARM_UP {
-        f(q);
-    }
-    let mut times: Vec<Duration> = queries
-        .iter()
-        .map(|q| {
-            let t = Instant::now();
-            f(q);
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times
-}
-
-fn pct(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// Each query timed once after warming up on lines that are not queries.
+fn measure(queries: &[String], f: impl FnMut(&str)) -> Vec<Duration> {
+    latency::time_each(WARM_UP.iter().copied(), queries, f)
 }
 
 fn report(name: &str, sorted: &[Duration]) {
-    println!(
-        "{name:<14} n={} p50={:6.2} ms p95={:6.2} ms p99={:6.2} ms",
-        sorted.len(),
-        ms(pct(sorted, 50)),
-        ms(pct(sorted, 95)),
-        ms(pct(sorted, 99))
-    );
+    latency::report(name, 14, sorted);
 }
 
 fn status_mib(key: &str) -> f64 {
