@@ -342,7 +342,6 @@ impl Encoder {
             self.layer_norm(&mut x, &layer.norm1);
             Rows::quantize(simd, &x, h, &mut q);
             layer.up.forward_then(simd, &q, &mut up, gelu_tanh);
-
             Rows::quantize(simd, &up, layer.up.outputs, &mut q);
             layer.down.forward(simd, &q, &mut tmp);
             add(simd, &mut x, &tmp);
