@@ -8,6 +8,8 @@ use std::time::Duration;
 use cinema::up::{Stack, StackOptions};
 use testkit::NatsServer;
 
+pub mod webdriver;
+
 pub const FILM: (&str, &[&str]) = (
     "station-story",
     &[
@@ -108,10 +110,14 @@ impl World {
         let base = world.base.clone();
         testkit::eventually(
             Duration::from_secs(30),
-            "every service healthy",
+            "every service healthy and the simulated Pi's spawner up",
             async || {
                 let r = health.get(format!("{base}/health")).send().await.ok()?;
-                r.status().is_success().then_some(())
+                if !r.status().is_success() {
+                    return None;
+                }
+                let h: serde_json::Value = r.json().await.ok()?;
+                (h["services"]["pi-spawner"]["status"] == "ok").then_some(())
             },
         )
         .await;
@@ -556,47 +562,6 @@ pub async fn send_utterance(bus: &bus::Bus, u: &wire::v1::Utterance) {
     )
     .await
     .unwrap();
-}
-
-/// The playwright-core version the browser scripts (`tests/browser/`) are
-/// written against.
-pub const PLAYWRIGHT_CORE: &str = "playwright-core@1.65.1";
-
-/// A folder outside the repository holding `node_modules/playwright-core`,
-/// installed with npm the first time (`CINEMA_NODE_PREFIX`, default
-/// `~/.cache/cinema-node`).
-pub fn playwright_prefix() -> std::path::PathBuf {
-    use std::path::{Path, PathBuf};
-    let prefix = std::env::var_os("CINEMA_NODE_PREFIX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home).join(".cache/cinema-node")
-        });
-    let installed = prefix.join("node_modules/playwright-core/package.json");
-    let wanted = PLAYWRIGHT_CORE.rsplit('@').next().unwrap();
-    let current = std::fs::read_to_string(&installed)
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["version"].as_str().map(str::to_string));
-    if current.as_deref() != Some(wanted) {
-        let npm = testkit::require("npm", "apt-get install nodejs npm");
-        std::fs::create_dir_all(&prefix).unwrap();
-        let status = std::process::Command::new(npm)
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-                "--prefix",
-            ])
-            .arg(&prefix)
-            .arg(PLAYWRIGHT_CORE)
-            .status()
-            .unwrap();
-        assert!(status.success(), "npm could not install {PLAYWRIGHT_CORE}");
-    }
-    prefix
 }
 
 /// Word error rate of `hypothesis` against `reference`: word-level edit

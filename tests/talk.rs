@@ -1,20 +1,21 @@
 //! Talking from the browser end to end: headless Chromium whose microphone
 //! is a WAV file (Chromium's fake capture device, looped: the visitor asks
 //! the same question every few seconds) is a session's TV, over the whole
-//! stack (real nats-server, services, stt with the Whisper model). The
-//! browser script is `tests/browser/talk.mjs`; it checks what the page
-//! shows and plays, this test checks the bus: the greeting came once, the
+//! stack (real nats-server, services, stt with the Whisper model), driven
+//! over WebDriver (`chromium-driver`) from Rust. The browser half checks
+//! what the page shows and plays; the bus half checks the greeting came once, the
 //! question was transcribed, the answer played, and nothing the microphone
 //! heard while a clip played (or in its tail) became an utterance, although
 //! the visitor was loud then.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bus::subjects::{self, SessionEvent};
 use futures::StreamExt;
+use serde_json::{Value, json};
+use tests::webdriver::{Browser, Launch};
 use tests::{FILM, World};
 use wire::v1::{
     AudioFrame, PlayCommand, PlaybackEvent, PlaybackState, Transcript, TranscriptSource, Utterance,
@@ -45,9 +46,6 @@ struct Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn talk_from_headless_chromium() {
-    let chromium = testkit::require("chromium", "apt-get install chromium");
-    let node = testkit::require("node", "apt-get install nodejs npm");
-    let prefix = tests::playwright_prefix();
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("talk-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
 
@@ -103,41 +101,13 @@ async fn talk_from_headless_chromium() {
         }
     });
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/talk.mjs");
     println!("screenshots: {}", shots.display());
-    let out = tokio::task::spawn_blocking({
-        let base = w.base.clone();
-        let shots = shots.clone();
-        move || {
-            Command::new(node)
-                .arg(script)
-                .env("BASE", base)
-                .env("TOKEN", TOKEN)
-                .env("SHOTS", shots)
-                .env("WAV", wav)
-                .env("PLAYWRIGHT_PREFIX", prefix)
-                .env("CHROMIUM", chromium)
-                .env("ANSWER", ANSWER)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let result = talk_in_page(&w.base, &shots, &wav).await;
     // The session's last events reach the watcher.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
     let seen = watcher.await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success(),
-        "the browser test failed (screenshots in {}):\n{stderr}\nbus: {seen:#?}",
-        shots.display()
-    );
-    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(result["ok"], true);
+    assert_eq!(result["ok"], true, "{result}");
     let sid = result["session"].as_str().unwrap().to_string();
     println!(
         "greeting playing {} ms after the click; loudest meter level {}; visitor lines {}",
@@ -261,4 +231,217 @@ async fn talk_from_headless_chromium() {
     assert_eq!((code, s["state"].as_str()), (200, Some("ended")), "{s}");
     assert_eq!(s["browser"], true, "{s}");
     w.stop().await;
+}
+
+/// The page's own record of the socket (`window.cinemaTalk.log`).
+const LOG: &str = "return window.cinemaTalk.log;";
+
+/// The clip of `arguments[0]` plays in the page: the page reported it
+/// started, the video runs, and the film's time is inside the clip's range.
+const PLAYING: &str = "const id = arguments[0];
+  const t = window.cinemaTalk;
+  const v = document.querySelector('#talk-video');
+  const play = t.log.find((m) => m.type === 'play' && m.command_id === id);
+  const started = t.log.some((m) => m.dir === 'out' && m.type === 'playback' && m.command_id === id && m.state === 'started');
+  return !!(play && started && !v.paused && v.currentTime > play.start_s && v.currentTime < play.end_s + 0.1 && v.readyState >= 2);";
+
+/// The page's last playback report of the clip of `arguments[0]` that is
+/// not `started` (finished, failed or interrupted).
+const ENDED: &str = "const id = arguments[0];
+  return window.cinemaTalk.log.find((m) => m.dir === 'out' && m.type === 'playback' && m.command_id === id && m.state !== 'started') || null;";
+
+const POLL: Duration = Duration::from_millis(50);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+async fn playing_in_page(page: &Browser, command_id: &str, timeout: Duration) {
+    page.wait_js(
+        &format!("clip {command_id} playing in the page"),
+        PLAYING,
+        vec![json!(command_id)],
+        timeout,
+        POLL,
+    )
+    .await;
+}
+
+async fn finished_in_page(page: &Browser, command_id: &str, timeout: Duration) {
+    let m = page
+        .wait_js(
+            &format!("clip {command_id} to end in the page"),
+            ENDED,
+            vec![json!(command_id)],
+            timeout,
+            POLL,
+        )
+        .await;
+    if m["state"] != "finished" {
+        page.fail(&format!(
+            "clip {command_id} ended {}: {}",
+            m["state"], m["error"]
+        ))
+        .await;
+    }
+}
+
+/// The visitor at the Talk page: start talking, hear the greeting, be
+/// heard, see and hear the answer, end. Returns what the page showed
+/// (`{ok, session, visitor, greeting_at_ms, meter_level, log}`), the log's
+/// times as wall-clock milliseconds comparable with the bus's.
+async fn talk_in_page(base: &str, shots: &Path, wav: &Path) -> Value {
+    let flags = [
+        // A microphone that plays the visitor's WAV (looped), allowed
+        // without asking.
+        "--use-fake-ui-for-media-stream".to_string(),
+        "--use-fake-device-for-media-stream".to_string(),
+        format!("--use-file-for-fake-audio-capture={}", wav.display()),
+    ];
+    let page = Browser::launch(Launch {
+        viewport: (1280, 860),
+        flags: &flags,
+        shots,
+        prompt_answer: TOKEN,
+    })
+    .await;
+
+    // Open the Talk page.
+    page.goto(&format!("{base}/#talk")).await;
+    page.wait_for("#live.on", None, secs(15)).await;
+    page.wait_for("#page-talk:not([hidden])", None, secs(5))
+        .await;
+
+    // Start talking: the socket joins and the microphone is on.
+    let t0 = Instant::now();
+    page.click("#talk-start").await;
+    page.wait_js(
+        "the socket to join",
+        "return window.cinemaTalk.log.some((m) => m.type === 'joined');",
+        vec![],
+        secs(20),
+        POLL,
+    )
+    .await;
+    let log = page.eval(LOG, vec![]).await;
+    let sid = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["type"] == "session")
+        .and_then(|m| m["session_id"].as_str())
+        .unwrap()
+        .to_string();
+    let mic = page.attr("#talk-mic", "aria-pressed").await;
+    if mic.as_deref() != Some("true") {
+        let msg = page.text("#talk-msg").await;
+        page.fail(&format!("the microphone is not on ({msg})"))
+            .await;
+    }
+
+    // The greeting plays in the page.
+    let greeting = page
+        .wait_js(
+            "the greeting's play command",
+            "return window.cinemaTalk.log.find((m) => m.type === 'play' && m.greeting) || null;",
+            vec![],
+            secs(30),
+            POLL,
+        )
+        .await;
+    let greeting_id = greeting["command_id"].as_str().unwrap().to_string();
+    playing_in_page(&page, &greeting_id, secs(20)).await;
+    let greeting_at_ms = t0.elapsed().as_millis();
+    page.wait_for("#talk-state.speaking", None, secs(5)).await;
+    page.shot("01-greeting-playing.png", true).await;
+    finished_in_page(&page, &greeting_id, secs(30)).await;
+
+    // The visitor is heard and transcribed.
+    let card = format!("#talk-conversation .session[data-sid=\"{sid}\"]");
+    page.wait_for(&format!("{card} li.visitor"), None, secs(60))
+        .await;
+    page.wait_for("#talk-state.listening, #talk-state.speaking", None, secs(5))
+        .await;
+
+    // The answer plays in the page, with its caption on the screen.
+    let answer = page
+        .wait_js(
+            "the answer's play command",
+            "return window.cinemaTalk.log.find((m) => m.type === 'play' && m.caption === arguments[0]) || null;",
+            vec![json!(ANSWER)],
+            secs(90),
+            POLL,
+        )
+        .await;
+    let answer_id = answer["command_id"].as_str().unwrap().to_string();
+    playing_in_page(&page, &answer_id, secs(20)).await;
+    let caption = page.text("#talk-caption").await;
+    if caption != ANSWER {
+        page.fail(&format!("the screen's caption is {caption:?}"))
+            .await;
+    }
+    page.shot("02-answer-playing.png", true).await;
+    finished_in_page(&page, &answer_id, secs(30)).await;
+    page.wait_for(&format!("{card} li.clip .caption"), Some(ANSWER), secs(10))
+        .await;
+    page.wait_for(
+        &format!("{card} li.clip .playback.finished"),
+        None,
+        secs(10),
+    )
+    .await;
+    page.shot("03-answered.png", true).await;
+
+    // The meter showed the visitor's voice, as the gateway heard it.
+    let level = page
+        .eval("return window.cinemaTalk.meterMax;", vec![])
+        .await
+        .as_f64()
+        .unwrap_or(0.0);
+    if level <= 0.3 {
+        page.fail(&format!("the level meter never moved (loudest {level})"))
+            .await;
+    }
+
+    // End the session.
+    page.click("#talk-end").await;
+    page.wait_js(
+        "the page to see the session end",
+        "return !!window.cinemaTalk.ended;",
+        vec![],
+        secs(20),
+        POLL,
+    )
+    .await;
+    page.wait_for(&format!("{card} .state.ended"), None, secs(20))
+        .await;
+    page.shot("04-ended.png", true).await;
+
+    let problems = page.problems().await;
+    if !problems.is_empty() {
+        page.fail(&format!("the page reported problems: {problems:#?}"))
+            .await;
+    }
+    let visitor = page
+        .eval(
+            "return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent);",
+            vec![json!(format!("{card} li.visitor .line"))],
+        )
+        .await;
+    // Page times as wall-clock milliseconds, comparable with the bus's.
+    let log = page
+        .eval(
+            "return window.cinemaTalk.log.map((m) => ({ ...m, wall_ms: Math.round(performance.timeOrigin + m.at) }));",
+            vec![],
+        )
+        .await;
+    page.close().await;
+    json!({
+        "ok": true,
+        "session": sid,
+        "visitor": visitor,
+        "greeting_at_ms": greeting_at_ms,
+        "meter_level": level,
+        "log": log,
+    })
 }

@@ -2,7 +2,7 @@
 //! NATS): a bus event published → received by an SSE client of
 //! `/api/events` (idle, and with 500 other clients connected); a bus event
 //! → its entry in the dashboard page of headless Chromium (in the DOM, and
-//! the next frame drawn; `tests/browser/latency.mjs`); requests/s on
+//! the next frame drawn, over WebDriver); requests/s on
 //! `GET /conversation-status/{id}` from 8 concurrent clients; 500 SSE
 //! clients held at once (three rounds), every one receiving an event, with the gateway's
 //! memory before, during and after.
@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bus::subjects::{self, SessionEvent};
+use tests::webdriver::{Browser, Launch};
 use tests::{World, report, rss_kib};
 use wire::v1::{ConversationEvent, Reasoning, conversation_event};
 
@@ -111,29 +112,40 @@ async fn event_latency(w: &World, http: &reqwest::Client, n: usize, tag: &str) -
 }
 
 /// Bus event published → its entry in the dashboard page, in headless
-/// Chromium: (DOM insertion, next frame) latencies in ms.
+/// Chromium over WebDriver: (DOM insertion, next frame) latencies in ms.
+/// The page records (wall clock, `performance.timeOrigin + now()`) when each
+/// marker's entry is put into the DOM and when the next frame after it is
+/// drawn.
 async fn page_latency(w: &World, n: usize) -> (Vec<f64>, Vec<f64>) {
-    use tokio::io::AsyncBufReadExt;
-    let chromium = testkit::require("chromium", "apt-get install chromium");
-    let node = testkit::require("node", "apt-get install nodejs npm");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/latency.mjs");
-    let mut child = tokio::process::Command::new(node)
-        .arg(script)
-        .env("BASE", &w.base)
-        .env("COUNT", n.to_string())
-        .env("PREFIX", "m-page-")
-        .env("PLAYWRIGHT_PREFIX", tests::playwright_prefix())
-        .env("CHROMIUM", chromium)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("the page never got ready")
-        .unwrap();
-    assert_eq!(ready.as_deref(), Some("ready"));
+    let shots = std::env::temp_dir().join("cinema-bench-dashboard");
+    let page = Browser::launch(Launch {
+        viewport: (1280, 860),
+        flags: &[],
+        shots: &shots,
+        prompt_answer: "",
+    })
+    .await;
+    page.goto(&w.base).await;
+    page.wait_for("#live.on", None, Duration::from_secs(15))
+        .await;
+    page.eval(
+        "window.benchDom = {};
+         window.benchFrame = {};
+         const re = new RegExp(`${arguments[0]}[0-9]+`);
+         new MutationObserver((records) => {
+           const now = performance.timeOrigin + performance.now();
+           for (const r of records) {
+             for (const n of r.addedNodes) {
+               const m = re.exec(n.textContent || '');
+               if (!m || window.benchDom[m[0]]) continue;
+               window.benchDom[m[0]] = now;
+               requestAnimationFrame(() => (window.benchFrame[m[0]] = performance.timeOrigin + performance.now()));
+             }
+           }
+         }).observe(document.body, { childList: true, subtree: true });",
+        vec![serde_json::json!("m-page-")],
+    )
+    .await;
     let mut sent = Vec::with_capacity(n);
     for i in 0..n {
         let marker = format!("m-page-{i}");
@@ -142,13 +154,21 @@ async fn page_latency(w: &World, n: usize) -> (Vec<f64>, Vec<f64>) {
         // Events arrive one at a time, as a conversation's would.
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    let last = tokio::time::timeout(Duration::from_secs(130), lines.next_line())
-        .await
-        .expect("the page never saw every marker")
-        .unwrap()
-        .expect("a result line");
-    let _ = child.wait().await;
-    let seen: serde_json::Value = serde_json::from_str(&last).unwrap();
+    page.wait_js(
+        "every marker in the page",
+        "return Object.keys(window.benchFrame).length >= arguments[0];",
+        vec![serde_json::json!(n)],
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+    )
+    .await;
+    let seen = page
+        .eval(
+            "return { dom: window.benchDom, frame: window.benchFrame };",
+            vec![],
+        )
+        .await;
+    page.close().await;
     let latencies = |kind: &str| -> Vec<f64> {
         (0..n)
             .map(|i| seen[kind][format!("m-page-{i}")].as_f64().unwrap() - sent[i])
