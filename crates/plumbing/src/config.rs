@@ -57,6 +57,11 @@ pub enum Error {
     Invalid(String),
 }
 
+/// Whether the environment variable `key` holds a value (not empty).
+fn set(key: &figment::value::UncasedStr) -> bool {
+    std::env::var_os(key.as_str()).is_some_and(|v| !v.is_empty())
+}
+
 /// Builds the layered figment for `C` from the process environment.
 pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
     let mut fig = Figment::from(Serialized::defaults(C::default()));
@@ -66,13 +71,32 @@ pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
         }
         fig = fig.merge(Toml::file(path));
     }
-    // Seed names first, so the CINEMA_ names win when both are set.
-    fig = fig.merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats_url".into()));
+    // Seed names first, so the CINEMA_ names win when both are set. A
+    // variable set to nothing (`VAR=`, as compose and env files write an
+    // unset value) is no setting: the default holds.
+    fig = fig.merge(
+        Env::raw()
+            .filter(set)
+            .only(&["NATS_URL"])
+            .map(|_| "nats_url".into()),
+    );
     for (env, key) in C::SEED_ENV {
         let key = *key;
-        fig = fig.merge(Env::raw().only(&[env]).map(move |_| key.into()));
+        fig = fig.merge(Env::raw().filter(set).only(&[env]).map(move |_| key.into()));
     }
-    fig = fig.merge(Env::prefixed(C::ENV_PREFIX).split("__"));
+    let prefix = C::ENV_PREFIX;
+    fig = fig.merge(
+        Env::raw()
+            .lowercase(true)
+            .filter(set)
+            .filter_map(move |k| {
+                let k = k.as_str();
+                k.get(..prefix.len())
+                    .filter(|p| p.eq_ignore_ascii_case(prefix))
+                    .map(|_| k[prefix.len()..].to_string().into())
+            })
+            .split("__"),
+    );
     if let Some(url) = &args.nats_url {
         fig = fig.merge(Serialized::default("nats_url", url));
     }
@@ -162,6 +186,25 @@ mod tests {
             };
             let c = load::<Demo>(&args).unwrap();
             assert_eq!((c.port, c.nats_url.as_str()), (4000, "nats://flag:2"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type
+    fn an_empty_variable_is_no_setting() {
+        figment::Jail::expect_with(|jail| {
+            // As compose writes `OPENAI_BASE_URL: ${OPENAI_BASE_URL:-}`.
+            jail.set_env("PORT", "");
+            jail.set_env("NATS_URL", "");
+            jail.set_env("CINEMA_DEMO_NAME", "");
+            assert_eq!(
+                load::<Demo>(&CommonArgs::default()).unwrap(),
+                Demo::default()
+            );
+            // A set one still wins, the prefix in any case.
+            jail.set_env("cinema_demo_name", "lower");
+            assert_eq!(load::<Demo>(&CommonArgs::default()).unwrap().name, "lower");
             Ok(())
         });
     }
