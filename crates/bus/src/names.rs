@@ -49,7 +49,19 @@ pub mod service {
     pub const PI_SPAWNER: &str = "pi-spawner";
     pub const PI_CLIENT: &str = "pi-client";
 
-    /// The services that make up a healthy installation (pi-client runs per session).
+    /// The hub's own services: all of them answering is a healthy hub,
+    /// whether or not any Pi is on.
+    pub const HUB: [&str; 6] = [
+        ROOM_MANAGER,
+        STT,
+        LLM,
+        CLIP_SELECTOR,
+        STATUS_STORE,
+        DASHBOARD_GATEWAY,
+    ];
+
+    /// Every long-running service of an installation: the hub's and each
+    /// Pi's spawner (pi-client runs per session).
     pub const ALL: [&str; 7] = [
         ROOM_MANAGER,
         STT,
