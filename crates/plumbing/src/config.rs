@@ -71,18 +71,28 @@ pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
         }
         fig = fig.merge(Toml::file(path));
     }
+    // String settings are taken from the environment as written: figment
+    // would read `CINEMA_PI_ID=101` as a number and `007` as 7.
+    let defaults = Figment::from(Serialized::defaults(C::default()));
+    let is_string = |key: &str| {
+        matches!(
+            defaults.find_value(key),
+            Ok(figment::value::Value::String(..))
+        )
+    };
+    let raw = |env: &str| std::env::var(env).ok().filter(|v| !v.is_empty());
     // Seed names first, so the CINEMA_ names win when both are set. A
     // variable set to nothing (`VAR=`, as compose and env files write an
     // unset value) is no setting: the default holds.
-    fig = fig.merge(
-        Env::raw()
-            .filter(set)
-            .only(&["NATS_URL"])
-            .map(|_| "nats_url".into()),
-    );
-    for (env, key) in C::SEED_ENV {
-        let key = *key;
-        fig = fig.merge(Env::raw().filter(set).only(&[env]).map(move |_| key.into()));
+    let seeds = [("NATS_URL", "nats_url")]
+        .iter()
+        .chain(C::SEED_ENV)
+        .copied();
+    for (env, key) in seeds {
+        match raw(env) {
+            Some(v) if is_string(key) => fig = fig.merge(Serialized::default(key, v)),
+            _ => fig = fig.merge(Env::raw().filter(set).only(&[env]).map(move |_| key.into())),
+        }
     }
     let prefix = C::ENV_PREFIX;
     fig = fig.merge(
@@ -97,6 +107,15 @@ pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
             })
             .split("__"),
     );
+    for (name, value) in std::env::vars() {
+        let key = match name.get(..prefix.len()) {
+            Some(p) if p.eq_ignore_ascii_case(prefix) => name[prefix.len()..].to_ascii_lowercase(),
+            _ => continue,
+        };
+        if !value.is_empty() && !key.contains("__") && is_string(&key) {
+            fig = fig.merge(Serialized::default(&key, value));
+        }
+    }
     if let Some(url) = &args.nats_url {
         fig = fig.merge(Serialized::default("nats_url", url));
     }
@@ -233,6 +252,89 @@ mod tests {
                 ..Default::default()
             };
             assert!(load::<Demo>(&args).is_err());
+            Ok(())
+        });
+    }
+}
+
+/// Deserializes a string setting that the environment may have given as a
+/// number or a bool (figment reads `CINEMA_PI_ID=101` as the number 101):
+/// `#[serde(deserialize_with = "plumbing::config::lenient_string")]`.
+pub fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_any(V)
+}
+
+#[cfg(test)]
+mod lenient_tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Pi {
+        nats_url: String,
+        #[serde(deserialize_with = "lenient_string")]
+        pi_id: String,
+    }
+
+    impl Settings for Pi {
+        const ENV_PREFIX: &'static str = "CINEMA_LENIENT_";
+        const SEED_ENV: &'static [(&'static str, &'static str)] = &[("CINEMA_PI_ID", "pi_id")];
+        fn nats_url(&self) -> &str {
+            &self.nats_url
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type
+    fn a_numeric_or_boolean_id_is_a_string() {
+        for (raw, want) in [
+            ("101", "101"),
+            ("007", "007"),
+            ("true", "true"),
+            ("1e3", "1e3"),
+            ("hall-1", "hall-1"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("CINEMA_PI_ID", raw);
+                assert_eq!(load::<Pi>(&CommonArgs::default()).unwrap().pi_id, want);
+                Ok(())
+            });
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("CINEMA_LENIENT_PI_ID", raw);
+                assert_eq!(load::<Pi>(&CommonArgs::default()).unwrap().pi_id, want);
+                Ok(())
+            });
+        }
+        // A TOML file may write it as a number too.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("pi.toml", "pi_id = 101")?;
+            let args = CommonArgs {
+                config: Some("pi.toml".into()),
+                ..Default::default()
+            };
+            assert_eq!(load::<Pi>(&args).unwrap().pi_id, "101");
             Ok(())
         });
     }

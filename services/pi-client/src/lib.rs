@@ -27,12 +27,21 @@ pub struct Config {
     pub session_id: String,
     /// Set by the spawner (`CINEMA_SESSION_TOKEN`).
     pub token: String,
+    #[serde(deserialize_with = "plumbing::config::lenient_string")]
     pub pi_id: String,
     pub mpv_bin: String,
     /// mpv `--vo` (`null` for headless); empty keeps mpv's default.
     pub vo: String,
     /// mpv `--ao` (`null` without a sound card); empty keeps mpv's default.
     pub ao: String,
+    /// More mpv options, separated by spaces (`--hwdec=auto
+    /// --audio-device=alsa/hdmi:CARD=vc4hdmi0`).
+    pub mpv_args: String,
+    /// A clip that has not started this long after its play command failed
+    /// (the gate reopens).
+    pub start_timeout_ms: u32,
+    /// A started clip that has not ended this long after its length failed.
+    pub end_grace_ms: u32,
     /// What the Pi hears (`CINEMA_PI_AUDIO_INPUT`): `none`, `wav:PATH`,
     /// `wav-loop:PATH`, `stdin` (s16le 16 kHz mono) or `alsa:DEVICE`.
     pub audio_input: String,
@@ -74,6 +83,9 @@ impl Default for Config {
             mpv_bin: "mpv".into(),
             vo: String::new(),
             ao: String::new(),
+            mpv_args: String::new(),
+            start_timeout_ms: 10_000,
+            end_grace_ms: 5_000,
             audio_input: "none".into(),
             end_silence_ms: 250,
             min_speech_ms: 250,
@@ -143,6 +155,8 @@ struct Current {
     start_s: f64,
     end_s: f64,
     started: bool,
+    /// When the clip fails if it has not started (or, once started, ended).
+    deadline: tokio::time::Instant,
 }
 
 pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
@@ -151,8 +165,13 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         bin: config.mpv_bin.clone(),
         vo: config.vo.clone(),
         ao: config.ao.clone(),
-        extra_args: Vec::new(),
+        extra_args: config
+            .mpv_args
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
     };
+    let end_grace = Duration::from_millis(config.end_grace_ms.into());
     let (mut player, mut events) = mpv::Mpv::start(&opts).await?;
     let gate = Arc::new(audio::Gate::default());
     let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
@@ -267,6 +286,16 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     gate.open_after(Duration::ZERO);
                 }
             }
+            () = tokio::time::sleep_until(current.as_ref().map_or_else(far_future, |c| c.deadline)), if current.is_some() => {
+                // A clip that never starts or never ends: fail it, so the
+                // gate reopens and the next line is heard.
+                let Some(c) = current.take() else { continue };
+                let why = if c.started { "the clip did not end in time" } else { "the clip did not start in time" };
+                tracing::warn!(session = %sid, clip = %c.cmd.clip_id, why, "Gave up on a clip.");
+                let _ = player.stop().await;
+                report(&bus, &c, PlaybackState::Failed, why).await;
+                finished(&ears.tx, &gate, &c, tail);
+            }
             ev = events.recv() => {
                 let Some(ev) = ev else {
                     // The IPC stream closed: mpv is gone. Restart it (crash isolation).
@@ -285,6 +314,9 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     mpv::Event::PlaybackRestart => {
                         if let Some(c) = current.as_mut().filter(|c| !c.started) {
                             c.started = true;
+                            c.deadline = tokio::time::Instant::now()
+                                + Duration::from_secs_f64((c.end_s - c.start_s).clamp(0.0, 86_400.0))
+                                + end_grace;
                             report(&bus, c, PlaybackState::Started, "").await;
                             if config.simulate_echo {
                                 let tx = ears.tx.clone();
@@ -379,6 +411,11 @@ impl Ears {
 
 /// A clip is over: the ears open after the tail (the room's echo dies
 /// down), and after the greeting a simulated visitor may answer.
+/// An instant no clip reaches (the deadline arm is off without a clip).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
 fn finished(
     ears: &tokio::sync::mpsc::UnboundedSender<audio::Control>,
     gate: &audio::Gate,
@@ -429,6 +466,7 @@ async fn play(
                 start_s: 0.0,
                 end_s: 0.0,
                 started: false,
+                deadline: tokio::time::Instant::now(),
             };
             report(bus, &failed, PlaybackState::Failed, &e.to_string()).await;
             return None;
@@ -441,6 +479,8 @@ async fn play(
         start_s: clip.start_s,
         end_s: clip.end_s,
         started: false,
+        deadline: tokio::time::Instant::now()
+            + Duration::from_millis(config.start_timeout_ms.into()),
     };
     if let Err(e) = player.play(&url, clip.start_s, clip.end_s).await {
         report(bus, &cur, PlaybackState::Failed, &e.to_string()).await;

@@ -38,6 +38,7 @@ use wire::v1::{
 pub struct Config {
     pub nats_url: String,
     /// This Pi's id (`CINEMA_PI_ID`): one subject token.
+    #[serde(deserialize_with = "plumbing::config::lenient_string")]
     pub pi_id: String,
     pub name: String,
     /// The pi-client binary; empty means `pi-client` beside this binary.
