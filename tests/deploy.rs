@@ -89,6 +89,40 @@ fn the_compose_file_is_valid() {
         "docker-compose config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The GPU profile (stt built with CUDA) and the demo Pi host: the
+    // configuration holds (building the CUDA image needs a GPU machine).
+    let out = Command::new("docker-compose")
+        .current_dir(root())
+        .args([
+            "-f",
+            "docker-compose.yml",
+            "--profile",
+            "gpu",
+            "--profile",
+            "demo-pi",
+            "config",
+        ])
+        .env("CINEMA_API_TOKEN", "test-token")
+        .envs(compose_passwords())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "target: stt-cuda",
+        "WHISPER_DEVICE: cuda",
+        "capabilities:",
+        "target: pi",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    // An empty setting is dropped by the services, never a default
+    // overridden by compose itself: no service gets a variable set to ''.
+    assert!(!text.contains(": ''"), "{text}");
     // The gateway is never exposed without a token.
     let out = Command::new("docker-compose")
         .current_dir(root())

@@ -3,5 +3,6 @@
 
 pub mod accounts;
 pub mod library;
+pub mod ready;
 pub mod tap;
 pub mod up;

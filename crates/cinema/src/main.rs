@@ -22,6 +22,9 @@ enum Command {
     /// per role and per Pi, with subject permissions
     /// (`cinema nats-accounts --pi hall-1 --pi hall-2 > nats/accounts.conf`).
     NatsAccounts(cinema::accounts::AccountsArgs),
+    /// Exit 0 when SERVICE answers on the bus (NATS services API ping);
+    /// the containers' healthchecks.
+    Ready(cinema::ready::ReadyArgs),
     /// Work with film libraries.
     Library {
         #[command(subcommand)]
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
             block_on("cinema up", cinema::up::run(args))
         }
         Command::Tap(args) => block_on("cinema tap", cinema::tap::run(args)),
+        Command::Ready(args) => block_on("cinema ready", cinema::ready::run(args)),
         Command::NatsAccounts(args) => match cinema::accounts::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
