@@ -158,8 +158,43 @@ impl plumbing::Settings for Config {
                 self.thumbnail_width
             ));
         }
+        if !self.media_base_url.is_empty() && media_url_host(&self.media_base_url).is_none() {
+            return Err(format!(
+                "media_base_url must be an http:// or https:// URL with a host, as Pis and browsers reach the hub (CINEMA_CLIP_SELECTOR_MEDIA_BASE_URL; CINEMA_MEDIA_BASE_URL under compose), got {:?}",
+                self.media_base_url
+            ));
+        }
         Ok(())
     }
+}
+
+/// The host of an `http://` or `https://` URL (`[::1]` keeps its brackets),
+/// `None` when `url` is not one.
+pub fn media_url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let host = if host_port.starts_with('[') {
+        &host_port[..=host_port.find(']')?]
+    } else {
+        host_port.split(':').next()?
+    };
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+    ok.then_some(host)
+}
+
+/// Whether Pis on other hosts cannot reach `host` (this machine's loopback).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +319,12 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     let (tx, rx) = tokio::sync::watch::channel(lib);
     let current = Current(rx);
     tracing::info!(%base, "Serving media.");
+    if media_url_host(&base).is_some_and(is_loopback_host) {
+        tracing::warn!(
+            %base,
+            "Films are offered at a loopback address, which Pis on other hosts cannot reach: set CINEMA_CLIP_SELECTOR_MEDIA_BASE_URL (CINEMA_MEDIA_BASE_URL under compose) to the hub's address."
+        );
+    }
     let http = axum::serve(listener, media_router_of(current.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
@@ -457,6 +498,27 @@ async fn serve_file(path: impl AsRef<std::path::Path>, req: Request) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_urls_and_loopback_hosts() {
+        for (url, host, loopback) in [
+            ("http://hub.lan:8766", Some("hub.lan"), false),
+            ("https://films.example/base/", Some("films.example"), false),
+            ("http://localhost:8766", Some("localhost"), true),
+            ("http://127.0.0.1:8766", Some("127.0.0.1"), true),
+            ("http://0.0.0.0:8766", Some("0.0.0.0"), true),
+            ("http://[::1]:8766", Some("[::1]"), true),
+            ("http://192.168.1.20:8766", Some("192.168.1.20"), false),
+            ("http://user:pw@hub:1", Some("hub"), false),
+            ("hub.lan:8766", None, false),
+            ("ftp://hub", None, false),
+            ("http://", None, false),
+            ("http://bad host/", None, false),
+        ] {
+            assert_eq!(media_url_host(url), host, "{url}");
+            assert_eq!(host.is_some_and(is_loopback_host), loopback, "{url}");
+        }
+    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure type
