@@ -8,6 +8,7 @@ use std::time::Duration;
 use cinema::up::{Stack, StackOptions};
 use testkit::NatsServer;
 
+pub mod hub;
 pub mod webdriver;
 
 pub const FILM: (&str, &[&str]) = (

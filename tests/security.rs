@@ -29,7 +29,7 @@ fn password(user: &str) -> String {
 
 /// A hub config folder: the shipped hub.conf (and hub-tls.conf), an
 /// accounts.conf made by `cinema nats-accounts` for these Pis, and a
-/// test.conf that includes `base` with a free leaf-node port.
+/// test.conf that includes `base` with a free port for leaf connections.
 struct Hub {
     dir: tempfile::TempDir,
     leaf_port: u16,

@@ -1,0 +1,236 @@
+//! The hub under Docker Compose, for real: the images built with no
+//! registry (`scripts/images`: bases from Debian's packages, then the
+//! project's Dockerfile), `docker compose up` of the whole hub with a Pi as
+//! its own host (`--profile demo-pi`: a Debian 13 container on its own
+//! network, installed by deploy/install-pi, reaching the hub only through
+//! its NATS leaf link and the media URL), a conversation across them, a
+//! reboot with the volumes kept, and the NATS container killed mid-session.
+//! Each test is its own compose project on free ports, removed with its
+//! volumes at the end.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use tests::hub::{ANSWER, Hub, LINE, PI, READY, container_pid, played};
+
+/// The (major, minor) version of the demo Pi host's mpv.
+fn mpv_version(hub: &Hub) -> (u32, u32) {
+    let out = hub.compose(&[
+        "--profile",
+        "demo-pi",
+        "exec",
+        "-T",
+        "demo-pi",
+        "mpv",
+        "--version",
+    ]);
+    // `mpv 0.35.1 Copyright …`, `mpv v0.40.0 Copyright …`
+    let numbers: Vec<u32> = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match numbers[..] {
+        [major, minor] => (major, minor),
+        _ => panic!("no mpv version in {out}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_under_compose_with_a_pi_host() {
+    let mut hub = Hub::new();
+
+    // From nothing: the hub and a Pi host come up and are ready.
+    hub.up();
+    let health = hub.ready(READY).await;
+    assert_eq!(health["nats"]["status"], "ok", "{health}");
+    let bus = hub.bus().await;
+    let (mut plays, mut playback) = hub.watch_plays(&bus).await;
+
+    // The Pi host is a current Raspberry Pi OS: Debian 13's mpv (0.38+,
+    // where loadfile takes an index before its options).
+    let version = mpv_version(&hub);
+    assert!(version >= (0, 38), "the Pi host's mpv is {version:?}");
+
+    // A session on the Pi host: the greeting plays on its mpv; a typed line
+    // is answered with its clip, played there to its end.
+    let sid = hub.connect().await;
+    played(
+        &mut plays,
+        &mut playback,
+        &sid,
+        "the greeting",
+        |p| p.greeting,
+        &hub,
+    )
+    .await;
+    let (code, body) = hub
+        .post(&format!("/api/sessions/{sid}/say"), json!({ "text": LINE }))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    played(
+        &mut plays,
+        &mut playback,
+        &sid,
+        "the answer",
+        |p| !p.greeting,
+        &hub,
+    )
+    .await;
+
+    // The record, through the gateway.
+    let record = hub
+        .status_until(&sid, "the answer in the record", |s| {
+            s["plays"].as_u64() >= Some(2)
+        })
+        .await;
+    let messages = record["context"]["messages"].to_string();
+    assert!(
+        messages.contains(LINE) && messages.contains(ANSWER),
+        "{record}"
+    );
+
+    // The NATS container dies mid-session: it comes back by itself and the
+    // conversation goes on.
+    let (_, pid, restarts) = container_pid(&hub, "nats");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    testkit::eventually(Duration::from_secs(60), "NATS restarted", async || {
+        let (_, _, now) = container_pid(&hub, "nats");
+        (now > restarts).then_some(())
+    })
+    .await;
+    hub.ready(Duration::from_secs(120)).await;
+    drop((plays, playback));
+    let bus = hub.bus().await;
+    let (mut plays, mut playback) = hub.watch_plays(&bus).await;
+    let (code, body) = hub
+        .post(
+            &format!("/api/sessions/{sid}/say"),
+            json!({ "text": "Is this seat taken?" }),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    played(
+        &mut plays,
+        &mut playback,
+        &sid,
+        "the answer after NATS came back",
+        |p| !p.greeting,
+        &hub,
+    )
+    .await;
+
+    // Reboot: down and up with the volumes kept. The earlier record is
+    // still there and a new session works.
+    let (code, _) = hub
+        .post(&format!("/api/sessions/{sid}/end"), json!({}))
+        .await;
+    assert_eq!(code, 200);
+    hub.compose(&["--profile", "demo-pi", "down", "-t", "10"]);
+    hub.up();
+    hub.ready(READY).await;
+    let kept = hub
+        .status_until(&sid, "the record after the reboot", |s| {
+            s["plays"].as_u64() >= Some(3)
+        })
+        .await;
+    assert!(
+        kept["context"]["messages"].to_string().contains(ANSWER),
+        "{kept}"
+    );
+    let bus = hub.bus().await;
+    let (mut plays, mut playback) = hub.watch_plays(&bus).await;
+    let sid2 = hub.connect().await;
+    played(
+        &mut plays,
+        &mut playback,
+        &sid2,
+        "the greeting after the reboot",
+        |p| p.greeting,
+        &hub,
+    )
+    .await;
+
+    // The same Pi host on Raspberry Pi OS bookworm (Debian 12, mpv 0.35):
+    // the greeting plays there too.
+    hub.env
+        .push(("CINEMA_DEMO_PI_VARIANT".into(), "-bookworm".into()));
+    hub.compose(&["--profile", "demo-pi", "up", "-d", "demo-pi"]);
+    assert_eq!(mpv_version(&hub), (0, 35));
+    let (code, _) = hub
+        .post(&format!("/api/sessions/{sid2}/end"), json!({}))
+        .await;
+    assert_eq!(code, 200);
+    let sid3 = hub.connect().await;
+    played(
+        &mut plays,
+        &mut playback,
+        &sid3,
+        "the greeting on the bookworm Pi host",
+        |p| p.greeting,
+        &hub,
+    )
+    .await;
+
+    // Another Pi, numbered like a room ("101"), added without editing a
+    // tracked file: its users generated with the `cinema` tool from the
+    // image, its password in a file of the operator's, both named in the
+    // environment compose reads; NATS restarted admits it.
+    let own = tempfile::tempdir().unwrap();
+    let accounts = hub.compose(&[
+        "run",
+        "--rm",
+        "-T",
+        "--no-deps",
+        "cinema",
+        "nats-accounts",
+        "--pi",
+        PI,
+        "--pi",
+        "101",
+    ]);
+    assert!(accounts.contains("pi-101"), "{accounts}");
+    std::fs::write(own.path().join("accounts.conf"), &accounts).unwrap();
+    std::fs::write(
+        own.path().join("pis.env"),
+        format!(
+            "{}=room-101-Pa55\n",
+            bus::permissions::password_env("pi-101")
+        ),
+    )
+    .unwrap();
+    hub.env.push((
+        "CINEMA_NATS_ACCOUNTS".into(),
+        own.path().join("accounts.conf").display().to_string(),
+    ));
+    hub.env.push((
+        "CINEMA_NATS_ENV_FILE".into(),
+        own.path().join("pis.env").display().to_string(),
+    ));
+    hub.compose(&["--profile", "demo-pi", "up", "-d", "nats"]);
+    hub.ready(Duration::from_secs(120)).await;
+    let url = |password: &str| format!("nats://pi-101:{password}@127.0.0.1:{}", hub.nats_port);
+    let ok = bus::connect_options("room-101", &url("room-101-Pa55"))
+        .await
+        .unwrap()
+        .connect(url("room-101-Pa55"))
+        .await;
+    assert!(ok.is_ok(), "pi-101 was refused: {:?}", ok.err());
+    let wrong = bus::connect_options("room-101", &url("nope"))
+        .await
+        .unwrap()
+        .connect(url("nope"))
+        .await;
+    assert!(wrong.is_err(), "a wrong password was admitted");
+    // Down with the operator's files still there (compose reads them).
+    drop(hub);
+}

@@ -1,0 +1,378 @@
+//! A hub under Docker Compose for the tests and the bench: the images
+//! built with no registry (`scripts/images`), one compose project on free
+//! ports with a demo Pi host, removed with its volumes when dropped.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use wire::v1::{PlayCommand, PlaybackEvent, PlaybackState};
+
+pub const TOKEN: &str = "compose-test-token";
+/// A line of the demo library, and the next line of its film, which
+/// answers it.
+pub const LINE: &str = "Where are you going?";
+pub const ANSWER: &str = "I am going home, to the city by the river.";
+pub const PI: &str = "local-pi";
+/// The first start makes the demo library and ingests it.
+pub const READY: Duration = Duration::from_secs(300);
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// `scripts/images` once per test binary: the base images (cached in the
+/// engine) and the project's images. Returns the base images' variables.
+pub fn images() -> &'static Vec<(String, String)> {
+    static IMAGES: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        testkit::require("docker", "apt-get install docker.io (Docker Engine 20.10+)");
+        let out = Command::new(root().join("scripts/images"))
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/images failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(root().join("scripts/images"))
+            .arg("--bases")
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+/// `docker compose` (v2) or `docker-compose` (1.29+), as scripts/compose
+/// chooses.
+pub fn compose_cmd() -> Vec<String> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if v2 {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        let bin = testkit::require("docker-compose", "apt-get install docker-compose");
+        vec![bin.display().to_string()]
+    }
+}
+
+/// One compose project of the hub.
+pub struct Hub {
+    pub project: String,
+    pub env: Vec<(String, String)>,
+    pub port: u16,
+    pub nats_port: u16,
+    http: reqwest::Client,
+}
+
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        let project = format!("cinematest{}", std::process::id());
+        let port = testkit::free_port();
+        let nats_port = testkit::free_port();
+        let mut env: Vec<(String, String)> = images().clone();
+        for (k, v) in [
+            ("COMPOSE_PROJECT_NAME", project.clone()),
+            ("CINEMA_NATS_SERVICES_PASSWORD", "svc-Pa55".into()),
+            ("CINEMA_NATS_STATUS_STORE_PASSWORD", "status-Pa55".into()),
+            ("CINEMA_NATS_GATEWAY_PASSWORD", "gw-Pa55".into()),
+            ("CINEMA_NATS_PI_LOCAL_PI_PASSWORD", "pi-Pa55".into()),
+            ("CINEMA_API_TOKEN", TOKEN.into()),
+            ("PORT", port.to_string()),
+            ("CINEMA_NATS_PORT", nats_port.to_string()),
+            ("CINEMA_LEAF_PORT", testkit::free_port().to_string()),
+            ("CINEMA_MEDIA_PORT", testkit::free_port().to_string()),
+            ("CINEMA_LEAF_BIND", "127.0.0.1".into()),
+            ("CINEMA_MEDIA_BIND", "127.0.0.1".into()),
+            ("CINEMA_GATEWAY_BIND", "127.0.0.1".into()),
+            // The Pi is on the `pis` network: the hub's media is there by
+            // the service's name.
+            ("CINEMA_MEDIA_BASE_URL", "http://clip-selector:8766".into()),
+        ] {
+            env.push((k.to_string(), v));
+        }
+        let hub = Hub {
+            project,
+            env,
+            port,
+            nats_port,
+            http: reqwest::Client::new(),
+        };
+        hub.place_whisper_model();
+        hub
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let cmd = compose_cmd();
+        Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .args(["-f", "docker-compose.yml"])
+            .args(args)
+            .current_dir(root())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap()
+    }
+
+    pub fn compose(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "compose {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn logs(&self) -> String {
+        let out = self.run(&["--profile", "demo-pi", "logs", "--no-color", "--tail", "40"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The Whisper model of the tests, put into the `models` volume as an
+    /// operator without internet would (README).
+    pub fn place_whisper_model(&self) {
+        let model = crate::whisper_model();
+        let dir = model.parent().unwrap();
+        let out = Command::new("docker")
+            .args(["run", "--rm", "-v"])
+            .arg(format!("{}_models:/var/lib/cinema/models", self.project))
+            .arg("-v")
+            .arg(format!("{}:/in:ro", dir.display()))
+            .args([
+                "cinema-chat:latest",
+                "cp",
+                "/in/ggml-tiny.en.bin",
+                "/var/lib/cinema/models/ggml-tiny.en.bin",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "placing the model: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn up(&self) {
+        self.compose(&["--profile", "demo-pi", "up", "-d"]);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        match self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+        {
+            Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `/health` is 200 and the Pi's spawner answers.
+    pub async fn ready(&self, within: Duration) -> Value {
+        let mut last = Value::Null;
+        let ok = tokio::time::timeout(within, async {
+            loop {
+                let (code, h) = self.get("/health").await;
+                if code == 200 && h["services"]["pi-spawner"]["status"] == "ok" {
+                    return h;
+                }
+                last = h;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .await;
+        ok.unwrap_or_else(|_| {
+            panic!(
+                "the hub was not ready within {within:?}: {last}\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// The bus as the services see it, through the published NATS port.
+    /// Connected (a round trip done) before it returns.
+    pub async fn bus(&self) -> bus::Bus {
+        let bus = bus::Bus::connect(
+            &format!("nats://services:svc-Pa55@127.0.0.1:{}", self.nats_port),
+            "compose-test",
+        )
+        .await
+        .unwrap();
+        bus.client().flush().await.unwrap();
+        bus
+    }
+
+    /// Every play command and playback event, subscribed (the server has
+    /// the subscriptions when this returns).
+    pub async fn watch_plays(
+        &self,
+        bus: &bus::Bus,
+    ) -> (bus::async_nats::Subscriber, bus::async_nats::Subscriber) {
+        use bus::subjects::SessionEvent;
+        let plays = bus
+            .client()
+            .subscribe(SessionEvent::Play.wildcard())
+            .await
+            .unwrap();
+        let playback = bus
+            .client()
+            .subscribe(SessionEvent::Playback.wildcard())
+            .await
+            .unwrap();
+        bus.client().flush().await.unwrap();
+        (plays, playback)
+    }
+
+    /// Creates a session on the demo Pi (retrying while its presence is
+    /// not yet known).
+    pub async fn connect(&self) -> String {
+        let mut last = Value::Null;
+        for _ in 0..60 {
+            let (code, body) = self.post("/api/connect", json!({ "pi_id": PI })).await;
+            if code == 200 {
+                return body["identifier"].as_str().unwrap().to_string();
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("no session could be created: {last}\n{}", self.logs());
+    }
+
+    pub async fn status_until(
+        &self,
+        sid: &str,
+        what: &str,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..240 {
+            let (code, s) = self.get(&format!("/conversation-status/{sid}")).await;
+            if code == 200 && keep(&s) {
+                return s;
+            }
+            last = s;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{what}: never seen in {last}\n{}", self.logs());
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let out = self.run(&[
+            "--profile",
+            "demo-pi",
+            "down",
+            "-v",
+            "--remove-orphans",
+            "-t",
+            "5",
+        ]);
+        if !out.status.success() {
+            eprintln!(
+                "compose down of {} failed: {}",
+                self.project,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Waits for a play command of `sid` that `keep` accepts, then for the
+/// Pi's report that it finished playing.
+pub async fn played(
+    plays: &mut bus::async_nats::Subscriber,
+    playback: &mut bus::async_nats::Subscriber,
+    sid: &str,
+    what: &str,
+    keep: impl Fn(&PlayCommand) -> bool,
+    hub: &Hub,
+) -> PlayCommand {
+    let found = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(m) = plays.next().await {
+            let p: PlayCommand = bus::decode_message(&m).unwrap();
+            if p.session_id == sid && keep(&p) {
+                return Some(p);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let play = found.unwrap_or_else(|| panic!("no play command for {what}\n{}", hub.logs()));
+    let finished = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(m) = playback.next().await {
+            let e: PlaybackEvent = bus::decode_message(&m).unwrap();
+            if e.command_id == play.command_id {
+                match e.state() {
+                    PlaybackState::Finished => return Ok(()),
+                    PlaybackState::Started => {}
+                    other => return Err(format!("{other:?}: {}", e.error)),
+                }
+            }
+        }
+        Err("the stream ended".into())
+    })
+    .await;
+    match finished {
+        Ok(Ok(())) => play,
+        Ok(Err(e)) => panic!("{what} did not play on the Pi: {e}\n{}", hub.logs()),
+        Err(_) => panic!("{what} never finished on the Pi\n{}", hub.logs()),
+    }
+}
+
+/// The host's pid of a compose service's main process.
+pub fn container_pid(hub: &Hub, service: &str) -> (String, i32, u64) {
+    let id = hub.compose(&["ps", "-q", service]).trim().to_string();
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}} {{.RestartCount}}", &id])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace();
+    let pid = parts.next().unwrap().parse().unwrap();
+    let restarts = parts.next().unwrap().parse().unwrap();
+    (id, pid, restarts)
+}
