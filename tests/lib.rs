@@ -565,6 +565,15 @@ pub async fn send_utterance(bus: &bus::Bus, u: &wire::v1::Utterance) {
     .unwrap();
 }
 
+/// A bench setting from the environment (`CINEMA_BENCH_…`), or `default`
+/// when unset or unreadable.
+pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Word error rate of `hypothesis` against `reference`: word-level edit
 /// distance over the reference's length, both lowercased, punctuation dropped.
 pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {

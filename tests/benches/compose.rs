@@ -19,13 +19,6 @@ use tests::hub::{Hub, LINE, READY};
 use tests::{World, report};
 use wire::v1::PlayCommand;
 
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// MiB of a `docker stats` memory figure (`12.3MiB`, `1.1GiB`, `900KiB`).
 fn mib(text: &str) -> f64 {
     let t = text.trim();
@@ -122,7 +115,7 @@ async fn turns(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n = env_or("CINEMA_BENCH_TURNS", 20);
+    let n = tests::env_or("CINEMA_BENCH_TURNS", 20);
 
     // Images: built (or found up to date) by scripts/images.
     let t0 = Instant::now();
@@ -217,7 +210,7 @@ async fn main() {
 
     println!();
     println!("the hub under docker compose (2 cores, real engine, local images)");
-    println!("scripts/images (bases and project images up to date)   {images_s:.1} s");
+    println!("scripts/images (bases cached, project images rebuilt as needed)   {images_s:.1} s");
     for (image, size) in &sizes {
         println!("image {image:<32} {size:>8.1} MiB");
     }

@@ -20,13 +20,6 @@ use tests::webdriver::{Browser, Launch};
 use tests::{World, report, rss_kib};
 use wire::v1::{ConversationEvent, Reasoning, conversation_event};
 
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// An SSE client of the gateway, reading raw chunks.
 struct SseClient {
     resp: reqwest::Response,
@@ -179,9 +172,9 @@ async fn page_latency(w: &World, n: usize) -> (Vec<f64>, Vec<f64>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let events = env_or("CINEMA_BENCH_EVENTS", 1000);
-    let clients = env_or("CINEMA_BENCH_CLIENTS", 500);
-    let secs = env_or("CINEMA_BENCH_SECS", 10);
+    let events = tests::env_or("CINEMA_BENCH_EVENTS", 1000);
+    let clients = tests::env_or("CINEMA_BENCH_CLIENTS", 500);
+    let secs = tests::env_or("CINEMA_BENCH_SECS", 10);
     let w = World::start_with(&[("RUST_LOG", "warn")]).await;
     let gateway = w.stack().pid("dashboard-gateway").unwrap() as u32;
     let http = reqwest::Client::new();

@@ -14,13 +14,6 @@ use testkit::openai::OpenAiDouble;
 use tests::{DirectorRig, FILM, FILM_TWO, next, percentile};
 use wire::v1::PlayCommand;
 
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Turn times (ms) of `turns` turns in sessions of ten.
 async fn measure(flow: &str, model_delay: Duration, turns: usize) -> Vec<f64> {
     let double = OpenAiDouble::start().await;
@@ -67,8 +60,8 @@ async fn measure(flow: &str, model_delay: Duration, turns: usize) -> Vec<f64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let delay = Duration::from_millis(env_or("CINEMA_BENCH_MODEL_MS", 300));
-    let turns = env_or("CINEMA_BENCH_TURNS", 40) as usize;
+    let delay = Duration::from_millis(tests::env_or("CINEMA_BENCH_MODEL_MS", 300));
+    let turns = tests::env_or("CINEMA_BENCH_TURNS", 40) as usize;
     // Build the binaries before anything is timed.
     testkit::bin("llm");
     println!(
