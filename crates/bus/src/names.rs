@@ -62,13 +62,13 @@ pub mod service {
 
     /// Every long-running service of an installation: the hub's and each
     /// Pi's spawner (pi-client runs per session).
-    pub const ALL: [&str; 7] = [
-        ROOM_MANAGER,
-        STT,
-        LLM,
-        CLIP_SELECTOR,
-        STATUS_STORE,
-        DASHBOARD_GATEWAY,
-        PI_SPAWNER,
-    ];
+    pub const ALL: [&str; 7] = {
+        let mut all = [PI_SPAWNER; 7];
+        let mut i = 0;
+        while i < HUB.len() {
+            all[i] = HUB[i];
+            i += 1;
+        }
+        all
+    };
 }
