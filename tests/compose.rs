@@ -69,10 +69,7 @@ async fn the_hub_under_compose_with_a_pi_host() {
         &hub,
     )
     .await;
-    let (code, body) = hub
-        .post(&format!("/api/sessions/{sid}/say"), json!({ "text": LINE }))
-        .await;
-    assert_eq!(code, 202, "{body}");
+    hub.say(&sid, LINE).await;
     played(
         &mut plays,
         &mut playback,
@@ -97,14 +94,14 @@ async fn the_hub_under_compose_with_a_pi_host() {
 
     // The NATS container dies mid-session: it comes back by itself and the
     // conversation goes on.
-    let (_, pid, restarts) = container_pid(&hub, "nats");
+    let (pid, restarts) = container_pid(&hub, "nats");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
     testkit::eventually(Duration::from_secs(60), "NATS restarted", async || {
-        let (_, _, now) = container_pid(&hub, "nats");
+        let (_, now) = container_pid(&hub, "nats");
         (now > restarts).then_some(())
     })
     .await;
@@ -112,13 +109,7 @@ async fn the_hub_under_compose_with_a_pi_host() {
     drop((plays, playback));
     let bus = hub.bus().await;
     let (mut plays, mut playback) = hub.watch_plays(&bus).await;
-    let (code, body) = hub
-        .post(
-            &format!("/api/sessions/{sid}/say"),
-            json!({ "text": "Is this seat taken?" }),
-        )
-        .await;
-    assert_eq!(code, 202, "{body}");
+    hub.say(&sid, "Is this seat taken?").await;
     played(
         &mut plays,
         &mut playback,

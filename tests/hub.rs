@@ -208,6 +208,14 @@ impl Hub {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Says `text` in session `sid`, as the dashboard does (202 expected).
+    pub async fn say(&self, sid: &str, text: &str) {
+        let (code, body) = self
+            .post(&format!("/api/sessions/{sid}/say"), json!({ "text": text }))
+            .await;
+        assert_eq!(code, 202, "{body}");
+    }
+
     /// Waits until `/health` is 200 and the Pi's spawner answers.
     pub async fn ready(&self, within: Duration) -> Value {
         let mut last = Value::Null;
@@ -364,7 +372,7 @@ pub async fn played(
 }
 
 /// The host's pid of a compose service's main process.
-pub fn container_pid(hub: &Hub, service: &str) -> (String, i32, u64) {
+pub fn container_pid(hub: &Hub, service: &str) -> (i32, u64) {
     let id = hub.compose(&["ps", "-q", service]).trim().to_string();
     let out = Command::new("docker")
         .args(["inspect", "-f", "{{.State.Pid}} {{.RestartCount}}", &id])
@@ -374,5 +382,5 @@ pub fn container_pid(hub: &Hub, service: &str) -> (String, i32, u64) {
     let mut parts = text.split_whitespace();
     let pid = parts.next().unwrap().parse().unwrap();
     let restarts = parts.next().unwrap().parse().unwrap();
-    (id, pid, restarts)
+    (pid, restarts)
 }

@@ -44,7 +44,6 @@ const __find = (css, text) => [...document.querySelectorAll(css)].find((e) =>
 pub struct Browser {
     client: Client,
     driver: Child,
-    driver_log: PathBuf,
     _profile: tempfile::TempDir,
     shots: PathBuf,
     /// What the page's prompts are answered with.
@@ -157,7 +156,6 @@ impl Browser {
         let b = Browser {
             client,
             driver,
-            driver_log,
             _profile: profile,
             shots: opts.shots.to_path_buf(),
             prompt_answer: opts.prompt_answer.to_string(),
@@ -166,11 +164,6 @@ impl Browser {
         };
         b.set_viewport(opts.viewport.0, opts.viewport.1).await;
         b
-    }
-
-    /// The WebDriver client itself.
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// How many prompts the page has shown.
@@ -304,17 +297,6 @@ impl Browser {
         .await;
     }
 
-    /// Whether an element matching `css` exists in the DOM (shown or not).
-    pub async fn exists(&self, css: &str) -> bool {
-        self.eval(
-            "return !!document.querySelector(arguments[0]);",
-            vec![json!(css)],
-        )
-        .await
-        .as_bool()
-        .unwrap_or(false)
-    }
-
     async fn element(&self, css: &str) -> fantoccini::elements::Element {
         self.retry(|| self.client.find(Locator::Css(css)))
             .await
@@ -442,8 +424,8 @@ impl Browser {
     /// Panics with `why`, what the page complained about, and a screenshot
     /// of the moment (`failure.png`).
     pub async fn fail(&self, why: &str) -> ! {
-        let shot = Box::pin(self.shot("failure.png", true)).await;
-        let problems = Box::pin(self.problems()).await;
+        let shot = self.shot("failure.png", true).await;
+        let problems = self.problems().await;
         panic!(
             "{why} (screenshot {})\npage problems: {problems:#?}",
             shot.display()
@@ -454,11 +436,6 @@ impl Browser {
     pub async fn close(self) {
         let _ = self.client.clone().close().await;
         // Drop ends the driver and whatever is left of Chromium.
-    }
-
-    /// chromedriver's log, for a failure message.
-    pub fn driver_log(&self) -> String {
-        std::fs::read_to_string(&self.driver_log).unwrap_or_default()
     }
 }
 

@@ -170,10 +170,7 @@ async fn main() {
         sids.push(body["identifier"].as_str().unwrap().to_string());
     }
     for s in &sids {
-        let (code, _) = hub
-            .post(&format!("/api/sessions/{s}/say"), json!({ "text": LINE }))
-            .await;
-        assert_eq!(code, 202);
+        hub.say(s, LINE).await;
     }
     for s in &sids {
         hub.status_until(s, "an answer in each session", |r| {
@@ -225,12 +222,12 @@ async fn main() {
         println!("  {name:<28} {m:>7.1} MiB");
     }
     let p = |v: &[f64], q: f64| {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        s[((s.len() as f64 - 1.0) * q).round() as usize]
+        let mut sorted = v.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        tests::percentile(&sorted, q)
     };
-    let ratio50 = p(&compose_ms, 0.5) / p(&local_ms, 0.5);
-    let ratio99 = p(&compose_ms, 0.99) / p(&local_ms, 0.99);
+    let ratio50 = p(&compose_ms, 50.0) / p(&local_ms, 50.0);
+    let ratio99 = p(&compose_ms, 99.0) / p(&local_ms, 99.0);
     report("turn, said → play command (compose, Pi host)", compose_ms);
     report("turn, said → play command (cinema up processes)", local_ms);
     println!("ratio compose / cinema up: p50 {ratio50:.2}x, p99 {ratio99:.2}x");
