@@ -95,7 +95,7 @@ RUN apt-get update \
 COPY --from=build /out/bin/pi-spawner /out/bin/pi-client /opt/cinema/bin/
 COPY --from=nats /usr/local/bin/nats-server /opt/cinema/bin/
 COPY deploy/ /opt/cinema/deploy/
-COPY nats/leaf.conf /opt/cinema/nats/leaf.conf
+COPY nats/leaf.conf nats/leaf-tls.conf /opt/cinema/nats/
 ENV PATH=/opt/cinema/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENTRYPOINT ["/opt/cinema/deploy/pi-container"]
 

@@ -14,7 +14,7 @@ fn every_nats_config_passes_nats_server_t() {
     // What the configs read from the environment: every password of the
     // shipped accounts, the Pi's link to the hub, the TLS files.
     let certs = tempfile::tempdir().unwrap();
-    let (_, cert, key) = tests::certificates(certs.path());
+    let (ca, cert, key) = tests::certificates(certs.path());
     let mut env: Vec<(String, String)> = ["services", "status-store", "gateway", "pi-local-pi"]
         .iter()
         .map(|u| (bus::permissions::password_env(u), "secret".to_string()))
@@ -25,6 +25,16 @@ fn every_nats_config_passes_nats_server_t() {
     ));
     env.push(("CINEMA_NATS_TLS_CERT".into(), cert.display().to_string()));
     env.push(("CINEMA_NATS_TLS_KEY".into(), key.display().to_string()));
+    env.push(("CINEMA_NATS_HUB_CA".into(), ca.display().to_string()));
+    // A node of the cluster: its name, its routes, their password.
+    env.push(("CINEMA_NATS_NODE".into(), "cinema-hub-2".into()));
+    env.push(("CINEMA_NATS_CLUSTER_PASSWORD".into(), "route".into()));
+    for (i, node) in ["nats", "nats-2", "nats-3"].iter().enumerate() {
+        env.push((
+            format!("CINEMA_NATS_ROUTE_{}", i + 1),
+            format!("nats-route://route:route@{node}:6222"),
+        ));
+    }
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("nats")).unwrap() {
         let path = entry.unwrap().path();
@@ -144,6 +154,36 @@ fn the_compose_file_is_valid() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NATS passwords"));
+    // The three-node cluster: every service given the three URLs and three
+    // replicas; it needs the route password.
+    let cluster = |password: Option<&str>| {
+        let mut cmd = Command::new("docker-compose");
+        cmd.current_dir(root())
+            .args(["-f", "docker-compose.yml", "-f", "docker-compose.cluster.yml", "config"])
+            .env("CINEMA_API_TOKEN", "test-token")
+            .envs(compose_passwords())
+            .env_remove("CINEMA_NATS_CLUSTER_PASSWORD");
+        if let Some(p) = password {
+            cmd.env("CINEMA_NATS_CLUSTER_PASSWORD", p);
+        }
+        cmd.output().unwrap()
+    };
+    let out = cluster(Some("route"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for service in ["clip-selector", "status-store", "room-manager", "llm", "stt", "dashboard-gateway"] {
+        let block = text
+            .split(&format!("\n  {service}:\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{service} missing"));
+        let block = block.split("\n  ").next().unwrap();
+        assert!(block.contains("@nats:4222,nats://nats-2:4222,nats://nats-3:4222"), "{service}: {block}");
+        assert!(block.contains("CINEMA_NATS_REPLICAS: '3'"), "{service}: {block}");
+    }
+    assert!(text.contains("cluster.conf") && text.contains("nats-3-data"), "{text}");
+    let out = cluster(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CINEMA_NATS_CLUSTER_PASSWORD"));
 }
 
 /// `systemd-analyze verify` on every unit, pointed at the built binaries
@@ -273,4 +313,44 @@ fn the_pi_install_script_lays_out_a_pi() {
     let bad = run(&["--pi-id", "a.b", "--hub", "h", "--password", "p"]);
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--pi-id"));
+
+    // A hub with TLS on NATS (--hub-ca): the leaf link trusts that CA, and
+    // the shipped TLS leaf config accepts what the script wrote.
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, _, _) = tests::certificates(certs.path());
+    let pi = ["--pi-id", "lobby-tv", "--hub", "hub.example", "--password", "s3cret"];
+    let with_ca = |extra: &[&str]| {
+        let mut args = pi.to_vec();
+        args.extend(["--bin-dir", bin_dir.to_str().unwrap(), "--hub-ca", ca.to_str().unwrap()]);
+        args.extend(extra);
+        run(&args)
+    };
+    let out = with_ca(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let leaf_env = std::fs::read_to_string(&leaf).unwrap();
+    assert!(leaf_env.contains("CINEMA_NATS_HUB_CA=/etc/cinema/hub-ca.pem"), "{leaf_env}");
+    assert_eq!(
+        std::fs::read(d.join("etc/cinema/hub-ca.pem")).unwrap(),
+        std::fs::read(&ca).unwrap()
+    );
+    let conf = std::fs::read_to_string(d.join("etc/cinema/nats/leaf.conf")).unwrap();
+    assert!(conf.contains("ca_file"), "{conf}");
+    let check = Command::new(&nats)
+        .args(["-t", "-c"])
+        .arg(d.join("etc/cinema/nats/leaf.conf"))
+        .env("CINEMA_NATS_HUB_LEAF_URL", "nats-leaf://pi-lobby-tv:s3cret@hub.example:7422")
+        .env("CINEMA_NATS_HUB_CA", &ca)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    // Straight to the hub (--no-leaf): a tls:// URL and the CA.
+    let out = with_ca(&["--no-leaf"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let env = std::fs::read_to_string(d.join("etc/cinema/pi.env")).unwrap();
+    assert!(env.contains("NATS_URL=tls://pi-lobby-tv:s3cret@hub.example:4222"), "{env}");
+    assert!(env.contains("NATS_CA=/etc/cinema/hub-ca.pem"), "{env}");
+    // A file that holds no certificate is refused with the reason.
+    let bad = run(&[&pi[..], &["--bin-dir", bin_dir.to_str().unwrap(), "--hub-ca", "/etc/hostname"]].concat());
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no PEM certificate"), "{}", String::from_utf8_lossy(&bad.stderr));
 }

@@ -70,14 +70,24 @@ pub fn compose_cmd() -> Vec<String> {
     }
 }
 
-/// One compose project of the hub.
+/// One compose project of the hub. One at a time in a test binary: each
+/// is a dozen containers on a small machine.
 pub struct Hub {
     pub project: String,
     pub env: Vec<(String, String)>,
     pub port: u16,
     pub nats_port: u16,
+    /// The compose files, `-f` each.
+    files: Vec<&'static str>,
+    /// The CA of NATS's certificate when it runs TLS ([`Hub::tls`]).
+    ca: Option<std::path::PathBuf>,
+    _certs: Option<tempfile::TempDir>,
     http: reqwest::Client,
+    _one: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_HUB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static HUBS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Default for Hub {
     fn default() -> Hub {
@@ -87,7 +97,25 @@ impl Default for Hub {
 
 impl Hub {
     pub fn new() -> Hub {
-        let project = format!("cinematest{}", std::process::id());
+        Hub::with_files(&["docker-compose.yml"])
+    }
+
+    /// The hub with its NATS as a three-node cluster
+    /// (docker-compose.cluster.yml).
+    pub fn cluster() -> Hub {
+        let mut hub = Hub::with_files(&["docker-compose.yml", "docker-compose.cluster.yml"]);
+        hub.env
+            .push(("CINEMA_NATS_CLUSTER_PASSWORD".into(), "route0Pa55".into()));
+        hub
+    }
+
+    pub fn with_files(files: &[&'static str]) -> Hub {
+        let one = ONE_HUB.lock().unwrap_or_else(|e| e.into_inner());
+        let project = format!(
+            "cinematest{}x{}",
+            std::process::id(),
+            HUBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let port = testkit::free_port();
         let nats_port = testkit::free_port();
         let mut env: Vec<(String, String)> = images().clone();
@@ -116,17 +144,37 @@ impl Hub {
             env,
             port,
             nats_port,
+            files: files.to_vec(),
+            ca: None,
+            _certs: None,
             http: reqwest::Client::new(),
+            _one: one,
         };
         hub.place_whisper_model();
         hub
+    }
+
+    /// TLS on the NATS ports, as an operator turns it on: a certificate
+    /// folder and three variables, no file edited.
+    pub fn tls(&mut self) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _, _) = crate::certificates(dir.path());
+        for (k, v) in [
+            ("CINEMA_NATS_CONF", "hub-tls.conf".to_string()),
+            ("CINEMA_NATS_TLS_DIR", dir.path().display().to_string()),
+            ("CINEMA_NATS_CA", "/etc/cinema/tls/ca.pem".to_string()),
+        ] {
+            self.env.push((k.into(), v));
+        }
+        self.ca = Some(ca);
+        self._certs = Some(dir);
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
         let cmd = compose_cmd();
         Command::new(&cmd[0])
             .args(&cmd[1..])
-            .args(["-f", "docker-compose.yml"])
+            .args(self.files.iter().flat_map(|f| ["-f", f]))
             .args(args)
             .current_dir(root())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -241,12 +289,12 @@ impl Hub {
     /// The bus as the services see it, through the published NATS port.
     /// Connected (a round trip done) before it returns.
     pub async fn bus(&self) -> bus::Bus {
-        let bus = bus::Bus::connect(
-            &format!("nats://services:svc-Pa55@127.0.0.1:{}", self.nats_port),
-            "compose-test",
-        )
-        .await
-        .unwrap();
+        let url = format!("nats://services:svc-Pa55@127.0.0.1:{}", self.nats_port);
+        let mut options = bus::connect_options("compose-test", &url).await.unwrap();
+        if let Some(ca) = &self.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let bus = bus::Bus::new(options.connect(url).await.unwrap());
         bus.client().flush().await.unwrap();
         bus
     }

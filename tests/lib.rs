@@ -416,10 +416,16 @@ impl DirectorRig {
                     .iter()
                     .filter(|i| i.name == bus::names::service::LLM)
                     .count();
-                let selector = up
-                    .iter()
-                    .any(|i| i.name == bus::names::service::CLIP_SELECTOR);
-                (selector && llms == replicas).then_some(())
+                // clip-selector answers during its first ingest: ready once
+                // its library is loaded.
+                let films: wire::v1::FilmList = bus
+                    .request(
+                        bus::subjects::clips::FILMS.into(),
+                        &wire::v1::ListFilmsRequest {},
+                    )
+                    .await
+                    .ok()?;
+                (!films.loading && llms == replicas).then_some(())
             },
         )
         .await;
@@ -723,7 +729,7 @@ pub fn certificates(
     ]);
     std::fs::write(
         dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:nats\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     run(&[

@@ -48,6 +48,8 @@ pub enum Error {
     Remote { code: u16, message: String },
     #[error("invalid {kind} {id:?}: use 1-64 characters of A-Z, a-z, 0-9, '-' or '_'")]
     InvalidId { kind: &'static str, id: String },
+    #[error("{0}")]
+    Config(String),
     #[error("NATS {op} failed: {source}")]
     Nats {
         op: &'static str,
@@ -132,6 +134,23 @@ pub async fn term(
         .publish(reply, Bytes::from(format!("+TERM {reason}")))
         .await
         .map_err(|e| Error::nats("term", e))
+}
+
+/// How many copies of each stream and bucket the hub's NATS keeps:
+/// `CINEMA_NATS_REPLICAS` (1 by default; 3 on a three-node cluster).
+pub fn replicas() -> Result<usize> {
+    let Some(value) = std::env::var("CINEMA_NATS_REPLICAS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(1);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n @ 1..=5) => Ok(n),
+        _ => Err(Error::Config(format!(
+            "CINEMA_NATS_REPLICAS must be a number from 1 to 5 (JetStream's limit), not {value:?}"
+        ))),
+    }
 }
 
 /// Options of a named connection to `url` with its credentials: a user and
@@ -299,8 +318,10 @@ impl Bus {
     }
 
     /// Creates the streams and buckets every service relies on, if missing.
-    /// Idempotent: every service calls it at start-up.
+    /// Idempotent: every service calls it at start-up. On a NATS cluster,
+    /// `CINEMA_NATS_REPLICAS` (1 to 5) copies of each are kept.
     pub async fn ensure_topology(&self) -> Result<()> {
+        let num_replicas = replicas()?;
         self.js
             .create_or_update_stream(stream::Config {
                 name: names::EVENTS_STREAM.into(),
@@ -310,6 +331,7 @@ impl Bus {
                     .collect(),
                 max_age: Duration::from_secs(7 * 24 * 3600),
                 duplicate_window: Duration::from_secs(120),
+                num_replicas,
                 ..Default::default()
             })
             .await
@@ -321,10 +343,12 @@ impl Bus {
                 retention: stream::RetentionPolicy::WorkQueue,
                 max_age: Duration::from_secs(3600),
                 duplicate_window: Duration::from_secs(120),
+                num_replicas,
                 ..Default::default()
             })
             .await
             .map_err(|e| Error::nats("create utterances stream", e))?;
+        self.keep_replicas(names::UTTERANCES_STREAM).await?;
         // The status bucket is status-store's alone: it makes it
         // ([`Bus::ensure_status_bucket`]); other services may not.
         for (bucket, max_age) in [
@@ -362,6 +386,7 @@ impl Bus {
 
     async fn kv_or_create(&self, bucket: &str, max_age: Duration) -> Result<kv::Store> {
         if let Ok(store) = self.js.get_key_value(bucket).await {
+            self.keep_replicas(&format!("KV_{bucket}")).await?;
             return Ok(store);
         }
         self.js
@@ -369,10 +394,36 @@ impl Bus {
                 bucket: bucket.into(),
                 history: 1,
                 max_age,
+                num_replicas: replicas()?,
                 ..Default::default()
             })
             .await
             .map_err(|e| Error::nats("create bucket", e))
+    }
+
+    /// A stream made before the hub became a cluster (or with another
+    /// `CINEMA_NATS_REPLICAS`) is given the copies asked for.
+    async fn keep_replicas(&self, name: &str) -> Result<()> {
+        let wanted = replicas()?;
+        let mut stream = self
+            .js
+            .get_stream(name)
+            .await
+            .map_err(|e| Error::nats("open stream", e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| Error::nats("stream info", e))?;
+        if info.config.num_replicas.max(1) != wanted {
+            let mut config = info.config.clone();
+            config.num_replicas = wanted;
+            self.js
+                .update_stream(config)
+                .await
+                .map_err(|e| Error::nats("set the stream's replicas", e))?;
+            tracing::info!(stream = name, replicas = wanted, "The stream's replicas changed.");
+        }
+        Ok(())
     }
 
     /// Opens a bucket created by [`Bus::ensure_topology`].

@@ -36,6 +36,14 @@ pub const CONVERSATIONS_BUCKET: &str = "cinema-conversations";
 pub const SECRETS_BUCKET: &str = "cinema-secrets";
 /// Pi presence, keyed by Pi id, refreshed by each pi-spawner.
 pub const PIS_BUCKET: &str = "cinema-pis";
+/// Every bucket of the hub.
+pub const BUCKETS: [&str; 5] = [
+    SESSIONS_BUCKET,
+    STATUS_BUCKET,
+    CONVERSATIONS_BUCKET,
+    SECRETS_BUCKET,
+    PIS_BUCKET,
+];
 
 /// Names under which each service registers with the NATS services API; the
 /// queue group of a service's endpoints carries the same name.

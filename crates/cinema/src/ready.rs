@@ -1,6 +1,7 @@
 //! `cinema ready SERVICE`: exits 0 when an instance of SERVICE answers the
 //! NATS services API's ping, 1 (with one line saying why) otherwise. The
-//! containers' healthchecks: a service is ready when it answers on the bus.
+//! containers' healthchecks: a service is ready when it answers on the bus
+//! (clip-selector: and has loaded its library).
 
 use std::time::Duration;
 
@@ -35,6 +36,23 @@ pub async fn run(args: ReadyArgs) -> anyhow::Result<()> {
     loop {
         let seen = bus::service::ping_all(&client, Duration::from_millis(300)).await?;
         if let Some(i) = seen.iter().find(|i| i.name == args.service) {
+            if args.service == bus::names::service::CLIP_SELECTOR {
+                // It answers while its first ingest runs; ready once loaded.
+                let films: wire::v1::FilmList = bus::Bus::new(client.clone())
+                    .request(
+                        bus::subjects::clips::FILMS.into(),
+                        &wire::v1::ListFilmsRequest {},
+                    )
+                    .await?;
+                if films.loading {
+                    let ingest = films.ingest.unwrap_or_default();
+                    bail!(
+                        "clip-selector is ingesting the library ({} of {} films)",
+                        ingest.progress_done,
+                        ingest.progress_todo
+                    );
+                }
+            }
             println!("{} is ready ({} {})", i.name, i.id, i.version);
             return Ok(());
         }

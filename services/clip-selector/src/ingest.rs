@@ -234,6 +234,49 @@ impl Progress for LogProgress {
     }
 }
 
+/// The ingest under way, for whoever asks while it runs (the films
+/// request, readiness): films done of those that need work, and whether a
+/// library has been loaded since start. Also logs as [`LogProgress`].
+#[derive(Debug, Default)]
+pub struct Tally {
+    loaded: std::sync::atomic::AtomicBool,
+    done: std::sync::atomic::AtomicU32,
+    todo: std::sync::atomic::AtomicU32,
+}
+
+impl Tally {
+    /// A library is served (the first ingest since start ended).
+    pub fn set_loaded(&self) {
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// (films done, films that need work) of the ingest that runs or ran last.
+    pub fn counts(&self) -> (u32, u32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.done.load(Relaxed), self.todo.load(Relaxed))
+    }
+}
+
+impl Progress for Tally {
+    fn begin(&self, total: usize, todo: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.done.store(0, Relaxed);
+        self.todo
+            .store(u32::try_from(todo).unwrap_or(u32::MAX), Relaxed);
+        LogProgress.begin(total, todo);
+    }
+    fn done(&self, rel: &str, problem: Option<&str>) {
+        self.done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LogProgress.done(rel, problem);
+    }
+}
+
 /// A short stable id: `prefix` + 12 hex digits of SHA-256 over `parts`.
 pub fn stable_id(prefix: &str, parts: &[&str]) -> String {
     let mut h = Sha256::new();

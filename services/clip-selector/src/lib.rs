@@ -221,12 +221,21 @@ pub enum Error {
 /// the blocking pool: new films are read with ffmpeg). Thumbnail URLs start
 /// with `media_base`.
 pub async fn load_library(config: &Config, media_base: &str) -> Result<Library, Error> {
+    load_library_with(config, media_base, Arc::new(ingest::Tally::default())).await
+}
+
+/// [`load_library`], counting its progress in `tally`.
+pub async fn load_library_with(
+    config: &Config,
+    media_base: &str,
+    tally: Arc<ingest::Tally>,
+) -> Result<Library, Error> {
     let root = config.library.clone();
     let index = config.index();
     let opt = config.ingest_options();
     let base = media_base.to_string();
     let lib = tokio::task::spawn_blocking(move || {
-        Library::ingest(&root, &index, &opt, &ingest::LogProgress, &base)
+        Library::ingest(&root, &index, &opt, tally.as_ref(), &base)
     })
     .await
     .map_err(|e| {
@@ -280,15 +289,29 @@ struct Reloader {
     tx: tokio::sync::watch::Sender<Arc<Library>>,
     /// Held while an ingest runs.
     running: tokio::sync::Mutex<()>,
+    tally: Arc<ingest::Tally>,
 }
 
 impl Reloader {
     async fn reload(&self) -> Result<IngestSummary, Error> {
         let _one = self.running.lock().await;
-        let lib = load_library(&self.config, &self.base).await?;
+        let lib = load_library_with(&self.config, &self.base, self.tally.clone()).await?;
         let summary = lib.summary().clone();
         self.tx.send_replace(Arc::new(lib));
+        self.tally.set_loaded();
         Ok(summary)
+    }
+
+    /// Refuses what needs the library until the first ingest since start
+    /// has loaded one.
+    fn loaded(&self) -> Result<(), Reject> {
+        if self.tally.is_loaded() {
+            return Ok(());
+        }
+        let (done, todo) = self.tally.counts();
+        Err(Reject::unavailable(format!(
+            "the library is being ingested ({done} of {todo} films); it answers once loaded"
+        )))
     }
 
     fn is_running(&self) -> bool {
@@ -315,8 +338,18 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     } else {
         config.media_base_url.trim_end_matches('/').to_string()
     };
-    let lib = Arc::new(load_library(&config, &base).await?);
-    let (tx, rx) = tokio::sync::watch::channel(lib);
+    // A folder that cannot be read is a configuration error: said now, in
+    // one line, before anything is served.
+    std::fs::read_dir(&config.library).map_err(|source| {
+        library::Error::Ingest(ingest::Error::Io {
+            path: config.library.clone(),
+            source,
+        })
+    })?;
+    // The library is served from the end of the first ingest; until then
+    // the service answers (films: the progress) and refuses searches.
+    let empty = Library::from_clips(config.library.clone(), Vec::new(), Vec::new(), None)?;
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(empty));
     let current = Current(rx);
     tracing::info!(%base, "Serving media.");
     if media_url_host(&base).is_some_and(is_loopback_host) {
@@ -345,7 +378,17 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
         base: base.clone(),
         tx,
         running: tokio::sync::Mutex::new(()),
+        tally: Arc::new(ingest::Tally::default()),
     });
+    // The first ingest: its failure ends the service (nothing to serve).
+    let first = {
+        let reloader = reloader.clone();
+        async move {
+            let summary = reloader.reload().await?;
+            tracing::info!(films = summary.films, "The library is served.");
+            std::future::pending::<Result<(), Error>>().await
+        }
+    };
     if !rescan.is_zero() {
         let reloader = reloader.clone();
         let shutdown = shutdown.clone();
@@ -362,21 +405,37 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
             }
         });
     }
+    // Where media is offered, for the dashboard's Pis page.
+    let media = Arc::new(FilmList {
+        media_base_url: base.clone(),
+        media_loopback: media_url_host(&base).is_some_and(is_loopback_host),
+        host: std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        ..FilmList::default()
+    });
     let base = Arc::new(base);
     let (c_search, c_get, c_films) = (current.clone(), current.clone(), current);
-    let r_films = reloader.clone();
+    let (r_search, r_get, r_films) = (reloader.clone(), reloader.clone(), reloader.clone());
     tokio::select! {
         r = http => r.map_err(|source| Error::Http { addr, source })?,
+        r = first => r?,
         () = async {
             tokio::join!(
                 svc::serve(search, shutdown.clone(), 16, |req: SearchRequest| {
                     let lib = c_search.get();
-                    async move { handle_search(&lib, req) }
+                    let loaded = r_search.loaded();
+                    async move {
+                        loaded?;
+                        handle_search(&lib, req)
+                    }
                 }),
                 svc::serve(get, shutdown.clone(), 16, |req: GetClipRequest| {
                     let lib = c_get.get();
                     let base = base.clone();
+                    let loaded = r_get.loaded();
                     async move {
+                        loaded?;
                         let clip = lib.clip(&req.clip_id).ok_or_else(|| {
                             Reject::not_found(format!("unknown clip id {:?}", req.clip_id))
                         })?;
@@ -390,14 +449,21 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
                 svc::serve(films, shutdown.clone(), 4, |_: ListFilmsRequest| {
                     let lib = c_films.get();
                     let running = r_films.is_running();
+                    let loading = !r_films.tally.is_loaded();
+                    let (done, todo) = r_films.tally.counts();
+                    let media = media.clone();
                     async move {
                         Ok(FilmList {
                             films: lib.films().cloned().collect(),
                             ingest: Some(IngestSummary {
                                 running,
+                                progress_done: if running { done } else { 0 },
+                                progress_todo: if running { todo } else { 0 },
                                 ..lib.summary().clone()
                             }),
+                            loading,
                             clip_count: lib.len() as u32,
+                            ..(*media).clone()
                         })
                     }
                 }),

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use clip_selector::ingest::{self, Progress};
 use clip_selector::{IndexDir, IngestOptions, Library};
@@ -430,6 +431,92 @@ async fn a_reload_serves_films_added_while_running() {
     assert_eq!(films.films.len(), 2);
     let ingest = films.ingest.unwrap();
     assert!(!ingest.running && ingest.added == 1, "{ingest:?}");
+    stop.cancel();
+    service.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_first_ingest_of_a_large_library_does_not_keep_the_service_from_answering() {
+    use wire::v1::{FilmList, ListFilmsRequest, SearchReply};
+
+    let nats = testkit::NatsServer::start();
+    let bus = nats.bus("first-ingest-test").await;
+    // 30 films that each need ffmpeg's work (scenes, thumbnails).
+    let one = testkit::film_library(&[("reel", &["A penguin walks into the bar."])]);
+    let dir = tempfile::tempdir().unwrap();
+    const FILMS: u32 = 30;
+    for i in 0..FILMS {
+        for ext in ["mp4", "srt"] {
+            std::fs::copy(
+                one.path().join(format!("reel.{ext}")),
+                dir.path().join(format!("reel-{i:02}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    let config = clip_selector::Config {
+        nats_url: nats.url(),
+        library: dir.path().to_path_buf(),
+        media_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = tokio::spawn(clip_selector::run(config, bus.clone(), stop.clone()));
+    let films = async || -> Option<FilmList> {
+        bus.request(bus::subjects::clips::FILMS.into(), &ListFilmsRequest {})
+            .await
+            .ok()
+    };
+    let search = async || {
+        bus.request::<_, SearchReply>(
+            bus::subjects::clips::SEARCH.into(),
+            &SearchRequest {
+                query: "penguin".into(),
+                mode: SearchMode::Description as i32,
+                limit: 3,
+                ..Default::default()
+            },
+        )
+        .await
+    };
+
+    // It answers at once, loading; searches are refused with the reason,
+    // not left to time out.
+    let first = testkit::eventually(Duration::from_secs(30), "clip-selector to answer", async || {
+        films().await
+    })
+    .await;
+    assert!(first.loading, "{first:?}");
+    match search().await {
+        Err(bus::Error::Remote { code: 503, message }) => {
+            assert!(message.contains("being ingested"), "{message}")
+        }
+        other => panic!("a search during the first ingest: {other:?}"),
+    }
+    // The progress (films done of the 30) moves, then the library is served.
+    let mut seen = Vec::new();
+    let done = testkit::eventually(Duration::from_secs(600), "the first ingest to end", async || {
+        let f = films().await?;
+        if f.loading {
+            let ingest = f.ingest?;
+            if ingest.running {
+                seen.push((ingest.progress_done, ingest.progress_todo));
+            }
+            None
+        } else {
+            Some(f)
+        }
+    })
+    .await;
+    assert!(
+        seen.iter().any(|&(d, t)| t == FILMS && d > 0 && d < FILMS)
+            && seen.windows(2).all(|w| w[0].0 <= w[1].0 || w[1].1 == 0),
+        "{seen:?}"
+    );
+    assert_eq!(done.films.len(), FILMS as usize);
+    let ingest = done.ingest.unwrap();
+    assert!(!ingest.running && ingest.added == FILMS, "{ingest:?}");
+    assert!(!search().await.unwrap().hits.is_empty());
     stop.cancel();
     service.await.unwrap().unwrap();
 }

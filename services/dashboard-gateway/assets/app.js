@@ -934,6 +934,7 @@ function piCard(p) {
       el("dt", { text: "Audio input" }), el("dd", { class: "input" }),
       el("dt", { text: "Input level" }), el("dd", {}, el("div", { class: "meter", role: "meter", "aria-valuemin": "0", "aria-valuemax": "1" }, el("div", { class: "bar" }))),
     ),
+    el("p", { class: "msg warn media-warning", role: "alert", hidden: true }),
     el("div", { class: "row wrap" }, select, custom, listBtn, useBtn),
     msg,
   );
@@ -998,6 +999,9 @@ function updatePiCard(card, p) {
   $(".player", card).textContent = state.piPlayer.get(p.pi_id) || (p.sessions.length ? "idle" : "—");
   $(".issue", card).textContent = state.piIssues.get(p.pi_id) || "none";
   $(".input", card).textContent = p.audio_input || "(the Pi's default)";
+  const warning = $(".media-warning", card);
+  warning.textContent = p.media_warning || "";
+  warning.hidden = !p.media_warning;
   card.dataset.sessions = p.sessions.join(",");
 }
 
@@ -1028,7 +1032,7 @@ function drawLevels() {
 
 async function loadFilms() {
   try {
-    const { films, ingest, clip_count } = await api("GET", "/api/clips/films");
+    const { films, ingest, clip_count, loading } = await api("GET", "/api/clips/films");
     const rows = (films || []).map((f) => {
       const scenes = Number(f.scene_count) || 0;
       const lines = (Number(f.clip_count) || 0) - scenes;
@@ -1049,6 +1053,11 @@ async function loadFilms() {
       const when = ingest.finished_at_ms ? ` at ${fmtTime(ingest.finished_at_ms)}` : "";
       status += ` Last ingest${when}: ${ingest.added || 0} added, ${ingest.updated || 0} updated, ${ingest.unchanged || 0} unchanged, ${ingest.removed || 0} removed, ${ingest.failed || 0} not playable (${Number(ingest.seconds || 0).toFixed(1)} s).`;
     }
+    if (ingest && ingest.running) {
+      status = `${loading ? "Ingesting the library (first start: no clips are served until it ends)" : "Ingesting new and changed films"}: ${ingest.progress_done || 0} of ${ingest.progress_todo || 0} films done. ${loading ? "" : status}`;
+      clearTimeout(state.timers.films);
+      state.timers.films = setTimeout(() => !$("#page-library").hidden && loadFilms(), 2000);
+    }
     $("#library-status").textContent = status;
     $("#library-status").className = "msg";
     const problems = (ingest && ingest.problems) || [];
@@ -1056,6 +1065,18 @@ async function loadFilms() {
     $("#ingest-problems").hidden = problems.length === 0;
   } catch (err) {
     $("#library-status").textContent = `Cannot list films: ${err.message}`;
+    $("#library-status").className = "msg error";
+  }
+}
+
+async function reloadLibrary() {
+  try {
+    await api("POST", "/api/clips/reload");
+    $("#library-status").textContent = "Reloading the library…";
+    $("#library-status").className = "msg";
+    setTimeout(loadFilms, 500);
+  } catch (err) {
+    $("#library-status").textContent = `Cannot reload: ${err.message}`;
     $("#library-status").className = "msg error";
   }
 }
@@ -1181,6 +1202,7 @@ async function start(e) {
 async function init() {
   $("#start-form").addEventListener("submit", start);
   $("#search-form").addEventListener("submit", search);
+  $("#reload-library").addEventListener("click", reloadLibrary);
   $("#past-refresh").addEventListener("click", refreshPast);
   $("#health-refresh").addEventListener("click", loadHealth);
   $("#token-btn").addEventListener("click", () => askToken() && connectStreams());

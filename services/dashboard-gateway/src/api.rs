@@ -15,7 +15,8 @@ use bus::{Bus, names};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wire::v1::{
-    CleanupReply, CleanupRequest, ConversationEvent, CreateSessionRequest, ListSessionsRequest,
+    CleanupReply, CleanupRequest, ConversationEvent, CreateSessionRequest, FilmList,
+    ListFilmsRequest, ListSessionsRequest,
     Session, SessionList, SessionRef, SessionReply, SessionState, SpawnReply, SpawnRequest,
     StatusMessage, StatusRecord, StatusRequest, StatusUpdate, Transcript, TranscriptSource,
     conversation_event,
@@ -188,6 +189,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/pis/{pi}/audio_input", post(pis::set_audio_input))
         .route("/api/clips/search", get(library::search))
         .route("/api/clips/films", get(library::films))
+        .route("/api/clips/reload", post(library::reload))
         .route("/api/clips/{id}", get(library::clip))
         .route("/api/health/services", get(health_services))
         .route("/metrics", get(metrics::metrics))
@@ -603,14 +605,31 @@ async fn health(State(st): State<AppState>) -> Response {
             .filter(|i| i.name == name)
             .map(|i| json!({ "id": i.id, "version": i.version }))
             .collect();
+        let mut entry =
+            json!({ "status": if mine.is_empty() { "missing" } else { "ok" }, "instances": mine });
+        // clip-selector answers during its first ingest, but cannot serve
+        // clips until it ends: "loading", with its progress.
+        if name == names::service::CLIP_SELECTOR && !mine.is_empty() {
+            let films: Option<FilmList> = st
+                .bus
+                .request_with_timeout(
+                    subjects::clips::FILMS.into(),
+                    &ListFilmsRequest {},
+                    Duration::from_millis(500),
+                )
+                .await
+                .ok();
+            if let Some(films) = films.filter(|f| f.loading) {
+                let ingest = films.ingest.unwrap_or_default();
+                entry["status"] = json!("loading");
+                entry["ingest"] = json!({ "done": ingest.progress_done, "todo": ingest.progress_todo });
+            }
+        }
         // A hub whose TVs are off is healthy: Pis are reported, not required.
         if names::service::HUB.contains(&name) {
-            healthy &= !mine.is_empty();
+            healthy &= entry["status"] == "ok";
         }
-        services.insert(
-            name.into(),
-            json!({ "status": if mine.is_empty() { "missing" } else { "ok" }, "instances": mine }),
-        );
+        services.insert(name.into(), entry);
     }
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },

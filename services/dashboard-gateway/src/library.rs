@@ -8,8 +8,8 @@ use bus::subjects;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wire::v1::{
-    FilmList, GetClipReply, GetClipRequest, ListFilmsRequest, SearchMode, SearchReply,
-    SearchRequest,
+    FilmList, GetClipReply, GetClipRequest, IngestSummary, ListFilmsRequest, ReloadRequest,
+    SearchMode, SearchReply, SearchRequest,
 };
 
 use crate::api::{AppError, AppState};
@@ -91,6 +91,43 @@ pub async fn films(State(st): State<AppState>) -> Result<Json<Value>, AppError> 
         .request(subjects::clips::FILMS.into(), &ListFilmsRequest {})
         .await?;
     Ok(Json(st.hub.decoder.message(&list)))
+}
+
+/// The longest an ingest asked for by [`reload`] is waited for (logged).
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `POST /api/clips/reload`: clip-selector ingests the library folder again
+/// (new, changed and removed films) and then serves it; no restart. 202 at
+/// once (`{"reloading": true}`); the progress is on `GET /api/clips/films`
+/// (`ingest.running`, `ingest.progress_done` of `ingest.progress_todo`).
+/// 503 when no clip-selector answers.
+pub async fn reload(State(st): State<AppState>) -> Result<(StatusCode, Json<Value>), AppError> {
+    // Asked first, so that a missing clip-selector is an answer, not silence.
+    let _: FilmList = st
+        .bus
+        .request(subjects::clips::FILMS.into(), &ListFilmsRequest {})
+        .await?;
+    let bus = st.bus.clone();
+    tokio::spawn(async move {
+        match bus
+            .request_with_timeout::<_, IngestSummary>(
+                subjects::clips::RELOAD.into(),
+                &ReloadRequest {},
+                RELOAD_WAIT,
+            )
+            .await
+        {
+            Ok(s) => tracing::info!(
+                added = s.added,
+                updated = s.updated,
+                removed = s.removed,
+                failed = s.failed,
+                "The library was reloaded."
+            ),
+            Err(e) => tracing::warn!(error = %e, "A reload of the library failed."),
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({ "reloading": true }))))
 }
 
 /// `GET /api/clips/{id}`: `{clip, media_url}`; the film plays from

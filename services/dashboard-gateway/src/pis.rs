@@ -10,12 +10,16 @@ use axum::http::StatusCode;
 use bus::subjects;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wire::v1::{AudioDevices, AudioDevicesRequest, PiPresence, SetAudioInput};
+use wire::v1::{
+    AudioDevices, AudioDevicesRequest, FilmList, ListFilmsRequest, PiPresence, SetAudioInput,
+};
 
 use crate::api::{ApiJson, AppError, AppState};
 
 /// How long a Pi's spawner may take to list its devices or store its input.
 const PI_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the Pis page waits for clip-selector's media address.
+const MEDIA_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest audio input accepted (`alsa:…`, `wav:PATH`).
 const MAX_INPUT_CHARS: usize = 512;
 
@@ -52,9 +56,23 @@ async fn presences(st: &AppState) -> Result<Vec<PiPresence>, AppError> {
     Ok(seen.values().cloned().collect())
 }
 
-fn pi_json(p: &PiPresence, stale_ms: i64, now_ms: i64) -> Value {
+/// Why a Pi cannot fetch films, when clip-selector offers them at a
+/// loopback address and the Pi is another host.
+pub fn media_warning(media: &FilmList, pi_host: &str) -> Option<String> {
+    let other_host = pi_host.is_empty() || media.host.is_empty() || pi_host != media.host;
+    (media.media_loopback && other_host).then(|| {
+        format!(
+            "Films are offered at {}, a loopback address: this Pi (host {}) cannot fetch them. Set CINEMA_MEDIA_BASE_URL (compose) or CINEMA_CLIP_SELECTOR_MEDIA_BASE_URL to the hub's address as the Pis reach it.",
+            media.media_base_url,
+            if pi_host.is_empty() { "unknown" } else { pi_host }
+        )
+    })
+}
+
+fn pi_json(p: &PiPresence, stale_ms: i64, now_ms: i64, media: Option<&FilmList>) -> Value {
     let age = (now_ms - p.heartbeat_ms).max(0);
     json!({
+        "media_warning": media.and_then(|m| media_warning(m, &p.host)),
         "pi_id": p.pi_id,
         "name": p.name,
         "host": p.host,
@@ -69,14 +87,26 @@ fn pi_json(p: &PiPresence, stale_ms: i64, now_ms: i64) -> Value {
     })
 }
 
-/// `GET /api/pis`: `{pis: [{pi_id, status, heartbeat_age_ms, sessions, audio_input, …}]}`.
+/// `GET /api/pis`: `{pis: [{pi_id, status, heartbeat_age_ms, sessions,
+/// audio_input, media_warning, …}]}`; `media_warning` says why a Pi cannot
+/// fetch films (null when it can, or when clip-selector does not answer).
 pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
     let stale_ms = st.config.pi_stale_s as i64 * 1000;
     let now = wire::now_ms();
+    let media: Option<FilmList> = st
+        .bus
+        .request_with_timeout(
+            subjects::clips::FILMS.into(),
+            &ListFilmsRequest {},
+            MEDIA_REQUEST_TIMEOUT,
+        )
+        .await
+        .inspect_err(|e| tracing::debug!(error = %e, "No media address for the Pis page."))
+        .ok();
     let pis: BTreeMap<String, Value> = presences(&st)
         .await?
         .iter()
-        .map(|p| (p.pi_id.clone(), pi_json(p, stale_ms, now)))
+        .map(|p| (p.pi_id.clone(), pi_json(p, stale_ms, now, media.as_ref())))
         .collect();
     Ok(Json(
         json!({ "pis": pis.into_values().collect::<Vec<_>>() }),
@@ -171,7 +201,28 @@ pub async fn set_audio_input(
 
 #[cfg(test)]
 mod tests {
-    use super::presence_word;
+    use super::{media_warning, presence_word};
+    use wire::v1::FilmList;
+
+    #[test]
+    fn a_loopback_media_url_is_a_warning_for_pis_on_other_hosts() {
+        let media = |url: &str, loopback: bool| FilmList {
+            media_base_url: url.into(),
+            media_loopback: loopback,
+            host: "hub".into(),
+            ..FilmList::default()
+        };
+        let local = media("http://localhost:8766", true);
+        let warning = media_warning(&local, "lobby-tv").unwrap();
+        assert!(
+            warning.contains("http://localhost:8766") && warning.contains("CINEMA_MEDIA_BASE_URL"),
+            "{warning}"
+        );
+        assert!(media_warning(&local, "").is_some());
+        // The simulated Pi on the hub's own machine fetches from loopback.
+        assert_eq!(media_warning(&local, "hub"), None);
+        assert_eq!(media_warning(&media("http://hub.lan:8766", false), "lobby-tv"), None);
+    }
 
     #[test]
     fn presence_by_heartbeat_age() {
