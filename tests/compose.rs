@@ -55,7 +55,11 @@ async fn the_hub_under_compose_with_a_pi_host() {
     // Given the hub's address as the Pi reaches it, the Pis page has no
     // warning about media.
     let (_, pis) = hub.get("/api/pis").await;
-    assert_eq!(pis["pis"][0]["media_warning"], serde_json::Value::Null, "{pis}");
+    assert_eq!(
+        pis["pis"][0]["media_warning"],
+        serde_json::Value::Null,
+        "{pis}"
+    );
 
     // The Pi host is a current Raspberry Pi OS: Debian 13's mpv (0.38+,
     // where loadfile takes an index before its options).
@@ -231,153 +235,6 @@ async fn the_hub_under_compose_with_a_pi_host() {
     drop(hub);
 }
 
-/// The compose service of a NATS node, by its server name
-/// (nats/cluster.conf, docker-compose.cluster.yml).
-fn node_service(server: &str) -> &'static str {
-    match server {
-        "cinema-hub" => "nats",
-        "cinema-hub-2" => "nats-2",
-        "cinema-hub-3" => "nats-3",
-        other => panic!("no NATS node is named {other}"),
-    }
-}
-
-/// The cluster's view of a stream: its leader and its other replicas.
-async fn stream_cluster(
-    bus: &bus::Bus,
-    name: &str,
-) -> (usize, bus::async_nats::jetstream::stream::ClusterInfo) {
-    let mut stream = bus.jetstream().get_stream(name).await.unwrap();
-    let info = stream.info().await.unwrap();
-    (info.config.num_replicas, info.cluster.clone().unwrap())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nats_node_dies_in_the_cluster_and_nothing_is_lost() {
-    let hub = Hub::cluster();
-    hub.up();
-    hub.ready(READY).await;
-    let bus = hub.bus().await;
-
-    // Every stream and bucket is kept on the three nodes.
-    let names = bus::names::BUCKETS
-        .iter()
-        .map(|b| format!("KV_{b}"))
-        .chain([
-            bus::names::EVENTS_STREAM.to_string(),
-            bus::names::UTTERANCES_STREAM.to_string(),
-        ])
-        .collect::<Vec<_>>();
-    for name in &names {
-        let (replicas, cluster) = stream_cluster(&bus, name).await;
-        assert_eq!(replicas, 3, "{name}");
-        assert_eq!(cluster.replicas.len(), 2, "{name}: {cluster:?}");
-    }
-
-    let (mut plays, mut playback) = hub.watch_plays(&bus).await;
-    let sid = hub.connect().await;
-    let mut seen = vec![
-        played(
-            &mut plays,
-            &mut playback,
-            &sid,
-            "the greeting",
-            |p| p.greeting,
-            &hub,
-        )
-        .await,
-    ];
-    hub.say(&sid, LINE).await;
-    seen.push(played(&mut plays, &mut playback, &sid, "the answer", |p| !p.greeting, &hub).await);
-
-    // The events stream's leader is moved off `nats` (the node the Pi's
-    // leaf link and this test use), then its node is killed.
-    let events = bus::names::EVENTS_STREAM;
-    let leader = testkit::eventually(
-        Duration::from_secs(60),
-        "the events stream led by another node than `nats`",
-        async || {
-            let (_, cluster) = stream_cluster(&bus, events).await;
-            let leader = cluster.leader?;
-            if leader != "cinema-hub" {
-                return Some(leader);
-            }
-            let _ = bus
-                .client()
-                .request(
-                    format!("$JS.API.STREAM.LEADER.STEPDOWN.{events}"),
-                    "".into(),
-                )
-                .await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            None
-        },
-    )
-    .await;
-    let down = node_service(&leader);
-    hub.compose(&["kill", down]);
-
-    // Mid-conversation, with the node down: turns are answered and played.
-    for line in ["Is this seat taken?", "Good evening."] {
-        hub.say(&sid, line).await;
-        seen.push(
-            played(
-                &mut plays,
-                &mut playback,
-                &sid,
-                &format!("the answer to {line:?} with {down} down"),
-                |p| !p.greeting,
-                &hub,
-            )
-            .await,
-        );
-    }
-    let (_, cluster) = stream_cluster(&bus, events).await;
-    assert_ne!(cluster.leader.as_deref(), Some(leader.as_str()));
-
-    // The node comes back and catches up: every replica current again.
-    hub.compose(&["start", down]);
-    for name in &names {
-        testkit::eventually(
-            Duration::from_secs(120),
-            &format!("{down} current again in {name}"),
-            async || {
-                let (_, cluster) = stream_cluster(&bus, name).await;
-                let all = std::iter::once(cluster.leader.clone()?)
-                    .chain(cluster.replicas.iter().filter(|r| r.current && !r.offline).map(|r| r.name.clone()))
-                    .collect::<Vec<_>>();
-                (all.len() == 3 && all.contains(&leader)).then_some(())
-            },
-        )
-        .await;
-    }
-    hub.say(&sid, "Where are you going?").await;
-    seen.push(
-        played(
-            &mut plays,
-            &mut playback,
-            &sid,
-            "the answer after the node rejoined",
-            |p| !p.greeting,
-            &hub,
-        )
-        .await,
-    );
-
-    // Nothing lost, nothing doubled: each play once in the record, each
-    // line heard once.
-    let record = hub
-        .status_until(&sid, "every play in the record", |s| {
-            s["plays"].as_u64() >= Some(seen.len() as u64)
-        })
-        .await;
-    assert_eq!(record["plays"].as_u64(), Some(seen.len() as u64), "{record}");
-    let messages = record["context"]["messages"].as_array().unwrap();
-    let users = messages.iter().filter(|m| m["role"] == "user").count();
-    let assistants = messages.iter().filter(|m| m["role"] == "assistant").count();
-    assert_eq!((users, assistants), (4, seen.len()), "{record}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_with_tls_on_its_ports_by_setting_variables() {
     let mut hub = Hub::new();
@@ -459,7 +316,10 @@ async fn bad_configuration_is_said_in_one_line_and_health_names_the_service() {
         err.contains("CINEMA_NATS_STATUS_STORE_PASSWORD") && err.contains("set the NATS passwords"),
         "{err}"
     );
-    assert!(hub.compose(&["ps", "-q"]).trim().is_empty(), "something started");
+    assert!(
+        hub.compose(&["ps", "-q"]).trim().is_empty(),
+        "something started"
+    );
 
     // A media URL Pis cannot use: clip-selector says so in one line and
     // /health names it; the rest of the hub runs.
@@ -482,27 +342,37 @@ async fn bad_configuration_is_said_in_one_line_and_health_names_the_service() {
         .push(("CINEMA_LIBRARY".into(), locked.display().to_string()));
     hub.compose(&["up", "-d", "clip-selector"]);
     health_blames(&hub, "clip-selector").await;
-    testkit::eventually(Duration::from_secs(60), "clip-selector to say why", async || {
-        let lines = said(&hub, "clip-selector", "ermission denied");
-        lines.iter().any(|l| l.contains("/library")).then_some(())
-    })
+    testkit::eventually(
+        Duration::from_secs(60),
+        "clip-selector to say why",
+        async || {
+            let lines = said(&hub, "clip-selector", "ermission denied");
+            lines.iter().any(|l| l.contains("/library")).then_some(())
+        },
+    )
     .await;
 
     // Put right, the hub is ready. Left at its default (localhost), the
     // media URL is a warning on the Pis page for the Pi host.
     std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    hub.env
-        .push(("CINEMA_MEDIA_BASE_URL".into(), "http://localhost:8766".into()));
+    hub.env.push((
+        "CINEMA_MEDIA_BASE_URL".into(),
+        "http://localhost:8766".into(),
+    ));
     hub.up();
     hub.ready(READY).await;
-    let pi = testkit::eventually(Duration::from_secs(30), "the Pi on the Pis page", async || {
-        let (_, body) = hub.get("/api/pis").await;
-        body["pis"]
-            .as_array()?
-            .iter()
-            .find(|p| p["pi_id"] == PI && p["status"] == "online")
-            .cloned()
-    })
+    let pi = testkit::eventually(
+        Duration::from_secs(30),
+        "the Pi on the Pis page",
+        async || {
+            let (_, body) = hub.get("/api/pis").await;
+            body["pis"]
+                .as_array()?
+                .iter()
+                .find(|p| p["pi_id"] == PI && p["status"] == "online")
+                .cloned()
+        },
+    )
     .await;
     let warning = pi["media_warning"].as_str().unwrap_or_default();
     assert!(

@@ -136,6 +136,10 @@ pub async fn term(
         .map_err(|e| Error::nats("term", e))
 }
 
+/// How long a durable publish is tried again while its stream does not
+/// answer (a new leader being elected after a node died).
+pub const DURABLE_PATIENCE: Duration = Duration::from_secs(15);
+
 /// How many copies of each stream and bucket the hub's NATS keeps:
 /// `CINEMA_NATS_REPLICAS` (1 by default; 3 on a three-node cluster).
 pub fn replicas() -> Result<usize> {
@@ -186,6 +190,21 @@ pub async fn connect_options(name: &str, url: &str) -> Result<async_nats::Connec
     Ok(options)
 }
 
+/// The servers of a NATS URL: one, or several separated by commas (a
+/// cluster's nodes: `nats://user:pw@nats:4222,nats://nats-2:4222`), as the
+/// client library takes them.
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .enumerate()
+        .map(|(i, u)| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| Error::Config(format!("server {} of the NATS URL: {e}", i + 1)))
+        })
+        .collect()
+}
+
 /// The user and password of the first server of a NATS URL, decoded.
 pub fn url_credentials(url: &str) -> Option<(String, String)> {
     let first = url.split(',').next()?;
@@ -216,7 +235,7 @@ impl Bus {
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(|_| RECONNECT_DELAY)
-            .connect(url)
+            .connect(server_addrs(url)?)
             .await
             .map_err(|e| Error::nats("connect", e))?;
         // Behind a leaf server the hub's JetStream answers in its domain.
@@ -259,18 +278,34 @@ impl Bus {
     ) -> Result<()> {
         let (mut headers, payload) = encode(msg);
         headers.insert(names::MSG_ID_HEADER, msg_id);
-        let ack = self
-            .js
-            .send_publish(
-                subject,
-                jetstream::message::PublishMessage::build()
-                    .payload(payload)
-                    .headers(headers),
-            )
-            .await
-            .map_err(|e| Error::nats("publish", e))?;
-        ack.await.map_err(|e| Error::nats("publish ack", e))?;
-        Ok(())
+        // A stream between leaders (a cluster node just died) answers late
+        // or not at all: tried again with the same message id (the stream
+        // keeps one) for up to DURABLE_PATIENCE.
+        let deadline = tokio::time::Instant::now() + DURABLE_PATIENCE;
+        loop {
+            let tried = async {
+                let ack = self
+                    .js
+                    .send_publish(
+                        subject.clone(),
+                        jetstream::message::PublishMessage::build()
+                            .payload(payload.clone())
+                            .headers(headers.clone()),
+                    )
+                    .await
+                    .map_err(|e| Error::nats("publish", e))?;
+                ack.await.map_err(|e| Error::nats("publish ack", e))
+            }
+            .await;
+            match tried {
+                Ok(_) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(subject, error = %e, "A durable publish is tried again.");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
     }
 
     /// Sends a typed request and decodes the typed reply (or the remote error).
@@ -421,7 +456,11 @@ impl Bus {
                 .update_stream(config)
                 .await
                 .map_err(|e| Error::nats("set the stream's replicas", e))?;
-            tracing::info!(stream = name, replicas = wanted, "The stream's replicas changed.");
+            tracing::info!(
+                stream = name,
+                replicas = wanted,
+                "The stream's replicas changed."
+            );
         }
         Ok(())
     }
@@ -536,7 +575,21 @@ pub async fn kv_keys(store: &kv::Store) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::url_credentials;
+    use super::{server_addrs, url_credentials};
+
+    #[test]
+    fn a_url_may_list_a_clusters_servers() {
+        let addrs =
+            server_addrs("nats://services:pw@nats:4222, nats://nats-2:4222,nats://nats-3:4222")
+                .unwrap();
+        let hosts: Vec<String> = addrs.iter().map(|a| a.host().to_string()).collect();
+        assert_eq!(hosts, ["nats", "nats-2", "nats-3"]);
+        assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
+        let err = server_addrs("nats://a:4222,nats://b:port")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server 2"), "{err}");
+    }
 
     #[test]
     fn credentials_are_read_from_the_url() {

@@ -110,7 +110,7 @@ fn tell_running_selector(nats_url: &str) -> Result<IngestSummary, String> {
             .await
             .map_err(|e| e.to_string())?
             .connection_timeout(Duration::from_secs(2))
-            .connect(nats_url)
+            .connect(bus::server_addrs(nats_url).map_err(|e| e.to_string())?)
             .await
             .map_err(|e| format!("NATS at {}: {e}", plumbing::redact(nats_url)))?;
         let bus = bus::Bus::new(client);

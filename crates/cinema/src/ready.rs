@@ -21,7 +21,7 @@ pub struct ReadyArgs {
 pub async fn run(args: ReadyArgs) -> anyhow::Result<()> {
     let client = bus::connect_options("cinema-ready", &args.nats_url)
         .await?
-        .connect(&args.nats_url)
+        .connect(bus::server_addrs(&args.nats_url)?)
         .await
         .with_context(|| {
             format!(

@@ -89,7 +89,7 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
         .context("the built-in descriptors do not decode")?;
     let client = bus::connect_options("cinema-tap", &args.nats_url)
         .await?
-        .connect(&args.nats_url)
+        .connect(bus::server_addrs(&args.nats_url)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
     let subject = args.subject.clone();

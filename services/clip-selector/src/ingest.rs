@@ -271,8 +271,7 @@ impl Progress for Tally {
         LogProgress.begin(total, todo);
     }
     fn done(&self, rel: &str, problem: Option<&str>) {
-        self.done
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         LogProgress.done(rel, problem);
     }
 }

@@ -83,7 +83,7 @@ impl Nats {
                         .await?
                         .connection_timeout(NATS_CONNECT_TIMEOUT)
                         .reconnect_delay_callback(|_| bus::RECONNECT_DELAY)
-                        .connect(self.url.as_str())
+                        .connect(bus::server_addrs(&self.url)?)
                         .await
                         .map_err(|e| bus::Error::nats("connect", e))?;
                     Ok::<_, bus::Error>(bus::Bus::new(client))

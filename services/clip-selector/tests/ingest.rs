@@ -482,9 +482,11 @@ async fn the_first_ingest_of_a_large_library_does_not_keep_the_service_from_answ
 
     // It answers at once, loading; searches are refused with the reason,
     // not left to time out.
-    let first = testkit::eventually(Duration::from_secs(30), "clip-selector to answer", async || {
-        films().await
-    })
+    let first = testkit::eventually(
+        Duration::from_secs(30),
+        "clip-selector to answer",
+        async || films().await,
+    )
     .await;
     assert!(first.loading, "{first:?}");
     match search().await {
@@ -495,18 +497,22 @@ async fn the_first_ingest_of_a_large_library_does_not_keep_the_service_from_answ
     }
     // The progress (films done of the 30) moves, then the library is served.
     let mut seen = Vec::new();
-    let done = testkit::eventually(Duration::from_secs(600), "the first ingest to end", async || {
-        let f = films().await?;
-        if f.loading {
-            let ingest = f.ingest?;
-            if ingest.running {
-                seen.push((ingest.progress_done, ingest.progress_todo));
+    let done = testkit::eventually(
+        Duration::from_secs(600),
+        "the first ingest to end",
+        async || {
+            let f = films().await?;
+            if f.loading {
+                let ingest = f.ingest?;
+                if ingest.running {
+                    seen.push((ingest.progress_done, ingest.progress_todo));
+                }
+                None
+            } else {
+                Some(f)
             }
-            None
-        } else {
-            Some(f)
-        }
-    })
+        },
+    )
     .await;
     assert!(
         seen.iter().any(|&(d, t)| t == FILMS && d > 0 && d < FILMS)

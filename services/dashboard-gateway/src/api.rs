@@ -16,10 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wire::v1::{
     CleanupReply, CleanupRequest, ConversationEvent, CreateSessionRequest, FilmList,
-    ListFilmsRequest, ListSessionsRequest,
-    Session, SessionList, SessionRef, SessionReply, SessionState, SpawnReply, SpawnRequest,
-    StatusMessage, StatusRecord, StatusRequest, StatusUpdate, Transcript, TranscriptSource,
-    conversation_event,
+    ListFilmsRequest, ListSessionsRequest, Session, SessionList, SessionRef, SessionReply,
+    SessionState, SpawnReply, SpawnRequest, StatusMessage, StatusRecord, StatusRequest,
+    StatusUpdate, Transcript, TranscriptSource, conversation_event,
 };
 
 use crate::events::Hub;
@@ -622,7 +621,8 @@ async fn health(State(st): State<AppState>) -> Response {
             if let Some(films) = films.filter(|f| f.loading) {
                 let ingest = films.ingest.unwrap_or_default();
                 entry["status"] = json!("loading");
-                entry["ingest"] = json!({ "done": ingest.progress_done, "todo": ingest.progress_todo });
+                entry["ingest"] =
+                    json!({ "done": ingest.progress_done, "todo": ingest.progress_todo });
             }
         }
         // A hub whose TVs are off is healthy: Pis are reported, not required.

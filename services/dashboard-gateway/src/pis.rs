@@ -221,7 +221,10 @@ mod tests {
         assert!(media_warning(&local, "").is_some());
         // The simulated Pi on the hub's own machine fetches from loopback.
         assert_eq!(media_warning(&local, "hub"), None);
-        assert_eq!(media_warning(&media("http://hub.lan:8766", false), "lobby-tv"), None);
+        assert_eq!(
+            media_warning(&media("http://hub.lan:8766", false), "lobby-tv"),
+            None
+        );
     }
 
     #[test]
