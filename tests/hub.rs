@@ -100,15 +100,6 @@ impl Hub {
         Hub::with_files(&["docker-compose.yml"])
     }
 
-    /// The hub with its NATS as a three-node cluster
-    /// (docker-compose.cluster.yml).
-    pub fn cluster() -> Hub {
-        let mut hub = Hub::with_files(&["docker-compose.yml", "docker-compose.cluster.yml"]);
-        hub.env
-            .push(("CINEMA_NATS_CLUSTER_PASSWORD".into(), "route0Pa55".into()));
-        hub
-    }
-
     pub fn with_files(files: &[&'static str]) -> Hub {
         let one = ONE_HUB.lock().unwrap_or_else(|e| e.into_inner());
         let project = format!(
