@@ -218,6 +218,30 @@ pub fn url_credentials(url: &str) -> Option<(String, String)> {
     Some((decode(user), decode(addr.password().unwrap_or_default())))
 }
 
+/// Waits until the server has processed everything this client sent so far
+/// (a subscription, say). `flush` only empties the client's buffer; this
+/// sends a message to the client's own fresh inbox and waits for it to come
+/// back, and the server handles one connection's operations in order.
+pub async fn round_trip(client: &async_nats::Client, patience: Duration) -> Result<()> {
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| Error::nats("subscribe", e))?;
+    client
+        .publish(inbox, Bytes::new())
+        .await
+        .map_err(|e| Error::nats("publish", e))?;
+    match tokio::time::timeout(patience, futures::StreamExt::next(&mut echo)).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Error::Config("the NATS connection closed".into())),
+        Err(_) => Err(Error::Config(format!(
+            "the NATS server did not answer within {} s",
+            patience.as_secs()
+        ))),
+    }
+}
+
 /// A connection to the bus: the NATS client and its JetStream context.
 #[derive(Clone, Debug)]
 pub struct Bus {

@@ -99,8 +99,7 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot subscribe to {subject}"))?;
     // The server has the subscription once a round trip has come back:
     // only then is it true that nothing published from now on is missed.
-    client
-        .flush()
+    bus::round_trip(&client, std::time::Duration::from_secs(10))
         .await
         .context("the NATS server did not answer")?;
     eprintln!("cinema tap: watching {subject} on {}", args.nats_url);
