@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tests::hub::{ANSWER, Hub, LINE, PI, READY, container_pid, played};
+use wire::v1::{PlayCommand, PlaybackEvent, PlaybackState};
 
 /// The (major, minor) version of the demo Pi host's mpv.
 fn mpv_version(hub: &Hub) -> (u32, u32) {
@@ -379,4 +380,133 @@ async fn bad_configuration_is_said_in_one_line_and_health_names_the_service() {
         warning.contains("http://localhost:8766") && warning.contains("CINEMA_MEDIA_BASE_URL"),
         "{pi}"
     );
+}
+
+/// Waits for a play command of `sid` that is not a greeting.
+async fn answer_to(plays: &mut bus::async_nats::Subscriber, sid: &str, hub: &Hub) -> PlayCommand {
+    use futures::StreamExt;
+    let found = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(m) = plays.next().await {
+            let p: PlayCommand = bus::decode_message(&m).unwrap();
+            if p.session_id == sid && !p.greeting {
+                return Some(p);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    found.unwrap_or_else(|| panic!("no answer was published\n{}", hub.logs()))
+}
+
+/// The next playback event of `command_id`.
+async fn playback_of(
+    playback: &mut bus::async_nats::Subscriber,
+    command_id: &str,
+    within: Duration,
+    hub: &Hub,
+) -> PlaybackEvent {
+    use futures::StreamExt;
+    let found = tokio::time::timeout(within, async {
+        while let Some(m) = playback.next().await {
+            let e: PlaybackEvent = bus::decode_message(&m).unwrap();
+            if e.command_id == command_id {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    found.unwrap_or_else(|| panic!("no playback of {command_id}\n{}", hub.logs()))
+}
+
+/// The Pi host's network cut mid-session, for 5 s and for 60 s, then
+/// restored: a line said during the short cut is answered on the Pi when
+/// the link is back, once; one said during the long cut is reported expired
+/// with its reason (the session ends when the Pi's presence lapses, with
+/// the reason); the Pi is back in the conversation after; no transcript or
+/// play is doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pi_cut_off_for_5_s_and_for_60_s_loses_and_doubles_nothing() {
+    use futures::StreamExt;
+    use std::time::Instant;
+    let hub = Hub::new();
+    hub.up();
+    hub.ready(READY).await;
+    let bus = hub.bus().await;
+    let (mut plays, mut playback) = hub.watch_plays(&bus).await;
+    // Every playback event, to count them at the end.
+    let (_, mut all_playback) = hub.watch_plays(&bus).await;
+    let sid = hub.connect().await;
+    played(&mut plays, &mut playback, &sid, "the greeting", |p| p.greeting, &hub).await;
+
+    // 5 s: the answer waits for the link and plays once it is back.
+    hub.cut_pi();
+    let cut = Instant::now();
+    hub.say(&sid, LINE).await;
+    let answer = answer_to(&mut plays, &sid, &hub).await;
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(cut.elapsed())).await;
+    hub.restore_pi();
+    let restored = Instant::now();
+    let started = playback_of(&mut playback, &answer.command_id, Duration::from_secs(60), &hub).await;
+    assert_eq!(started.state(), PlaybackState::Started, "{started:?}");
+    eprintln!(
+        "partition: the answer started {:.2} s after a 5 s cut ended",
+        restored.elapsed().as_secs_f64()
+    );
+    let finished = playback_of(&mut playback, &answer.command_id, Duration::from_secs(60), &hub).await;
+    assert_eq!(finished.state(), PlaybackState::Finished, "{finished:?}");
+
+    // 60 s: the answer expires with its reason, never played.
+    hub.cut_pi();
+    let cut = Instant::now();
+    hub.say(&sid, "Is this seat taken?").await;
+    let lost = answer_to(&mut plays, &sid, &hub).await;
+    let expired = playback_of(&mut playback, &lost.command_id, Duration::from_secs(60), &hub).await;
+    assert_eq!(expired.state(), PlaybackState::Expired, "{expired:?}");
+    assert!(expired.error.contains("did not take it"), "{}", expired.error);
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(cut.elapsed())).await;
+    // By now the Pi's presence lapsed (30 s): its session ended, saying why.
+    let ended = hub
+        .status_until(&sid, "the session to end", |s| s["status"] != "active")
+        .await;
+    assert!(
+        ended["end_reason"].as_str().is_some_and(|r| r.contains("offline")),
+        "{ended}"
+    );
+    hub.restore_pi();
+    let restored = Instant::now();
+    // Back in the conversation: a new session greets on the Pi.
+    let sid2 = hub.connect().await;
+    played(&mut plays, &mut playback, &sid2, "the greeting after the cut", |p| p.greeting, &hub).await;
+    eprintln!(
+        "partition: a new session's greeting finished {:.2} s after a 60 s cut ended",
+        restored.elapsed().as_secs_f64()
+    );
+
+    // Nothing doubled: each command started at most once, and the expired
+    // one never (counted up to the last greeting's end, a later event).
+    let mut started = std::collections::HashMap::<String, u32>::new();
+    while let Some(m) = all_playback.next().await {
+        let e: PlaybackEvent = bus::decode_message(&m).unwrap();
+        if e.state() == PlaybackState::Started {
+            *started.entry(e.command_id.clone()).or_default() += 1;
+        }
+        if e.session_id == sid2 && e.state() == PlaybackState::Finished {
+            break;
+        }
+    }
+    assert!(started.values().all(|&n| n == 1), "{started:?}");
+    assert_eq!(started.get(&answer.command_id), Some(&1), "{started:?}");
+    assert_eq!(started.get(&lost.command_id), None, "{started:?}");
+    // The record holds each line once.
+    let record = hub
+        .status_until(&sid, "the record", |s| s["status"] != "active")
+        .await;
+    let messages = record["context"]["messages"].to_string();
+    assert_eq!(messages.matches(LINE).count(), 1, "{record}");
+    assert_eq!(messages.matches("Is this seat taken?").count(), 1, "{record}");
 }

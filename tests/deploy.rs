@@ -438,4 +438,49 @@ fn the_pi_install_script_lays_out_a_pi() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+
+    // The TV and the microphone: options kept in the operator's file; a
+    // re-run without them (an upgrade) keeps them; bad values are refused
+    // with the rule.
+    let with = |extra: &[&str]| {
+        let mut args = pi.to_vec();
+        args.extend(["--bin-dir", bin_dir.to_str().unwrap()]);
+        args.extend(extra);
+        run(&args)
+    };
+    let out = with(&[
+        "--audio-input",
+        "alsa:hw:1,0",
+        "--vo",
+        "drm",
+        "--ao",
+        "alsa",
+        "--mpv-args",
+        "--hwdec=auto-safe --audio-device=alsa/hdmi:CARD=vc4hdmi0",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = with(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let local = std::fs::read_to_string(d.join("etc/cinema/pi.local.env")).unwrap();
+    for line in [
+        "CINEMA_PI_AUDIO_INPUT=alsa:hw:1,0",
+        "CINEMA_PI_CLIENT_VO=drm",
+        "CINEMA_PI_CLIENT_AO=alsa",
+        "CINEMA_PI_CLIENT_MPV_ARGS=--hwdec=auto-safe --audio-device=alsa/hdmi:CARD=vc4hdmi0",
+    ] {
+        assert!(local.lines().any(|l| l == line), "{line} not in {local}");
+    }
+    for (bad, rule) in [
+        (&["--audio-input", "mic"][..], "--audio-input takes"),
+        (&["--vo", "drm; reboot"][..], "--vo takes"),
+        (&["--mpv-args", "rm -rf /"][..], "--mpv-args takes"),
+    ] {
+        let out = with(bad);
+        assert_eq!(out.status.code(), Some(64), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(rule),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -286,7 +286,9 @@ impl Hub {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
         let bus = bus::Bus::new(options.connect(url).await.unwrap());
-        bus.client().flush().await.unwrap();
+        bus::round_trip(bus.client(), Duration::from_secs(10))
+            .await
+            .unwrap();
         bus
     }
 
@@ -307,7 +309,9 @@ impl Hub {
             .subscribe(SessionEvent::Playback.wildcard())
             .await
             .unwrap();
-        bus.client().flush().await.unwrap();
+        bus::round_trip(bus.client(), Duration::from_secs(10))
+            .await
+            .unwrap();
         (plays, playback)
     }
 
@@ -408,6 +412,47 @@ pub async fn played(
         Ok(Err(e)) => panic!("{what} did not play on the Pi: {e}\n{}", hub.logs()),
         Err(_) => panic!("{what} never finished on the Pi\n{}", hub.logs()),
     }
+}
+
+impl Hub {
+    /// The demo Pi host's container.
+    pub fn pi_container(&self) -> String {
+        self.compose(&["--profile", "demo-pi", "ps", "-q", "demo-pi"])
+            .trim()
+            .to_string()
+    }
+
+    /// Cuts the Pi host off the network it reaches the hub by (as a
+    /// pulled cable or a dead Wi-Fi would); its own processes run on.
+    pub fn cut_pi(&self) {
+        docker(&[
+            "network",
+            "disconnect",
+            &format!("{}_pis", self.project),
+            &self.pi_container(),
+        ]);
+    }
+
+    /// Puts the Pi host back on its network.
+    pub fn restore_pi(&self) {
+        docker(&[
+            "network",
+            "connect",
+            &format!("{}_pis", self.project),
+            &self.pi_container(),
+        ]);
+    }
+}
+
+/// Runs `docker ARGS`, which must succeed.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The host's pid of a compose service's main process.

@@ -188,7 +188,12 @@ impl World {
         &self,
         event: bus::subjects::SessionEvent,
     ) -> bus::async_nats::Subscriber {
-        self.bus.client().subscribe(event.wildcard()).await.unwrap()
+        let sub = self.bus.client().subscribe(event.wildcard()).await.unwrap();
+        // Nothing published from now on is missed.
+        bus::round_trip(self.bus.client(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        sub
     }
 
     pub fn stack(&self) -> &Stack {

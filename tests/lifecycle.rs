@@ -576,3 +576,93 @@ async fn a_rolling_restart_loses_no_turn() {
     assert_eq!(status["greetings"], 1, "{status}");
     w.stop().await;
 }
+
+/// Play commands wait for their Pi: one published while the Pi's client
+/// cannot answer (frozen, as a cut link leaves it) plays once when it can,
+/// however often it was handed over or published; one the Pi cannot take
+/// within its bound is reported expired, with the reason, and never plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_commands_wait_for_their_pi_play_once_and_expire_after_their_bound() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let w = World::start_with(&[("CINEMA_ROOM_MANAGER_PLAY_EXPIRY_MS", "6000")]).await;
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
+    let (sid, pid) = sid_pid(&w.connect().await);
+    let greeting = greeting_started(&mut playback, &sid).await;
+    let client = Pid::from_raw(pid);
+    let play = |id: &str| PlayCommand {
+        session_id: sid.clone(),
+        command_id: id.into(),
+        clip_id: greeting.clip_id.clone(),
+        greeting: false,
+        at_ms: wire::now_ms(),
+    };
+    let publish = async |cmd: &PlayCommand, msg_id: &str| {
+        w.bus
+            .publish_durable(
+                subjects::pi_session(tests::SIM_PI, &sid, SessionEvent::Play),
+                cmd,
+                msg_id,
+            )
+            .await
+            .unwrap();
+    };
+
+    // Frozen for 3 s: the command, published by two services (two message
+    // ids), waits and plays once.
+    kill(client, Signal::SIGSTOP).unwrap();
+    let late = play("late-1");
+    publish(&late, "late-1").await;
+    publish(&late, "late-1-again").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kill(client, Signal::SIGCONT).unwrap();
+    let started: PlaybackEvent = next(&mut playback, "the late command to play", |e: &PlaybackEvent| {
+        e.command_id == "late-1" && e.state() == PlaybackState::Started
+    })
+    .await;
+    assert_eq!(started.session_id, sid);
+
+    // Frozen past the bound: reported expired (by the hub, while the Pi is
+    // still frozen), and never played once the Pi is back.
+    kill(client, Signal::SIGSTOP).unwrap();
+    publish(&play("lost-1"), "lost-1").await;
+    let expired: PlaybackEvent = next(&mut playback, "the command to expire", |e: &PlaybackEvent| {
+        e.command_id == "lost-1"
+    })
+    .await;
+    kill(client, Signal::SIGCONT).unwrap();
+    assert_eq!(expired.state(), PlaybackState::Expired, "{expired:?}");
+    assert!(expired.error.contains("did not take it"), "{}", expired.error);
+
+    // A later command plays; by then nothing else was played.
+    publish(&play("after-1"), "after-1").await;
+    let mut seen = Vec::new();
+    loop {
+        let e: PlaybackEvent = next(&mut playback, "the later command to play", |e: &PlaybackEvent| {
+            e.session_id == sid
+        })
+        .await;
+        let done = e.command_id == "after-1" && e.state() == PlaybackState::Started;
+        seen.push((e.command_id.clone(), e.state()));
+        if done {
+            break;
+        }
+    }
+    assert!(
+        !seen.iter().any(|(c, s)| c == "lost-1" && *s == PlaybackState::Started),
+        "the expired command played: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|(c, s)| c == "late-1" && *s == PlaybackState::Started),
+        "the late command played twice: {seen:?}"
+    );
+    let status = w
+        .status_until(&sid, "the expiry in the record", |s| {
+            s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("never played"))
+        })
+        .await;
+    assert_eq!(status["status"], "active", "{status}");
+    w.stop().await;
+}

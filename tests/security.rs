@@ -189,6 +189,7 @@ async fn each_role_and_pi_may_do_only_its_own_part() {
         subjects::pi_session("pi-b", "s2", SessionEvent::Playback),
         subjects::utterance("pi-b", "s2"),
         subjects::pi_session("pi-a", "s1", SessionEvent::Play),
+        subjects::pi_delivery("pi-a", "s1"),
         subjects::session("s1", SessionEvent::Transcript),
         subjects::rooms::CREATE.to_string(),
         format!("$KV.{}.s1", bus::names::STATUS_BUCKET),
@@ -206,7 +207,7 @@ async fn each_role_and_pi_may_do_only_its_own_part() {
     }
     // It may not listen to another Pi's commands, nor to everything.
     for subject in [
-        subjects::pi_session("pi-b", "*", SessionEvent::Play),
+        subjects::pi_delivery("pi-b", "*"),
         "cinema.>".to_string(),
         "_INBOX.>".to_string(),
     ] {
@@ -229,7 +230,7 @@ async fn each_role_and_pi_may_do_only_its_own_part() {
     let (pi_a, _) = connect_as(&nats, &pi_user("pi-a"), Some(pi_inbox_prefix("pi-a"))).await;
     let (services, s_errors) = connect_as(&nats, "services", None).await;
     let mut a_plays = pi_a
-        .subscribe(subjects::pi_session("pi-a", "*", SessionEvent::Play))
+        .subscribe(subjects::pi_delivery("pi-a", "*"))
         .await
         .unwrap();
     pi_a.flush().await.unwrap();
@@ -239,10 +240,7 @@ async fn each_role_and_pi_may_do_only_its_own_part() {
     for _ in 0..25 {
         for pi in ["pi-b", "pi-a"] {
             services
-                .publish(
-                    subjects::pi_session(pi, "s1", SessionEvent::Play),
-                    pi.into(),
-                )
+                .publish(subjects::pi_delivery(pi, "s1"), pi.into())
                 .await
                 .unwrap();
         }
@@ -272,9 +270,12 @@ async fn each_role_and_pi_may_do_only_its_own_part() {
     // The gateway may not play clips.
     let (gateway, g_errors) = connect_as(&nats, "gateway", None).await;
     let play = subjects::pi_session("pi-a", "s1", SessionEvent::Play);
+    let deliver = subjects::pi_delivery("pi-a", "s1");
     gateway.publish(play.clone(), "x".into()).await.unwrap();
+    gateway.publish(deliver.clone(), "x".into()).await.unwrap();
     gateway.flush().await.unwrap();
     refused(&g_errors, &play).await;
+    refused(&g_errors, &deliver).await;
 }
 
 /// Per-service NATS users for a [`World`] on the hub; the Pi's programs on

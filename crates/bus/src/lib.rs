@@ -6,6 +6,7 @@
 //! corrupt one.
 
 pub mod names;
+pub mod outbox;
 pub mod permissions;
 pub mod service;
 pub mod subjects;
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use prost::Name;
 
 pub use async_nats;
+pub use outbox::Outbox;
 
 /// How long a request waits for its reply unless told otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -302,10 +304,23 @@ impl Bus {
     ) -> Result<()> {
         let (mut headers, payload) = encode(msg);
         headers.insert(names::MSG_ID_HEADER, msg_id);
-        // A stream between leaders (a cluster node just died) answers late
-        // or not at all: tried again with the same message id (the stream
-        // keeps one) for up to DURABLE_PATIENCE.
-        let deadline = tokio::time::Instant::now() + DURABLE_PATIENCE;
+        self.publish_durable_encoded(subject, headers, payload, DURABLE_PATIENCE)
+            .await
+    }
+
+    /// [`Bus::publish_durable`] of an encoded message (its headers carry
+    /// the message id), tried for up to `patience`: a stream between
+    /// leaders (a cluster node just died) or a link that is down (a Pi's
+    /// leaf) answers late or not at all, and the stream keeps one copy of a
+    /// message id however often it is sent within its duplicate window.
+    pub async fn publish_durable_encoded(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+        patience: Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             let tried = async {
                 let ack = self

@@ -25,6 +25,9 @@ pub const STATUS_CONSUMER: &str = "status-store";
 pub const STT_CONSUMER: &str = "stt";
 /// Durable consumer of room-manager (joined).
 pub const ROOM_MANAGER_CONSUMER: &str = "room-manager";
+/// Durable consumer of room-manager's play-command hand-over (every Pi's
+/// play commands, kept until the Pi takes them or they expire).
+pub const PLAYS_CONSUMER: &str = "room-manager-plays";
 
 /// Sessions owned by room-manager, keyed by session id.
 pub const SESSIONS_BUCKET: &str = "cinema-sessions";

@@ -62,6 +62,7 @@ pub fn services() -> Permissions {
 pub fn gateway() -> Permissions {
     let mut deny = status_bucket_writes();
     deny.push(SessionEvent::Play.wildcard());
+    deny.push(subjects::DELIVERY_WILDCARD.into());
     deny.push("$JS.API.STREAM.DELETE.>".into());
     deny.push("$JS.API.STREAM.PURGE.>".into());
     deny.push("$JS.API.STREAM.MSG.DELETE.>".into());
@@ -84,7 +85,9 @@ pub fn pi(pi_id: &str) -> Permissions {
     let mut subscribe_allow = vec![
         // spawn, stop, devices, audio_input, audio_input_changed
         format!("{}.*", subjects::pi_group(pi_id)),
-        own(SessionEvent::Play.token()),
+        // Play commands, handed over by room-manager (which keeps each
+        // until the Pi answers that it has it).
+        own("deliver"),
         own(SessionEvent::Joined.token()),
         format!("{}.>", pi_inbox_prefix(pi_id)),
         "$SRV.*".into(),
@@ -181,6 +184,7 @@ mod tests {
             &g,
             &subjects::pi_session(b, "s1", SessionEvent::Play)
         ));
+        assert!(!may_publish(&g, &subjects::pi_delivery("hall-1", "s1")));
         // No Pi user can be made for the browser sessions' prefix.
         assert!(subjects::check_pi_id("pi id", b).is_err());
         assert!(subjects::check_pi_id("pi id", "hall-1").is_ok());
@@ -209,6 +213,7 @@ mod tests {
             assert!(ok, "{s}");
         }
         assert!(!p.publish_allow.iter().any(|s| s.ends_with(".play")));
+        assert!(!p.publish_allow.iter().any(|s| s.ends_with(".deliver")));
         assert!(!p.subscribe_allow.iter().any(|s| s.starts_with("_INBOX.")));
         assert_eq!(
             password_env(&pi_user("hall-1")),

@@ -102,6 +102,17 @@ pub fn pi_session(pi_id: &str, session_id: &str, event: SessionEvent) -> String 
     format!("cinema.pi.{pi_id}.session.{session_id}.{}", event.token())
 }
 
+/// `cinema.pi.{pi}.session.{sid}.deliver`: a play command handed to the
+/// Pi by room-manager, as a request the Pi answers once it has it (core
+/// NATS, not in a stream; the command itself is kept in the events stream
+/// under `…play` until it is delivered or expires).
+pub fn pi_delivery(pi_id: &str, session_id: &str) -> String {
+    format!("cinema.pi.{pi_id}.session.{session_id}.deliver")
+}
+
+/// Every Pi's deliveries.
+pub const DELIVERY_WILDCARD: &str = "cinema.pi.*.session.*.deliver";
+
 /// `cinema.pi.{pi}.session.{sid}.utterance` (work-queue stream).
 pub fn utterance(pi_id: &str, session_id: &str) -> String {
     format!("cinema.pi.{pi_id}.session.{session_id}.utterance")

@@ -79,6 +79,8 @@ pub struct Heard {
 /// One session's ears: level frames, endpointing, utterances.
 pub struct Ears<D: FnMut(&[i16]) -> f32> {
     bus: Bus,
+    /// Utterances go through it, in order, and outlive a cut link.
+    outbox: bus::Outbox,
     /// The prefix its frames and utterances go under
     /// (`cinema.pi.{pi}.session.{sid}.*`).
     pi: String,
@@ -120,6 +122,7 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
         detect: D,
     ) -> Self {
         Ears {
+            outbox: bus::Outbox::start(bus.clone(), bus::outbox::OUTBOX_PATIENCE),
             bus,
             pi: pi_id.to_string(),
             sid: session_id.to_string(),
@@ -129,6 +132,12 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
             seq: 0,
             frame_buf: Vec::new(),
         }
+    }
+
+    /// Waits up to `within` for the utterances not yet taken by the stream
+    /// (the ears are being put away).
+    pub async fn settle(self, within: Duration) {
+        self.outbox.settle(within).await;
     }
 
     /// Hears 16 kHz mono samples; `open` is the echo gate's state. Level
@@ -189,35 +198,17 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
                         utterance_id: u.utterance_id.clone(),
                         ms,
                     });
-                    tokio::spawn(publish_utterance(self.bus.clone(), self.pi.clone(), u));
+                    self.outbox.send(
+                        subjects::utterance(&self.pi, &u.session_id),
+                        &u,
+                        &u.utterance_id,
+                    );
                 }
                 vad::Event::SpeechWhileGated { ms } => heard.speech_over_clip_ms = Some(ms),
             }
         }
         heard
     }
-}
-
-/// Publishes once, with the utterance id as message id (a retry after a
-/// lost ack is deduplicated by the stream).
-pub async fn publish_utterance(bus: Bus, pi_id: String, u: Utterance) {
-    for attempt in 1..=5u64 {
-        match bus
-            .publish_durable(
-                subjects::utterance(&pi_id, &u.session_id),
-                &u,
-                &u.utterance_id,
-            )
-            .await
-        {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(utterance = %u.utterance_id, attempt, error = %e, "Cannot publish an utterance; retrying.");
-                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-            }
-        }
-    }
-    tracing::error!(utterance = %u.utterance_id, "Gave up publishing an utterance.");
 }
 
 #[cfg(test)]

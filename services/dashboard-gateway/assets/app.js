@@ -357,7 +357,7 @@ function clipEntry(s, clip, opts) {
 }
 
 // Playback state on the clip's entry: playing, played, cut short, failed.
-const PLAYBACK_WORDS = { started: "playing", finished: "played", interrupted: "cut short", failed: "failed" };
+const PLAYBACK_WORDS = { started: "playing", finished: "played", interrupted: "cut short", failed: "failed", expired: "never played" };
 function markPlayback(li, st) {
   let chip = li.querySelector(".playback");
   if (!chip) {
@@ -446,6 +446,7 @@ function onEvent(kind, d) {
       const li = [...s.log.querySelectorAll("li.clip")].find((x) => x.dataset.command === m.command_id);
       if (li) markPlayback(li, st);
       if (st === "failed") noteEntry(s, "error", `The clip failed to play: ${m.error}`);
+      if (st === "expired") noteEntry(s, "warn", `The clip was never played: ${m.error}`);
       break;
     }
     case "client": {

@@ -1,5 +1,5 @@
-//! pi-client: one per session on a Pi. Subscribes to the session's play
-//! commands, announces its join, and plays each clip (resolved by id through
+//! pi-client: one per session on a Pi. Takes the session's play commands
+//! (handed over by room-manager, each played once), announces its join, and plays each clip (resolved by id through
 //! the library) in one long-lived mpv, reporting playback started/finished.
 
 pub mod audio;
@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::{
-    GetClipReply, GetClipRequest, JoinRequest, PlayCommand, PlaybackEvent, PlaybackState,
-    SessionReply, SetAudioInput,
+    GetClipReply, GetClipRequest, JoinRequest, PlayCommand, PlayDelivered, PlayDelivery, PlaybackEvent,
+    PlaybackState, SessionReply, SetAudioInput,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,15 +191,19 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         "Plays a session's clips",
     )
     .await?;
+    // Play commands come from room-manager as requests: answered at once
+    // (so it stops trying), played once per command id.
     let mut plays = bus
         .client()
-        .subscribe(subjects::pi_session(
-            &config.pi_id,
-            &sid,
-            SessionEvent::Play,
-        ))
+        .subscribe(subjects::pi_delivery(&config.pi_id, &sid))
         .await
         .map_err(|e| bus::Error::nats("subscribe", e))?;
+    let mut admitted = Admitted::default();
+    // Playback reports go through an outbox: in order, never holding up the
+    // player, and kept while the link to the hub is down.
+    let reports = bus::Outbox::start(bus.clone(), bus::outbox::OUTBOX_PATIENCE);
+    // Subscribed before room-manager hears of the join (and delivers).
+    bus::round_trip(bus.client(), bus::REQUEST_TIMEOUT).await?;
     // Join through room-manager: it checks the token and only then announces
     // the join (and the director greets).
     let join = JoinRequest {
@@ -228,10 +232,10 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
             }
             msg = plays.next() => {
                 let Some(msg) = msg else { break Ok(()) };
-                let cmd = match bus::decode_message::<PlayCommand>(&msg) {
-                    Ok(c) if c.session_id == sid => c,
-                    Ok(c) => {
-                        tracing::warn!(session = %sid, other = %c.session_id, "Ignored a play command for another session.");
+                let (cmd, expires_at_ms) = match bus::decode_message::<PlayDelivery>(&msg) {
+                    Ok(PlayDelivery { command: Some(c), expires_at_ms }) if c.session_id == sid => (c, expires_at_ms),
+                    Ok(d) => {
+                        tracing::warn!(session = %sid, other = ?d.command.map(|c| c.session_id), "Ignored a play command for another session.");
                         continue;
                     }
                     Err(e) => {
@@ -239,8 +243,29 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                         continue;
                     }
                 };
+                // Too late (held up on the way): room-manager reports it.
+                let expired = expires_at_ms > 0 && now_ms() > expires_at_ms;
+                let fresh = !expired && admitted.admit(&cmd.command_id);
+                if let Some(reply) = msg.reply {
+                    let (headers, payload) = bus::encode(&PlayDelivered {
+                        command_id: cmd.command_id.clone(),
+                        duplicate: !fresh && !expired,
+                        expired,
+                    });
+                    if let Err(e) = bus.client().publish_with_headers(reply, headers, payload).await {
+                        tracing::warn!(session = %sid, error = %e, "Cannot answer a play command's delivery.");
+                    }
+                }
+                if expired {
+                    tracing::warn!(session = %sid, command = %cmd.command_id, "A play command came after its bound; not played.");
+                    continue;
+                }
+                if !fresh {
+                    tracing::info!(session = %sid, command = %cmd.command_id, "A play command came again; it plays once.");
+                    continue;
+                }
                 if let Some(prev) = current.take() {
-                    report(&bus, &prev, PlaybackState::Interrupted, "").await;
+                    report(&reports, &prev, PlaybackState::Interrupted, "");
                     let _ = ears.tx.send(audio::Control::EchoStop);
                 }
                 // Deaf from before the first sound of the clip.
@@ -248,7 +273,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     gate.close();
                 }
                 let greeting = cmd.greeting;
-                current = play(&bus, &config, &mut player, cmd).await;
+                current = play(&bus, &reports, &config, &mut player, cmd).await;
                 if current.is_none() {
                     gate.open_after(Duration::ZERO);
                     if greeting {
@@ -281,7 +306,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                 {
                     tracing::info!(session = %sid, clip = %c.cmd.clip_id, "The visitor spoke over the clip; stopping it.");
                     let _ = player.stop().await;
-                    report(&bus, &c, PlaybackState::Interrupted, "the visitor spoke").await;
+                    report(&reports, &c, PlaybackState::Interrupted, "the visitor spoke");
                     let _ = ears.tx.send(audio::Control::EchoStop);
                     gate.open_after(Duration::ZERO);
                 }
@@ -293,7 +318,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                 let why = if c.started { "the clip did not end in time" } else { "the clip did not start in time" };
                 tracing::warn!(session = %sid, clip = %c.cmd.clip_id, why, "Gave up on a clip.");
                 let _ = player.stop().await;
-                report(&bus, &c, PlaybackState::Failed, why).await;
+                report(&reports, &c, PlaybackState::Failed, why);
                 finished(&ears.tx, &gate, &c, tail);
             }
             ev = events.recv() => {
@@ -302,7 +327,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     let status = player.exited().await.ok();
                     tracing::warn!(session = %sid, ?status, "mpv exited; restarting it.");
                     if let Some(c) = current.take() {
-                        report(&bus, &c, PlaybackState::Failed, "the player crashed").await;
+                        report(&reports, &c, PlaybackState::Failed, "the player crashed");
                         finished(&ears.tx, &gate, &c, tail);
                     }
                     match mpv::Mpv::start(&opts).await {
@@ -317,7 +342,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                             c.deadline = tokio::time::Instant::now()
                                 + Duration::from_secs_f64((c.end_s - c.start_s).clamp(0.0, 86_400.0))
                                 + end_grace;
-                            report(&bus, c, PlaybackState::Started, "").await;
+                            report(&reports, c, PlaybackState::Started, "");
                             if config.simulate_echo {
                                 let tx = ears.tx.clone();
                                 let (url, start, end) = (c.url.clone(), c.start_s, c.end_s);
@@ -338,7 +363,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                             _ => continue,
                         };
                         if let Some(c) = current.take() {
-                            report(&bus, &c, state, error.as_deref().unwrap_or("")).await;
+                            report(&reports, &c, state, error.as_deref().unwrap_or(""));
                             finished(&ears.tx, &gate, &c, tail);
                         }
                     }
@@ -348,14 +373,12 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     };
     ears.stop().await;
     player.shutdown().await;
+    if let Some(c) = current.take() {
+        report(&reports, &c, PlaybackState::Interrupted, "session ended");
+    }
     // Bounded: NATS may be gone too.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        if let Some(c) = current.take() {
-            report(&bus, &c, PlaybackState::Interrupted, "session ended").await;
-        }
-        let _ = service.stop().await;
-    })
-    .await;
+    reports.settle(Duration::from_secs(2)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), service.stop()).await;
     tracing::info!(session = %sid, "Left the session.");
     result
 }
@@ -433,6 +456,7 @@ fn finished(
 /// reported as a failed playback, never played.
 async fn play(
     bus: &Bus,
+    reports: &bus::Outbox,
     config: &Config,
     player: &mut mpv::Mpv,
     cmd: PlayCommand,
@@ -468,7 +492,7 @@ async fn play(
                 started: false,
                 deadline: tokio::time::Instant::now(),
             };
-            report(bus, &failed, PlaybackState::Failed, &e.to_string()).await;
+            report(reports, &failed, PlaybackState::Failed, &e.to_string());
             return None;
         }
     };
@@ -483,7 +507,7 @@ async fn play(
             + Duration::from_millis(config.start_timeout_ms.into()),
     };
     if let Err(e) = player.play(&url, clip.start_s, clip.end_s).await {
-        report(bus, &cur, PlaybackState::Failed, &e.to_string()).await;
+        report(reports, &cur, PlaybackState::Failed, &e.to_string());
         return None;
     }
     tracing::info!(clip = %clip.id, start = clip.start_s, end = clip.end_s, "Playing.");
@@ -507,7 +531,7 @@ pub fn local_copy(root: &str, rel: &str) -> Option<std::path::PathBuf> {
     file.is_file().then_some(file)
 }
 
-async fn report(bus: &Bus, c: &Current, state: PlaybackState, error: &str) {
+fn report(reports: &bus::Outbox, c: &Current, state: PlaybackState, error: &str) {
     let ev = PlaybackEvent {
         session_id: c.cmd.session_id.clone(),
         command_id: c.cmd.command_id.clone(),
@@ -519,21 +543,58 @@ async fn report(bus: &Bus, c: &Current, state: PlaybackState, error: &str) {
         at_ms: now_ms(),
     };
     let id = format!("playback-{}-{}", c.cmd.command_id, state.as_str_name());
-    if let Err(e) = bus
-        .publish_durable(
-            subjects::pi_session(&c.pi, &c.cmd.session_id, SessionEvent::Playback),
-            &ev,
-            &id,
-        )
-        .await
-    {
-        tracing::warn!(error = %e, "Cannot report playback.");
+    reports.send(
+        subjects::pi_session(&c.pi, &c.cmd.session_id, SessionEvent::Playback),
+        &ev,
+        &id,
+    );
+}
+
+/// The play commands this client has taken, by id: one delivered again
+/// (room-manager tried again after a lost answer, or a service published
+/// it twice) is not played again. Remembers the last [`Admitted::KEEP`].
+#[derive(Default)]
+struct Admitted {
+    order: std::collections::VecDeque<String>,
+    ids: std::collections::HashSet<String>,
+}
+
+impl Admitted {
+    const KEEP: usize = 1024;
+
+    /// Whether `command_id` is new (and now taken).
+    fn admit(&mut self, command_id: &str) -> bool {
+        if !self.ids.insert(command_id.to_string()) {
+            return false;
+        }
+        self.order.push_back(command_id.to_string());
+        if self.order.len() > Self::KEEP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_is_admitted_once() {
+        let mut a = Admitted::default();
+        assert!(a.admit("c1"));
+        assert!(!a.admit("c1"));
+        assert!(a.admit("c2"));
+        for i in 0..Admitted::KEEP {
+            assert!(a.admit(&format!("x{i}")));
+        }
+        // The oldest are forgotten, the recent kept.
+        assert!(a.admit("c1"));
+        assert!(!a.admit(&format!("x{}", Admitted::KEEP - 1)));
+        assert!(a.ids.len() <= Admitted::KEEP);
+    }
 
     #[test]
     fn a_local_copy_is_used_only_inside_its_root() {

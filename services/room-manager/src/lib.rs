@@ -6,6 +6,7 @@
 //! sessions' state after a retention period.
 
 pub mod daily;
+mod deliver;
 pub mod token;
 
 use std::collections::HashMap;
@@ -51,6 +52,9 @@ pub struct Config {
     pub daily_api_key: String,
     /// `DAILY_API_URL`.
     pub daily_api_url: String,
+    /// A play command the Pi has not taken this long after it was made (its
+    /// link is down) is reported as expired instead of played late.
+    pub play_expiry_ms: u64,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             token_secret: String::new(),
             daily_api_key: String::new(),
             daily_api_url: "https://api.daily.co/v1".into(),
+            play_expiry_ms: 30_000,
         }
     }
 }
@@ -80,9 +85,14 @@ impl plumbing::Settings for Config {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
-        if self.max_length_s == 0 || self.idle_timeout_s == 0 || self.sweep_interval_s == 0 {
+        if self.max_length_s == 0
+            || self.idle_timeout_s == 0
+            || self.sweep_interval_s == 0
+            || self.play_expiry_ms == 0
+        {
             return Err(
-                "max_length_s, idle_timeout_s and sweep_interval_s must be positive".into(),
+                "max_length_s, idle_timeout_s, sweep_interval_s and play_expiry_ms must be positive"
+                    .into(),
             );
         }
         Ok(())
@@ -105,6 +115,9 @@ struct Rooms {
     daily: Option<daily::Daily>,
     /// Last transcript / playback / join per live session (this replica's view).
     activity: Arc<Mutex<HashMap<String, i64>>>,
+    /// Ended sessions whose Pi did not confirm its client stopped (its link
+    /// was down): session id → Pi id. The sweep asks again until it does.
+    unstopped: Arc<Mutex<HashMap<String, String>>>,
 }
 
 const TOKEN_KEY: &str = "room-manager-token-key";
@@ -140,6 +153,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         config: Arc::new(config),
         daily,
         activity: Arc::default(),
+        unstopped: Arc::default(),
     };
     tracing::info!(
         backend = if rooms.daily.is_some() {
@@ -167,6 +181,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         ep("fail", subjects::rooms::FAIL).await?,
         ep("cleanup", subjects::rooms::CLEANUP).await?,
     );
+    let plays = deliver::consume(&rooms).await?;
     let mut subs = Vec::new();
     for subject in subjects::SESSION_WILDCARDS {
         subs.push(
@@ -248,6 +263,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         }),
         rooms.sweep(shutdown.clone()),
         watch,
+        deliver::run(rooms.clone(), plays, shutdown.clone()),
     );
     let _ = service.stop().await;
     Ok(())
@@ -544,8 +560,14 @@ impl Rooms {
                     Duration::from_secs(15),
                 )
                 .await;
-            if let Err(e) = stopped {
-                tracing::warn!(session = %session.id, pi = %session.pi_id, error = %e, "The Pi did not confirm the client stopped.");
+            // An answer, even a refusal (no such client), is the Pi's word.
+            if let Err(e) = stopped.as_ref().map_err(|e| (e.remote_code(), e))
+                && e.0.is_none()
+            {
+                tracing::warn!(session = %session.id, pi = %session.pi_id, error = %e.1, "The Pi did not confirm the client stopped; the sweep asks again.");
+                if let Ok(mut u) = self.unstopped.lock() {
+                    u.insert(session.id.clone(), session.pi_id.clone());
+                }
             }
         }
         let session = self.finish(&session, SessionState::Ended, reason).await?;
@@ -624,6 +646,33 @@ impl Rooms {
         }
     }
 
+    /// Asks again the Pis that did not confirm an ended session's client
+    /// stopped (the link was down): a client left running would hold the
+    /// Pi's mpv and its place for a session that is over.
+    async fn stop_leftovers(&self) {
+        let leftovers: Vec<(String, String)> = self
+            .unstopped
+            .lock()
+            .map(|u| u.iter().map(|(s, p)| (s.clone(), p.clone())).collect())
+            .unwrap_or_default();
+        for (sid, pi) in leftovers {
+            let stop = StopClientRequest {
+                session_id: sid.clone(),
+                reason: "the session ended while the Pi was unreachable".into(),
+            };
+            let stopped: Result<StopClientReply, bus::Error> = self
+                .bus
+                .request_with_timeout(subjects::pi_stop(&pi), &stop, Duration::from_secs(2))
+                .await;
+            if stopped.is_ok() || stopped.as_ref().is_err_and(|e| e.remote_code().is_some()) {
+                tracing::info!(session = %sid, %pi, "The Pi is back; the ended session's client was stopped.");
+                if let Ok(mut u) = self.unstopped.lock() {
+                    u.remove(&sid);
+                }
+            }
+        }
+    }
+
     async fn sweep_once(&self) -> Result<(), Reject> {
         let now = now_ms();
         // Read once; sessions ended here are replaced by their new state.
@@ -659,6 +708,7 @@ impl Rooms {
                 }
             }
         }
+        self.stop_leftovers().await;
         self.cleanup_sessions(&sessions, self.config.retention_s)
             .await?;
         if let Some(daily) = &self.daily {

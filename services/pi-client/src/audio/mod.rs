@@ -159,6 +159,9 @@ pub async fn run(
         }
     }
     stop_live.cancel();
+    // An utterance said just before the end still reaches the hub (bounded:
+    // the link may be down for good).
+    ears.settle(Duration::from_secs(2)).await;
 }
 
 /// The simulated microphone: a WAV visitor plus the TV's own sound.

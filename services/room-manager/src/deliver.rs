@@ -1,0 +1,254 @@
+//! Play commands to the Pis, kept until taken. A service publishes a play
+//! command into the events stream (`cinema.pi.{pi}.session.{sid}.play`,
+//! with its command id as message id: published twice, stored once).
+//! room-manager reads them with a durable consumer and hands each to its Pi
+//! as a request (`…deliver`), tried again until the Pi answers that it has
+//! it. A command that cannot be handed over before its bound
+//! (`play_expiry_ms` after it was made), whose session ended, or that a
+//! later command of the same session overtook, is reported as a playback
+//! that expired, with the reason: never lost in silence. The Pi plays each
+//! command id once, however often it is handed over.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bus::async_nats::jetstream::Message;
+use bus::async_nats::jetstream::consumer::pull::Stream;
+use bus::subjects::{self, SessionEvent};
+use bus::{Bus, names};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use wire::now_ms;
+use wire::v1::{PlayCommand, PlayDelivered, PlayDelivery, PlaybackEvent, PlaybackState};
+
+use crate::{Rooms, is_live};
+
+/// How long one hand-over waits for the Pi's answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+/// The longest pause between two tries.
+const MOST_BETWEEN: Duration = Duration::from_secs(1);
+
+/// The newest play command per session, as read: its stream sequence and
+/// command id (the same command published twice is not a later one).
+type Newest = Arc<Mutex<HashMap<String, (u64, String)>>>;
+
+/// The play commands, as room-manager's durable consumer reads them.
+pub(crate) async fn consume(rooms: &Rooms) -> Result<Stream, bus::Error> {
+    let expiry = Duration::from_millis(rooms.config.play_expiry_ms);
+    let consumer = rooms
+        .bus
+        .durable_consumer(
+            names::EVENTS_STREAM,
+            names::PLAYS_CONSUMER,
+            vec![SessionEvent::Play.wildcard()],
+            // Taken back only if this replica died holding it.
+            expiry + Duration::from_secs(30),
+            -1,
+        )
+        .await?;
+    consumer
+        .messages()
+        .await
+        .map_err(|e| bus::Error::nats("consume", e))
+}
+
+/// Hands each play command to its Pi until shutdown.
+pub(crate) async fn run(rooms: Rooms, mut messages: Stream, shutdown: CancellationToken) {
+    let expiry = Duration::from_millis(rooms.config.play_expiry_ms);
+    let newest: Newest = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => break,
+            m = messages.next() => match m {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => { tracing::warn!(error = %e, "The play commands' stream was interrupted."); continue; }
+                None => break,
+            },
+        };
+        let Some((Some(pi), sid, SessionEvent::Play)) = subjects::parse_session_from(&msg.subject)
+        else {
+            let _ = msg.ack().await;
+            continue;
+        };
+        let (pi, sid) = (pi.to_string(), sid.to_string());
+        // A browser session's page hears its commands itself (the gateway).
+        if pi == subjects::BROWSER {
+            let _ = msg.ack().await;
+            continue;
+        }
+        let cmd = match bus::decode::<PlayCommand>(msg.headers.as_ref(), &msg.payload) {
+            Ok(c) if c.session_id == sid => c,
+            Ok(c) => {
+                let why = format!("a play command for session {} on {}", c.session_id, msg.subject);
+                tracing::warn!(%why, "Refused a play command.");
+                let _ = msg.ack_with(bus::async_nats::jetstream::AckKind::Term).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(subject = %msg.subject, error = %e, "Refused a malformed play command.");
+                let _ = msg.ack_with(bus::async_nats::jetstream::AckKind::Term).await;
+                continue;
+            }
+        };
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        {
+            let mut n = newest.lock().unwrap_or_else(|p| p.into_inner());
+            let e = n.entry(sid.clone()).or_default();
+            if seq >= e.0 {
+                *e = (seq, cmd.command_id.clone());
+            }
+        }
+        tasks.spawn(hand_over(
+            rooms.clone(),
+            newest.clone(),
+            msg,
+            Delivery {
+                pi,
+                sid,
+                seq,
+                cmd,
+                expiry,
+            },
+            shutdown.clone(),
+        ));
+        while tasks.try_join_next().is_some() {}
+    }
+    // Unfinished hand-overs go back to the stream (not acknowledged).
+    tasks.shutdown().await;
+}
+
+struct Delivery {
+    pi: String,
+    sid: String,
+    seq: u64,
+    cmd: PlayCommand,
+    expiry: Duration,
+}
+
+/// Why a command was not handed over.
+enum Outcome {
+    Taken,
+    Expired(String),
+}
+
+async fn hand_over(
+    rooms: Rooms,
+    newest: Newest,
+    msg: Message,
+    d: Delivery,
+    shutdown: CancellationToken,
+) {
+    let made_ms = if d.cmd.at_ms > 0 {
+        d.cmd.at_ms
+    } else {
+        msg.info()
+            .map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64)
+            .unwrap_or_else(|_| now_ms())
+    };
+    let bound_ms = made_ms.saturating_add(d.expiry.as_millis() as i64);
+    let subject = subjects::pi_delivery(&d.pi, &d.sid);
+    let delivery = PlayDelivery {
+        command: Some(d.cmd.clone()),
+        expires_at_ms: bound_ms,
+    };
+    let mut pause = Duration::from_millis(100);
+    let mut tries = 0u32;
+    let outcome = loop {
+        let overtaken = newest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&d.sid)
+            .is_some_and(|(seq, command)| *seq > d.seq && *command != d.cmd.command_id);
+        if overtaken {
+            break Outcome::Expired("a later play command for the session came first".into());
+        }
+        match rooms.load(&d.sid).await {
+            Ok((s, _)) if !is_live(s.state()) => {
+                break Outcome::Expired("the session ended before the Pi took it".into());
+            }
+            Err(e) if e.code == 404 => {
+                break Outcome::Expired("the session ended before the Pi took it".into());
+            }
+            _ => {}
+        }
+        tries += 1;
+        let answer = rooms
+            .bus
+            .request_with_timeout::<PlayDelivery, PlayDelivered>(
+                subject.clone(),
+                &delivery,
+                ANSWER_WITHIN,
+            )
+            .await;
+        match answer {
+            Ok(a) if a.expired => {
+                break Outcome::Expired(format!(
+                    "the Pi {} took it after its bound ({} s)",
+                    d.pi,
+                    d.expiry.as_secs_f64()
+                ));
+            }
+            Ok(a) => {
+                if tries > 1 || a.duplicate {
+                    tracing::info!(pi = %d.pi, session = %d.sid, command = %d.cmd.command_id, tries, duplicate = a.duplicate, "The Pi took a play command.");
+                }
+                break Outcome::Taken;
+            }
+            Err(e) => {
+                if now_ms() >= bound_ms {
+                    break Outcome::Expired(format!(
+                        "the Pi {} did not take it within {} s ({e})",
+                        d.pi,
+                        d.expiry.as_secs_f64()
+                    ));
+                }
+                if tries == 1 {
+                    tracing::warn!(pi = %d.pi, session = %d.sid, command = %d.cmd.command_id, error = %e, "The Pi did not take a play command; trying again.");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(MOST_BETWEEN);
+            }
+        }
+    };
+    if let Outcome::Expired(why) = outcome {
+        tracing::warn!(pi = %d.pi, session = %d.sid, command = %d.cmd.command_id, %why, "A play command expired.");
+        let ev = PlaybackEvent {
+            session_id: d.sid.clone(),
+            command_id: d.cmd.command_id.clone(),
+            clip_id: d.cmd.clip_id.clone(),
+            state: PlaybackState::Expired as i32,
+            error: why,
+            at_ms: now_ms(),
+            ..Default::default()
+        };
+        let id = format!(
+            "playback-{}-{}",
+            d.cmd.command_id,
+            PlaybackState::Expired.as_str_name()
+        );
+        if let Err(e) = rooms
+            .bus
+            .publish_durable(
+                subjects::pi_session(&d.pi, &d.sid, SessionEvent::Playback),
+                &ev,
+                &id,
+            )
+            .await
+        {
+            // Not acknowledged: it comes back and is reported then.
+            tracing::warn!(error = %e, "Cannot report an expired play command.");
+            return;
+        }
+    }
+    let _ = msg.double_ack().await;
+    // Forget the session once its newest command is done.
+    let mut n = newest.lock().unwrap_or_else(|p| p.into_inner());
+    if n.get(&d.sid).is_some_and(|(seq, _)| *seq == d.seq) {
+        n.remove(&d.sid);
+    }
+}
