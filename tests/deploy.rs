@@ -458,9 +458,17 @@ fn the_pi_install_script_lays_out_a_pi() {
         "--mpv-args",
         "--hwdec=auto-safe --audio-device=alsa/hdmi:CARD=vc4hdmi0",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = with(&[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let local = std::fs::read_to_string(d.join("etc/cinema/pi.local.env")).unwrap();
     for line in [
         "CINEMA_PI_AUDIO_INPUT=alsa:hw:1,0",

@@ -174,9 +174,21 @@ async fn main() {
         s.sort_by(f64::total_cmp);
         tests::percentile(&s, 50.0)
     };
-    report("clip start, play command → started (mpv 0.40, Debian 13)", trixie.clone());
-    report("clip start, play command → started (mpv 0.35, Debian 12)", bookworm.clone());
-    println!("ratio mpv 0.35 / 0.40: p50 {:.2}x", p50(&bookworm) / p50(&trixie));
-    report("a 5 s cut restored → the answer started on the Pi", after_cut);
+    report(
+        "clip start, play command → started (mpv 0.40, Debian 13)",
+        trixie.clone(),
+    );
+    report(
+        "clip start, play command → started (mpv 0.35, Debian 12)",
+        bookworm.clone(),
+    );
+    println!(
+        "ratio mpv 0.35 / 0.40: p50 {:.2}x",
+        p50(&bookworm) / p50(&trixie)
+    );
+    report(
+        "a 5 s cut restored → the answer started on the Pi",
+        after_cut,
+    );
     println!("a 60 s cut restored → a new session's greeting finished: {back_s:.1} s");
 }

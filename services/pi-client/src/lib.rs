@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::{
-    GetClipReply, GetClipRequest, JoinRequest, PlayCommand, PlayDelivered, PlayDelivery, PlaybackEvent,
-    PlaybackState, SessionReply, SetAudioInput,
+    GetClipReply, GetClipRequest, JoinRequest, PlayCommand, PlayDelivered, PlayDelivery,
+    PlaybackEvent, PlaybackState, SessionReply, SetAudioInput,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +157,21 @@ struct Current {
     started: bool,
     /// When the clip fails if it has not started (or, once started, ended).
     deadline: tokio::time::Instant,
+    /// Its playlist entry in mpv (`None`: mpv did not say), and whether mpv
+    /// has begun loading it: until then a playback-restart or end-file
+    /// read from the socket belongs to an earlier clip.
+    entry: Option<i64>,
+    loading: bool,
+}
+
+impl Current {
+    /// Whether an event of playlist entry `entry` is this clip's.
+    fn owns(&self, entry: Option<i64>) -> bool {
+        match (self.entry, entry) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => true,
+        }
+    }
 }
 
 pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
@@ -336,8 +351,13 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                     }
                 };
                 match ev {
+                    mpv::Event::StartFile { entry } => {
+                        if let Some(c) = current.as_mut().filter(|c| c.owns(entry)) {
+                            c.loading = true;
+                        }
+                    }
                     mpv::Event::PlaybackRestart => {
-                        if let Some(c) = current.as_mut().filter(|c| !c.started) {
+                        if let Some(c) = current.as_mut().filter(|c| !c.started && c.loading) {
                             c.started = true;
                             c.deadline = tokio::time::Instant::now()
                                 + Duration::from_secs_f64((c.end_s - c.start_s).clamp(0.0, 86_400.0))
@@ -355,7 +375,11 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                             }
                         }
                     }
-                    mpv::Event::EndFile { reason, error } => {
+                    mpv::Event::EndFile { reason, error, entry } => {
+                        // An earlier clip's end, read late: not this one's.
+                        if !current.as_ref().is_some_and(|c| c.owns(entry)) {
+                            continue;
+                        }
                         let state = match reason.as_str() {
                             "eof" => PlaybackState::Finished,
                             "error" => PlaybackState::Failed,
@@ -491,12 +515,14 @@ async fn play(
                 end_s: 0.0,
                 started: false,
                 deadline: tokio::time::Instant::now(),
+                entry: None,
+                loading: false,
             };
             report(reports, &failed, PlaybackState::Failed, &e.to_string());
             return None;
         }
     };
-    let cur = Current {
+    let mut cur = Current {
         pi: pi.to_string(),
         cmd,
         url: url.clone(),
@@ -505,10 +531,19 @@ async fn play(
         started: false,
         deadline: tokio::time::Instant::now()
             + Duration::from_millis(config.start_timeout_ms.into()),
+        entry: None,
+        loading: false,
     };
-    if let Err(e) = player.play(&url, clip.start_s, clip.end_s).await {
-        report(reports, &cur, PlaybackState::Failed, &e.to_string());
-        return None;
+    match player.play(&url, clip.start_s, clip.end_s).await {
+        Ok(entry) => {
+            cur.entry = entry;
+            // Without an entry id nothing tells files apart: as before.
+            cur.loading = entry.is_none();
+        }
+        Err(e) => {
+            report(reports, &cur, PlaybackState::Failed, &e.to_string());
+            return None;
+        }
     }
     tracing::info!(clip = %clip.id, start = clip.start_s, end = clip.end_s, "Playing.");
     Some(cur)

@@ -41,12 +41,17 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
 /// What the player reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Playback (re)started after a load or a seek.
+    /// A file began loading: its playlist entry (mpv 0.33+ says which).
+    StartFile { entry: Option<i64> },
+    /// Playback (re)started after a load or a seek (of the file that
+    /// started last).
     PlaybackRestart,
-    /// A file ended: `eof`, `stop`, `quit`, `error` or `redirect`.
+    /// A file ended: `eof`, `stop`, `quit`, `error` or `redirect`; its
+    /// playlist entry when mpv says.
     EndFile {
         reason: String,
         error: Option<String>,
+        entry: Option<i64>,
     },
 }
 
@@ -217,13 +222,20 @@ impl Mpv {
     /// The per-file options are the third argument up to mpv 0.37 and the
     /// fourth from 0.38 (an index comes before them); the form follows the
     /// version mpv reported, and the other is tried if mpv refuses it.
-    pub async fn play(&mut self, url: &str, start_s: f64, end_s: f64) -> Result<(), Error> {
+    /// Returns the new file's playlist entry (mpv 0.33+), which its events
+    /// name: an event of an earlier file, read late, is then told apart.
+    pub async fn play(
+        &mut self,
+        url: &str,
+        start_s: f64,
+        end_s: f64,
+    ) -> Result<Option<i64>, Error> {
         let options = format!("start={start_s:.3},end={end_s:.3}");
         let forms = loadfile_forms(self.version, url, &options);
         let mut refused = None;
         for form in forms {
             match self.command(form).await {
-                Ok(_) => return Ok(()),
+                Ok(data) => return Ok(data.get("playlist_entry_id").and_then(Value::as_i64)),
                 Err(e @ Error::Refused { .. }) => refused = Some(e),
                 Err(e) => return Err(e),
             }
@@ -308,7 +320,11 @@ pub fn parse_event(line: &str) -> Option<Event> {
     let v: Value = serde_json::from_str(line).ok()?;
     match v.get("event")?.as_str()? {
         "playback-restart" => Some(Event::PlaybackRestart),
+        "start-file" => Some(Event::StartFile {
+            entry: v.get("playlist_entry_id").and_then(Value::as_i64),
+        }),
         "end-file" => Some(Event::EndFile {
+            entry: v.get("playlist_entry_id").and_then(Value::as_i64),
             reason: v
                 .get("reason")
                 .and_then(Value::as_str)
@@ -337,8 +353,21 @@ mod tests {
             parse_event(r#"{"event":"end-file","reason":"error","file_error":"loading failed"}"#),
             Some(Event::EndFile {
                 reason: "error".into(),
-                error: Some("loading failed".into())
+                error: Some("loading failed".into()),
+                entry: None,
             })
+        );
+        assert_eq!(
+            parse_event(r#"{"event":"end-file","reason":"eof","playlist_entry_id":3}"#),
+            Some(Event::EndFile {
+                reason: "eof".into(),
+                error: None,
+                entry: Some(3),
+            })
+        );
+        assert_eq!(
+            parse_event(r#"{"event":"start-file","playlist_entry_id":4}"#),
+            Some(Event::StartFile { entry: Some(4) })
         );
         assert_eq!(parse_event(r#"{"request_id":0,"error":"success"}"#), None);
         assert_eq!(parse_event("not json"), None);

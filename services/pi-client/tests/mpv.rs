@@ -49,7 +49,9 @@ async fn a_clip_plays_its_range_in_either_loadfile_form() {
     // form is refused there and the other one plays.
     for version in [reported, Some((0, 35)), Some((0, 40))] {
         mpv.set_version(version);
-        mpv.play(&url, 1.0, 1.6).await.unwrap();
+        let entry = mpv.play(&url, 1.0, 1.6).await.unwrap();
+        assert!(entry.is_some(), "mpv did not name the playlist entry");
+        next(&mut events, |e| *e == Event::StartFile { entry }).await;
         next(&mut events, |e| *e == Event::PlaybackRestart).await;
         let start = mpv
             .command(json!(["get_property", "time-pos"]))
@@ -61,7 +63,8 @@ async fn a_clip_plays_its_range_in_either_loadfile_form() {
             end,
             Event::EndFile {
                 reason: "eof".into(),
-                error: None
+                error: None,
+                entry,
             },
             "{version:?}"
         );

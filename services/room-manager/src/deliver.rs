@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bus::async_nats::jetstream::Message;
 use bus::async_nats::jetstream::consumer::pull::Stream;
+use bus::names;
 use bus::subjects::{self, SessionEvent};
-use bus::{Bus, names};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
@@ -81,14 +81,21 @@ pub(crate) async fn run(rooms: Rooms, mut messages: Stream, shutdown: Cancellati
         let cmd = match bus::decode::<PlayCommand>(msg.headers.as_ref(), &msg.payload) {
             Ok(c) if c.session_id == sid => c,
             Ok(c) => {
-                let why = format!("a play command for session {} on {}", c.session_id, msg.subject);
+                let why = format!(
+                    "a play command for session {} on {}",
+                    c.session_id, msg.subject
+                );
                 tracing::warn!(%why, "Refused a play command.");
-                let _ = msg.ack_with(bus::async_nats::jetstream::AckKind::Term).await;
+                let _ = msg
+                    .ack_with(bus::async_nats::jetstream::AckKind::Term)
+                    .await;
                 continue;
             }
             Err(e) => {
                 tracing::warn!(subject = %msg.subject, error = %e, "Refused a malformed play command.");
-                let _ = msg.ack_with(bus::async_nats::jetstream::AckKind::Term).await;
+                let _ = msg
+                    .ack_with(bus::async_nats::jetstream::AckKind::Term)
+                    .await;
                 continue;
             }
         };

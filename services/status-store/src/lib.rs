@@ -267,17 +267,15 @@ impl Change {
                 }
                 _ => {}
             },
-            Change::Playback(p) => {
-                match p.state() {
-                    PlaybackState::Failed => {
-                        rec.last_error = format!("clip {} failed to play: {}", p.clip_id, p.error);
-                    }
-                    PlaybackState::Expired => {
-                        rec.last_error = format!("clip {} was never played: {}", p.clip_id, p.error);
-                    }
-                    _ => {}
+            Change::Playback(p) => match p.state() {
+                PlaybackState::Failed => {
+                    rec.last_error = format!("clip {} failed to play: {}", p.clip_id, p.error);
                 }
-            }
+                PlaybackState::Expired => {
+                    rec.last_error = format!("clip {} was never played: {}", p.clip_id, p.error);
+                }
+                _ => {}
+            },
             Change::Client(c) => rec.last_error = format!("Pi {}: {}", c.pi_id, c.detail),
             Change::Ended(e) => {
                 rec.status = SessionState::try_from(e.state)
