@@ -204,7 +204,7 @@ fn the_compose_file_is_valid() {
         // Up to the next service (two spaces, then its name).
         let block: String = block
             .lines()
-            .take_while(|l| !(l.starts_with("  ") && !l.starts_with("   ")))
+            .take_while(|l| !l.starts_with("  ") || l.starts_with("   "))
             .collect::<Vec<_>>()
             .join("\n");
         assert!(
