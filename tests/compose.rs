@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tests::hub::{ANSWER, Hub, LINE, PI, READY, container_pid, played};
-use wire::v1::{PlayCommand, PlaybackEvent, PlaybackState};
+use tests::hub::{ANSWER, Hub, LINE, PI, READY, container_pid, play_command, playback_of, played};
+use wire::v1::{PlaybackEvent, PlaybackState};
 
 /// The (major, minor) version of the demo Pi host's mpv.
 fn mpv_version(hub: &Hub) -> (u32, u32) {
@@ -382,47 +382,6 @@ async fn bad_configuration_is_said_in_one_line_and_health_names_the_service() {
     );
 }
 
-/// Waits for a play command of `sid` that is not a greeting.
-async fn answer_to(plays: &mut bus::async_nats::Subscriber, sid: &str, hub: &Hub) -> PlayCommand {
-    use futures::StreamExt;
-    let found = tokio::time::timeout(Duration::from_secs(90), async {
-        while let Some(m) = plays.next().await {
-            let p: PlayCommand = bus::decode_message(&m).unwrap();
-            if p.session_id == sid && !p.greeting {
-                return Some(p);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten();
-    found.unwrap_or_else(|| panic!("no answer was published\n{}", hub.logs()))
-}
-
-/// The next playback event of `command_id`.
-async fn playback_of(
-    playback: &mut bus::async_nats::Subscriber,
-    command_id: &str,
-    within: Duration,
-    hub: &Hub,
-) -> PlaybackEvent {
-    use futures::StreamExt;
-    let found = tokio::time::timeout(within, async {
-        while let Some(m) = playback.next().await {
-            let e: PlaybackEvent = bus::decode_message(&m).unwrap();
-            if e.command_id == command_id {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten();
-    found.unwrap_or_else(|| panic!("no playback of {command_id}\n{}", hub.logs()))
-}
-
 /// The Pi host's network cut mid-session, for 5 s and for 60 s, then
 /// restored: a line said during the short cut is answered on the Pi when
 /// the link is back, once; one said during the long cut is reported expired
@@ -455,7 +414,7 @@ async fn the_pi_cut_off_for_5_s_and_for_60_s_loses_and_doubles_nothing() {
     hub.cut_pi();
     let cut = Instant::now();
     hub.say(&sid, LINE).await;
-    let answer = answer_to(&mut plays, &sid, &hub).await;
+    let answer = play_command(&mut plays, &sid, "the answer", |p| !p.greeting, &hub).await;
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(cut.elapsed())).await;
     hub.restore_pi();
     let restored = Instant::now();
@@ -484,7 +443,7 @@ async fn the_pi_cut_off_for_5_s_and_for_60_s_loses_and_doubles_nothing() {
     hub.cut_pi();
     let cut = Instant::now();
     hub.say(&sid, "Is this seat taken?").await;
-    let lost = answer_to(&mut plays, &sid, &hub).await;
+    let lost = play_command(&mut plays, &sid, "the lost answer", |p| !p.greeting, &hub).await;
     let expired = playback_of(
         &mut playback,
         &lost.command_id,

@@ -87,13 +87,21 @@ fn the_compose_file_is_valid() {
         "docker-compose",
         "apt-get install docker-compose (it validates offline; no engine needed)",
     );
-    let out = Command::new(compose)
-        .current_dir(root())
-        .args(["-f", "docker-compose.yml", "config", "-q"])
-        .env("CINEMA_API_TOKEN", "test-token")
-        .envs(compose_passwords())
-        .output()
-        .unwrap();
+    // `docker-compose ARGS` here, with the token and the passwords set,
+    // then `unset` removed and `set` given.
+    let run = |args: &[&str], unset: &[&str], set: &[(&str, &str)]| {
+        let mut cmd = Command::new(&compose);
+        cmd.current_dir(root())
+            .args(args)
+            .env("CINEMA_API_TOKEN", "test-token")
+            .envs(compose_passwords());
+        for key in unset {
+            cmd.env_remove(key);
+        }
+        cmd.envs(set.iter().copied());
+        cmd.output().unwrap()
+    };
+    let out = run(&["-f", "docker-compose.yml", "config", "-q"], &[], &[]);
     assert!(
         out.status.success(),
         "docker-compose config: {}",
@@ -101,9 +109,8 @@ fn the_compose_file_is_valid() {
     );
     // The GPU profile (stt built with CUDA) and the demo Pi host: the
     // configuration holds (building the CUDA image needs a GPU machine).
-    let out = Command::new("docker-compose")
-        .current_dir(root())
-        .args([
+    let out = run(
+        &[
             "-f",
             "docker-compose.yml",
             "--profile",
@@ -111,11 +118,10 @@ fn the_compose_file_is_valid() {
             "--profile",
             "demo-pi",
             "config",
-        ])
-        .env("CINEMA_API_TOKEN", "test-token")
-        .envs(compose_passwords())
-        .output()
-        .unwrap();
+        ],
+        &[],
+        &[],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -142,45 +148,39 @@ fn the_compose_file_is_valid() {
         .collect();
     assert!(empty.is_empty(), "{empty:?}");
     // The gateway is never exposed without a token.
-    let out = Command::new("docker-compose")
-        .current_dir(root())
-        .args(["-f", "docker-compose.yml", "config", "-q"])
-        .envs(compose_passwords())
-        .env_remove("CINEMA_API_TOKEN")
-        .output()
-        .unwrap();
+    let out = run(
+        &["-f", "docker-compose.yml", "config", "-q"],
+        &["CINEMA_API_TOKEN"],
+        &[],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CINEMA_API_TOKEN"));
     // Nor NATS without its passwords.
-    let out = Command::new("docker-compose")
-        .current_dir(root())
-        .args(["-f", "docker-compose.yml", "config", "-q"])
-        .env("CINEMA_API_TOKEN", "test-token")
-        .envs(compose_passwords())
-        .env_remove("CINEMA_NATS_SERVICES_PASSWORD")
-        .output()
-        .unwrap();
+    let out = run(
+        &["-f", "docker-compose.yml", "config", "-q"],
+        &["CINEMA_NATS_SERVICES_PASSWORD"],
+        &[],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NATS passwords"));
     // The three-node cluster: every service given the three URLs and three
     // replicas; it needs the route password.
     let cluster = |password: Option<&str>| {
-        let mut cmd = Command::new("docker-compose");
-        cmd.current_dir(root())
-            .args([
+        let set: Vec<(&str, &str)> = password
+            .map(|p| ("CINEMA_NATS_CLUSTER_PASSWORD", p))
+            .into_iter()
+            .collect();
+        run(
+            &[
                 "-f",
                 "docker-compose.yml",
                 "-f",
                 "docker-compose.cluster.yml",
                 "config",
-            ])
-            .env("CINEMA_API_TOKEN", "test-token")
-            .envs(compose_passwords())
-            .env_remove("CINEMA_NATS_CLUSTER_PASSWORD");
-        if let Some(p) = password {
-            cmd.env("CINEMA_NATS_CLUSTER_PASSWORD", p);
-        }
-        cmd.output().unwrap()
+            ],
+            &["CINEMA_NATS_CLUSTER_PASSWORD"],
+            &set,
+        )
     };
     let out = cluster(Some("route"));
     let text = String::from_utf8_lossy(&out.stdout);

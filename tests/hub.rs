@@ -370,11 +370,9 @@ impl Drop for Hub {
     }
 }
 
-/// Waits for a play command of `sid` that `keep` accepts, then for the
-/// Pi's report that it finished playing.
-pub async fn played(
+/// The next play command of `sid` that `keep` accepts (within 90 s).
+pub async fn play_command(
     plays: &mut bus::async_nats::Subscriber,
-    playback: &mut bus::async_nats::Subscriber,
     sid: &str,
     what: &str,
     keep: impl Fn(&PlayCommand) -> bool,
@@ -392,25 +390,55 @@ pub async fn played(
     .await
     .ok()
     .flatten();
-    let play = found.unwrap_or_else(|| panic!("no play command for {what}\n{}", hub.logs()));
-    let finished = tokio::time::timeout(Duration::from_secs(60), async {
+    found.unwrap_or_else(|| panic!("no play command for {what}\n{}", hub.logs()))
+}
+
+/// The next playback event of `command_id` (within `within`).
+pub async fn playback_of(
+    playback: &mut bus::async_nats::Subscriber,
+    command_id: &str,
+    within: Duration,
+    hub: &Hub,
+) -> PlaybackEvent {
+    let found = tokio::time::timeout(within, async {
         while let Some(m) = playback.next().await {
             let e: PlaybackEvent = bus::decode_message(&m).unwrap();
-            if e.command_id == play.command_id {
-                match e.state() {
-                    PlaybackState::Finished => return Ok(()),
-                    PlaybackState::Started => {}
-                    other => return Err(format!("{other:?}: {}", e.error)),
-                }
+            if e.command_id == command_id {
+                return Some(e);
             }
         }
-        Err("the stream ended".into())
+        None
     })
-    .await;
-    match finished {
-        Ok(Ok(())) => play,
-        Ok(Err(e)) => panic!("{what} did not play on the Pi: {e}\n{}", hub.logs()),
-        Err(_) => panic!("{what} never finished on the Pi\n{}", hub.logs()),
+    .await
+    .ok()
+    .flatten();
+    found.unwrap_or_else(|| panic!("no playback of {command_id}\n{}", hub.logs()))
+}
+
+/// Waits for a play command of `sid` that `keep` accepts, then for the
+/// Pi's report that it finished playing.
+pub async fn played(
+    plays: &mut bus::async_nats::Subscriber,
+    playback: &mut bus::async_nats::Subscriber,
+    sid: &str,
+    what: &str,
+    keep: impl Fn(&PlayCommand) -> bool,
+    hub: &Hub,
+) -> PlayCommand {
+    let play = play_command(plays, sid, what, keep, hub).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let e = playback_of(playback, &play.command_id, left, hub).await;
+        match e.state() {
+            PlaybackState::Finished => return play,
+            PlaybackState::Started => {}
+            other => panic!(
+                "{what} did not play on the Pi: {other:?}: {}\n{}",
+                e.error,
+                hub.logs()
+            ),
+        }
     }
 }
 

@@ -13,10 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use tests::hub::{Hub, LINE, READY};
+use tests::hub::{Hub, LINE, READY, play_command, playback_of};
 use tests::report;
-use wire::v1::{PlayCommand, PlaybackEvent, PlaybackState};
+use wire::v1::{PlaybackEvent, PlaybackState};
 
 /// RSS in MiB of each program in the Pi host (by its command name).
 fn pi_memory(hub: &Hub) -> Vec<(String, f64)> {
@@ -38,41 +37,22 @@ fn pi_memory(hub: &Hub) -> Vec<(String, f64)> {
     by_name.into_iter().collect()
 }
 
-/// The next play command of `sid` that is not a greeting.
-async fn answer(plays: &mut bus::async_nats::Subscriber, sid: &str) -> PlayCommand {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(m) = plays.next().await {
-            let p: PlayCommand = bus::decode_message(&m).unwrap();
-            if p.session_id == sid && !p.greeting {
-                return p;
-            }
-        }
-        panic!("the plays ended")
-    })
-    .await
-    .expect("no answer within 60 s")
-}
-
-/// The playback event of `command` in `state`.
+/// The playback event of `command` in `state`; any other end is a failure.
 async fn playback(
+    hub: &Hub,
     events: &mut bus::async_nats::Subscriber,
     command: &str,
     state: PlaybackState,
 ) -> PlaybackEvent {
-    tokio::time::timeout(Duration::from_secs(90), async {
-        while let Some(m) = events.next().await {
-            let e: PlaybackEvent = bus::decode_message(&m).unwrap();
-            if e.command_id == command && e.state() == state {
-                return e;
-            }
-            if e.command_id == command && e.state() != PlaybackState::Started {
-                panic!("{command}: {:?} {}", e.state(), e.error);
-            }
+    loop {
+        let e = playback_of(events, command, Duration::from_secs(90), hub).await;
+        if e.state() == state {
+            return e;
         }
-        panic!("the playback events ended")
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {state:?} of {command} within 90 s"))
+        if e.state() != PlaybackState::Started {
+            panic!("{command}: {:?} {}", e.state(), e.error);
+        }
+    }
 }
 
 /// `n` lines in `sid`: each answer's play command made → started on the
@@ -82,10 +62,10 @@ async fn clip_starts(hub: &Hub, bus: &bus::Bus, sid: &str, n: usize) -> Vec<f64>
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         hub.say(sid, LINE).await;
-        let p = answer(&mut plays, sid).await;
-        let started = playback(&mut events, &p.command_id, PlaybackState::Started).await;
+        let p = play_command(&mut plays, sid, "an answer", |p| !p.greeting, hub).await;
+        let started = playback(hub, &mut events, &p.command_id, PlaybackState::Started).await;
         out.push((started.at_ms - p.at_ms) as f64);
-        playback(&mut events, &p.command_id, PlaybackState::Finished).await;
+        playback(hub, &mut events, &p.command_id, PlaybackState::Finished).await;
     }
     out
 }
@@ -93,18 +73,14 @@ async fn clip_starts(hub: &Hub, bus: &bus::Bus, sid: &str, n: usize) -> Vec<f64>
 async fn greeted(hub: &Hub, bus: &bus::Bus) -> String {
     let (mut plays, mut events) = hub.watch_plays(bus).await;
     let sid = hub.connect().await;
-    let greeting = tokio::time::timeout(Duration::from_secs(90), async {
-        while let Some(m) = plays.next().await {
-            let p: PlayCommand = bus::decode_message(&m).unwrap();
-            if p.session_id == sid && p.greeting {
-                return p;
-            }
-        }
-        panic!("the plays ended")
-    })
-    .await
-    .expect("no greeting");
-    playback(&mut events, &greeting.command_id, PlaybackState::Finished).await;
+    let greeting = play_command(&mut plays, &sid, "the greeting", |p| p.greeting, hub).await;
+    playback(
+        hub,
+        &mut events,
+        &greeting.command_id,
+        PlaybackState::Finished,
+    )
+    .await;
     sid
 }
 
@@ -129,13 +105,13 @@ async fn main() {
         hub.cut_pi();
         let cut = Instant::now();
         hub.say(&sid, LINE).await;
-        let p = answer(&mut plays, &sid).await;
+        let p = play_command(&mut plays, &sid, "an answer", |p| !p.greeting, &hub).await;
         tokio::time::sleep(Duration::from_secs(5).saturating_sub(cut.elapsed())).await;
         hub.restore_pi();
         let back = Instant::now();
-        playback(&mut events, &p.command_id, PlaybackState::Started).await;
+        playback(&hub, &mut events, &p.command_id, PlaybackState::Started).await;
         after_cut.push(back.elapsed().as_secs_f64() * 1000.0);
-        playback(&mut events, &p.command_id, PlaybackState::Finished).await;
+        playback(&hub, &mut events, &p.command_id, PlaybackState::Finished).await;
     }
 
     // Back in a conversation after a 60 s cut (the session ends meanwhile):

@@ -544,6 +544,26 @@ impl Bus {
     }
 }
 
+/// The next message a durable consumer's stream brings, or `None` at
+/// shutdown or when the stream ends. An interruption (a missed heartbeat,
+/// a reconnect) is logged, naming `what` the stream carries, and waited out.
+pub async fn next_or_shutdown(
+    messages: &mut consumer::pull::Stream,
+    shutdown: &tokio_util::sync::CancellationToken,
+    what: &str,
+) -> Option<jetstream::Message> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            m = futures::StreamExt::next(messages) => match m {
+                Some(Ok(m)) => return Some(m),
+                Some(Err(e)) => tracing::warn!(error = %e, "The stream of {what} was interrupted."),
+                None => return None,
+            },
+        }
+    }
+}
+
 /// Reads a protobuf value from a KV entry, with its revision.
 pub async fn kv_get<M: prost::Message + Name + Default>(
     store: &kv::Store,

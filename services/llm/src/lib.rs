@@ -14,7 +14,6 @@ use bus::async_nats::jetstream::kv::Store;
 use bus::async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, kv_cas, kv_get, names};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -214,15 +213,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     );
     let sessions: Sessions = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let msg = tokio::select! {
-            () = shutdown.cancelled() => break,
-            m = messages.next() => match m {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => { tracing::warn!(error = %e, "Event stream interrupted."); continue; }
-                None => break,
-            },
-        };
+    while let Some(msg) = bus::next_or_shutdown(&mut messages, &shutdown, "session events").await {
         let queued_ms = msg
             .info()
             .map(|i| (time_now_ns() - i.published.unix_timestamp_nanos()).max(0) / 1_000_000)

@@ -17,7 +17,6 @@ use bus::async_nats::jetstream::Message;
 use bus::async_nats::jetstream::consumer::pull::Stream;
 use bus::names;
 use bus::subjects::{self, SessionEvent};
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
 use wire::v1::{PlayCommand, PlayDelivered, PlayDelivery, PlaybackEvent, PlaybackState};
@@ -58,15 +57,7 @@ pub(crate) async fn run(rooms: Rooms, mut messages: Stream, shutdown: Cancellati
     let expiry = Duration::from_millis(rooms.config.play_expiry_ms);
     let newest: Newest = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let msg = tokio::select! {
-            () = shutdown.cancelled() => break,
-            m = messages.next() => match m {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => { tracing::warn!(error = %e, "The play commands' stream was interrupted."); continue; }
-                None => break,
-            },
-        };
+    while let Some(msg) = bus::next_or_shutdown(&mut messages, &shutdown, "play commands").await {
         let Some((Some(pi), sid, SessionEvent::Play)) = subjects::parse_session_from(&msg.subject)
         else {
             let _ = msg.ack().await;

@@ -9,7 +9,6 @@ use bus::async_nats::jetstream::kv::Store;
 use bus::service::{self as svc, Reject};
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, kv_cas, kv_get, names};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
@@ -113,15 +112,7 @@ async fn consume(
             return;
         }
     };
-    loop {
-        let msg = tokio::select! {
-            () = shutdown.cancelled() => return,
-            m = messages.next() => match m {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => { tracing::warn!(error = %e, "Event stream interrupted."); continue; }
-                None => return,
-            },
-        };
+    while let Some(msg) = bus::next_or_shutdown(&mut messages, &shutdown, "session events").await {
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let ack = match subjects::parse_session(&msg.subject) {
             Some((sid, event)) => match apply(&store, sid, event, &msg, seq).await {
