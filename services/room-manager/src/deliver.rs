@@ -77,16 +77,12 @@ pub(crate) async fn run(rooms: Rooms, mut messages: Stream, shutdown: Cancellati
                     c.session_id, msg.subject
                 );
                 tracing::warn!(%why, "Refused a play command.");
-                let _ = msg
-                    .ack_with(bus::async_nats::jetstream::AckKind::Term)
-                    .await;
+                let _ = bus::term(rooms.bus.client(), &msg, &why).await;
                 continue;
             }
             Err(e) => {
                 tracing::warn!(subject = %msg.subject, error = %e, "Refused a malformed play command.");
-                let _ = msg
-                    .ack_with(bus::async_nats::jetstream::AckKind::Term)
-                    .await;
+                let _ = bus::term(rooms.bus.client(), &msg, &e.to_string()).await;
                 continue;
             }
         };
