@@ -6,21 +6,40 @@
 //! (`/api/events`, `/api/audio`), the Pis, the library, the services'
 //! health and `/metrics`; and a browser as a session's TV
 //! (`/api/sessions/{id}/talk`, a WebSocket: see [`talk`]).
+//!
+//! Modules, each depending only on those above it:
+//! - `error`, `metrics`, `relay`: the error answer, the counters, the bus →
+//!   SSE fan-out (no HTTP state);
+//! - `state`: what every handler shares;
+//! - `auth`: the token check;
+//! - one module per resource, each with its `router()`: `assets`,
+//!   `sessions`, `talk`, `events`, `pis`, `library`, `health`;
+//! - `router`: the whole API.
 
-mod api;
+mod error;
+mod metrics;
+pub mod relay;
+mod state;
+
+mod auth;
+
 mod assets;
 pub mod events;
+mod health;
 mod library;
-mod metrics;
 mod pis;
+mod sessions;
 pub mod talk;
+
+mod router;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use api::{AppState, app};
+pub use router::app;
+pub use state::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]

@@ -1,9 +1,10 @@
 //! The library: the same search the directors use, the films, one clip with
 //! the URL its film is served from (clip-selector's media over HTTP).
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use bus::subjects;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,7 +13,16 @@ use wire::v1::{
     SearchMode, SearchReply, SearchRequest,
 };
 
-use crate::api::{AppError, AppState};
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/clips/search", get(search))
+        .route("/api/clips/films", get(films))
+        .route("/api/clips/reload", post(reload))
+        .route("/api/clips/{id}", get(clip))
+}
 
 /// Longest search query accepted.
 pub const MAX_QUERY_CHARS: usize = 500;
@@ -32,7 +42,7 @@ pub struct SearchQuery {
 
 /// `GET /api/clips/search?q=…&mode=answer|description&limit=10&film=ID`:
 /// `{hits: [{clip, score}], library_size}`.
-pub async fn search(
+async fn search(
     State(st): State<AppState>,
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
@@ -85,7 +95,7 @@ pub async fn search(
 
 /// `GET /api/clips/films`: `{films: [{id, title, duration_s, clip_count,
 /// scene_count, subtitles}], clip_count, ingest: {…}}` (the latest ingest).
-pub async fn films(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
+async fn films(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
     let list: FilmList = st
         .bus
         .request(subjects::clips::FILMS.into(), &ListFilmsRequest {})
@@ -101,7 +111,7 @@ const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 /// once (`{"reloading": true}`); the progress is on `GET /api/clips/films`
 /// (`ingest.running`, `ingest.progress_done` of `ingest.progress_todo`).
 /// 503 when no clip-selector answers.
-pub async fn reload(State(st): State<AppState>) -> Result<(StatusCode, Json<Value>), AppError> {
+async fn reload(State(st): State<AppState>) -> Result<(StatusCode, Json<Value>), AppError> {
     // Asked first, so that a missing clip-selector is an answer, not silence.
     let _: FilmList = st
         .bus
@@ -132,10 +142,7 @@ pub async fn reload(State(st): State<AppState>) -> Result<(StatusCode, Json<Valu
 
 /// `GET /api/clips/{id}`: `{clip, media_url}`; the film plays from
 /// `media_url` (HTTP with Range), the clip is `#t=start_s,end_s` of it.
-pub async fn clip(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+async fn clip(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
     if id.is_empty() || id.len() > 256 {
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,

@@ -1,3 +1,5 @@
+//! The `dashboard-gateway` command: the library's `run` under `plumbing::main`.
+
 use clap::Parser;
 
 /// The operator's HTTP face: REST API, health

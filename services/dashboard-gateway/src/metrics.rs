@@ -1,20 +1,15 @@
-//! `GET /metrics` in the Prometheus text format: the gateway's own HTTP and
-//! SSE counters, the bus events it relayed, turn latencies from the
+//! The gateway's metrics, in the Prometheus text format (served at
+//! `GET /metrics` by `health`): its own HTTP and SSE counters, the bus events it relayed, turn latencies from the
 //! director's `latency` events, and every service instance's statistics
 //! gathered over the NATS services API at scrape time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-
-use crate::api::AppState;
 
 /// How long a scrape waits for the services' statistics.
 pub const STATS_WAIT: Duration = Duration::from_millis(300);
@@ -156,7 +151,7 @@ impl Metrics {
         SseClient(gauge)
     }
 
-    fn http(&self, route: &str, method: &str, status: StatusCode, took: Duration) {
+    pub(crate) fn http(&self, route: &str, method: &str, status: StatusCode, took: Duration) {
         self.http_requests
             .with_label_values(&[route, method, status.as_str()])
             .inc();
@@ -248,35 +243,4 @@ fn service_families(
         registry.register(m).expect("metric names are unique");
     }
     registry.gather()
-}
-
-/// Counts every routed request by its route pattern (`/api/sessions/{id}`,
-/// not the id), method and status.
-pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    st.metrics
-        .http(&route, &method, resp.status(), started.elapsed());
-    resp
-}
-
-/// `GET /metrics`.
-pub async fn metrics(State(st): State<AppState>) -> Response {
-    let services = bus::service::stats_all(st.bus.client(), STATS_WAIT)
-        .await
-        .unwrap_or_default();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        st.metrics.render(&services),
-    )
-        .into_response()
 }

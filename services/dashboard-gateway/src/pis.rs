@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use bus::subjects;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,7 +15,15 @@ use wire::v1::{
     AudioDevices, AudioDevicesRequest, FilmList, ListFilmsRequest, PiPresence, SetAudioInput,
 };
 
-use crate::api::{ApiJson, AppError, AppState};
+use crate::error::{ApiJson, AppError};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/pis", get(list))
+        .route("/api/pis/{pi}/devices", get(devices))
+        .route("/api/pis/{pi}/audio_input", post(set_audio_input))
+}
 
 /// How long a Pi's spawner may take to list its devices or store its input.
 const PI_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,7 +99,7 @@ fn pi_json(p: &PiPresence, stale_ms: i64, now_ms: i64, media: Option<&FilmList>)
 /// `GET /api/pis`: `{pis: [{pi_id, status, heartbeat_age_ms, sessions,
 /// audio_input, media_warning, …}]}`; `media_warning` says why a Pi cannot
 /// fetch films (null when it can, or when clip-selector does not answer).
-pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
+async fn list(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
     let stale_ms = st.config.pi_stale_s as i64 * 1000;
     let now = wire::now_ms();
     let media: Option<FilmList> = st
@@ -143,7 +152,7 @@ fn devices_json(d: &AudioDevices) -> Value {
 }
 
 /// `GET /api/pis/{pi}/devices`: `{pi_id, devices, audio_input, error}`.
-pub async fn devices(
+async fn devices(
     State(st): State<AppState>,
     Path(pi): Path<String>,
 ) -> Result<Json<Value>, AppError> {
@@ -167,7 +176,7 @@ pub struct AudioInputBody {
 
 /// `POST /api/pis/{pi}/audio_input` `{"audio_input": "alsa:default"}`: stored
 /// on the Pi; its running clients switch at once. Answers like `devices`.
-pub async fn set_audio_input(
+async fn set_audio_input(
     State(st): State<AppState>,
     Path(pi): Path<String>,
     ApiJson(body): ApiJson<AudioInputBody>,

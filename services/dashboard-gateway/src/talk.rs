@@ -28,10 +28,12 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use axum::routing::get;
 use bus::subjects::{self, SessionEvent};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -44,7 +46,8 @@ use wire::v1::{
     SessionEnded, SessionReply, SessionState,
 };
 
-use crate::api::{AppError, AppState, load_session};
+use crate::error::AppError;
+use crate::state::AppState;
 
 /// Largest audio frame accepted: one second of 16 kHz s16le.
 pub const MAX_FRAME_BYTES: usize = 32_000;
@@ -66,12 +69,16 @@ const MAX_SPEED: f64 = 2.0;
 /// ...after a burst of this many seconds (a network stall catching up).
 const BURST_S: f64 = 5.0;
 
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/sessions/{id}/talk", get(talk))
+}
+
 /// `GET /api/sessions/{id}/talk` (WebSocket): the page becomes the TV of a
 /// browser session. The token is checked by the auth middleware
 /// (`?token=` or `Authorization: Bearer`); the session must exist, be a
 /// browser session and be live. A page from another origin (cross-site
 /// WebSocket) is refused unless `cors_origins` allows it.
-pub async fn talk(
+async fn talk(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -94,7 +101,7 @@ pub async fn talk(
             ));
         }
     }
-    let session = load_session(&st, &id).await?;
+    let session = st.session(&id).await?;
     if !session.browser {
         return Err(AppError::new(
             StatusCode::CONFLICT,
@@ -124,24 +131,6 @@ pub async fn talk(
             serve(st.clone(), session, socket).await;
             st.metrics.talk_socket(-1);
         }))
-}
-
-/// One socket's claim on a session (see `AppState::take_over_talk`).
-#[derive(Clone)]
-pub struct Registration {
-    pub(crate) id: u64,
-    /// Cancelled when a newer page takes the session over.
-    pub(crate) stop: CancellationToken,
-}
-
-impl Registration {
-    pub(crate) fn new() -> Registration {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Registration {
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            stop: CancellationToken::new(),
-        }
-    }
 }
 
 /// Why a message from the page is refused: a close code and the reason.
@@ -643,7 +632,7 @@ async fn report(bus: &bus::Bus, sid: &str, c: &Current, state: PlaybackState, er
         error: error.chars().take(500).collect(),
         at_ms: now_ms(),
     };
-    let id = format!("playback-{}-{}", c.cmd.command_id, state.as_str_name());
+    let id = bus::ids::playback(&c.cmd.command_id, state);
     if let Err(e) = bus
         .publish_durable(
             subjects::pi_session(subjects::BROWSER, sid, SessionEvent::Playback),
