@@ -5,6 +5,7 @@
 //! [`names::TYPE_HEADER`] header so a reader can tell a wrong message from a
 //! corrupt one.
 
+pub mod ids;
 pub mod names;
 pub mod outbox;
 pub mod permissions;

@@ -23,8 +23,6 @@ pub const LLM_CONSUMER: &str = "llm";
 pub const STATUS_CONSUMER: &str = "status-store";
 /// Durable consumer shared by the stt workers.
 pub const STT_CONSUMER: &str = "stt";
-/// Durable consumer of room-manager (joined).
-pub const ROOM_MANAGER_CONSUMER: &str = "room-manager";
 /// Durable consumer of room-manager's play-command hand-over (every Pi's
 /// play commands, kept until the Pi takes them or they expire).
 pub const PLAYS_CONSUMER: &str = "room-manager-plays";

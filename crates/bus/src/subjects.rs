@@ -141,6 +141,9 @@ pub fn session_audio(session_id: &str) -> String {
 /// The audio frames of every session.
 pub const AUDIO_WILDCARD: &str = "cinema.pi.*.session.*.audio";
 
+/// Everything Cinema Chat says on the bus.
+pub const EVERYTHING: &str = "cinema.>";
+
 /// Everything said about every session: its events, commands, utterances
 /// and audio frames (the session's own subjects and its Pi's).
 pub const SESSION_WILDCARDS: [&str; 2] = ["cinema.session.>", "cinema.pi.*.session.>"];
@@ -183,6 +186,18 @@ pub fn parse_session_from(subject: &str) -> Option<(Option<&str>, &str, SessionE
     let (sid, token) = rest.split_once('.')?;
     let event = SessionEvent::from_token(token).filter(|e| !e.on_pi())?;
     (!sid.is_empty()).then_some((None, sid, event))
+}
+
+/// The session any subject of a session belongs to, whatever its last
+/// token (events, commands, deliveries, utterances, audio):
+/// `cinema.session.{sid}.…` or its Pi's `cinema.pi.{pi}.session.{sid}.…`.
+pub fn session_of(subject: &str) -> Option<&str> {
+    if let Some((_, sid, _)) = parse_pi_subject(subject) {
+        return Some(sid);
+    }
+    let rest = subject.strip_prefix("cinema.session.")?;
+    let (sid, last) = rest.split_once('.')?;
+    (!sid.is_empty() && !last.is_empty() && !last.contains('.')).then_some(sid)
 }
 
 /// Requests to room-manager.

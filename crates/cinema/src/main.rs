@@ -1,3 +1,6 @@
+//! The `cinema` command: the operator's tool (`up`, `library`, `tap`,
+//! `nats-accounts`, `ready`, …), one module a subcommand.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

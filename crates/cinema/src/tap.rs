@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 #[derive(clap::Args, Debug)]
 pub struct TapArgs {
     /// Subject to watch (NATS wildcards allowed).
-    #[arg(default_value = "cinema.>")]
+    #[arg(default_value = bus::subjects::EVERYTHING)]
     pub subject: String,
     /// Only this session's traffic (its events and commands).
     #[arg(long)]
@@ -74,14 +74,7 @@ pub fn describe(
 /// Whether `subject` belongs to `session`: `cinema.session.{sid}.…` or its
 /// Pi's `cinema.pi.{pi}.session.{sid}.…`.
 pub fn in_session(subject: &str, session: &str) -> bool {
-    let rest = subject.strip_prefix("cinema.").unwrap_or_default();
-    let rest = match rest.strip_prefix("pi.") {
-        Some(pi) => pi.split_once('.').map_or("", |(_, r)| r),
-        None => rest,
-    };
-    rest.strip_prefix("session.")
-        .and_then(|rest| rest.split_once('.'))
-        .is_some_and(|(sid, _)| sid == session)
+    bus::subjects::session_of(subject) == Some(session)
 }
 
 pub async fn run(args: TapArgs) -> anyhow::Result<()> {

@@ -201,7 +201,7 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
                     self.outbox.send(
                         subjects::utterance(&self.pi, &u.session_id),
                         &u,
-                        &u.utterance_id,
+                        &bus::ids::utterance(&u.utterance_id),
                     );
                 }
                 vad::Event::SpeechWhileGated { ms } => heard.speech_over_clip_ms = Some(ms),

@@ -1,3 +1,6 @@
+//! The `clip-selector` command: the service (the library's `run` under
+//! `plumbing::main`), or `clip-selector mcp`, the library as MCP tools.
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;

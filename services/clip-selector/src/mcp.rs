@@ -229,7 +229,7 @@ impl Tools {
         bus.publish_durable(
             subjects::pi_session(&session.pi_id, sid, SessionEvent::Play),
             &cmd,
-            &cmd.command_id,
+            &bus::ids::play(&cmd.command_id),
         )
         .await
         .map_err(|e| format!("cannot send the play command: {e}"))?;

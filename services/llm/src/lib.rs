@@ -635,7 +635,7 @@ impl Director {
             .publish_durable(
                 subjects::pi_session(&pi, &cmd.session_id, SessionEvent::Play),
                 cmd,
-                &cmd.command_id,
+                &bus::ids::play(&cmd.command_id),
             )
             .await
     }
@@ -721,7 +721,7 @@ impl Director {
                 };
                 let cmd = PlayCommand {
                     session_id: sid.to_string(),
-                    command_id: format!("greet-{sid}"),
+                    command_id: bus::ids::greeting_command(sid),
                     clip_id: clip.id.clone(),
                     greeting: true,
                     at_ms: now_ms(),
@@ -754,7 +754,7 @@ impl Director {
                 sid,
                 0,
                 Kind::ClipPlayed(played),
-                &format!("{}-played", cmd.command_id),
+                &bus::ids::clip_played(&cmd.command_id),
             )
             .await?;
         }
@@ -899,7 +899,7 @@ impl Director {
             .await;
         let cmd = PlayCommand {
             session_id: sid.to_string(),
-            command_id: format!("turn-{sid}-{}", t.utterance_id),
+            command_id: bus::ids::turn_command(sid, &t.utterance_id),
             clip_id: clip.id.clone(),
             greeting: false,
             at_ms: now_ms(),
@@ -915,7 +915,7 @@ impl Director {
             sid,
             turn,
             Kind::ClipPlayed(played),
-            &format!("{}-played", cmd.command_id),
+            &bus::ids::clip_played(&cmd.command_id),
         )
         .await?;
         let total_ms = started.elapsed().as_millis() as u32 + queue_ms;

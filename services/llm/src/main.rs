@@ -1,3 +1,5 @@
+//! The `llm` command: the library's `run` under `plumbing::main`.
+
 use clap::Parser;
 
 /// The director: greets on join and answers every transcript with a clip

@@ -577,7 +577,7 @@ fn report(reports: &bus::Outbox, c: &Current, state: PlaybackState, error: &str)
         error: error.to_string(),
         at_ms: now_ms(),
     };
-    let id = format!("playback-{}-{}", c.cmd.command_id, state.as_str_name());
+    let id = bus::ids::playback(&c.cmd.command_id, state);
     reports.send(
         subjects::pi_session(&c.pi, &c.cmd.session_id, SessionEvent::Playback),
         &ev,

@@ -1,3 +1,5 @@
+//! The `pi-client` command: the library's `run` under `plumbing::main`.
+
 use clap::Parser;
 
 /// Per-session client on a Pi: joins, plays clips through one long-lived mpv

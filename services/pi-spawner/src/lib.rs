@@ -592,7 +592,7 @@ impl Spawner {
             restart_in_ms: restart_in.as_millis() as u32,
             at_ms: now_ms(),
         };
-        let id = format!("client-{sid}-{restarts}-{}", kind.as_str_name());
+        let id = bus::ids::client_issue(sid, restarts, kind);
         if let Err(e) = self
             .bus
             .publish_durable(

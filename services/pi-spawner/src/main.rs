@@ -1,3 +1,5 @@
+//! The `pi-spawner` command: the library's `run` under `plumbing::main`.
+
 use clap::Parser;
 
 /// Runs on each Pi: registers it and spawns one pi-client per session

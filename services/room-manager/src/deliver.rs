@@ -25,8 +25,23 @@ use crate::{Rooms, is_live};
 
 /// How long one hand-over waits for the Pi's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+/// The first pause between two tries, doubled after each until
+/// [`MOST_BETWEEN`].
+const FIRST_BETWEEN: Duration = Duration::from_millis(100);
 /// The longest pause between two tries.
 const MOST_BETWEEN: Duration = Duration::from_secs(1);
+
+/// The pause after `tries` failed hand-overs (1, 2, …): 0.1 s, 0.2 s,
+/// 0.4 s, 0.8 s, then 1 s.
+fn pause_after(tries: u32) -> Duration {
+    let doubled = FIRST_BETWEEN.saturating_mul(1u32 << tries.saturating_sub(1).min(16));
+    doubled.min(MOST_BETWEEN)
+}
+
+/// The moment a command expires: `expiry` after it was made.
+fn bound_ms(made_ms: i64, expiry: Duration) -> i64 {
+    made_ms.saturating_add(i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// The newest play command per session, as read: its stream sequence and
 /// command id (the same command published twice is not a later one).
@@ -141,13 +156,12 @@ async fn hand_over(
             .map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64)
             .unwrap_or_else(|_| now_ms())
     };
-    let bound_ms = made_ms.saturating_add(d.expiry.as_millis() as i64);
+    let bound_ms = bound_ms(made_ms, d.expiry);
     let subject = subjects::pi_delivery(&d.pi, &d.sid);
     let delivery = PlayDelivery {
         command: Some(d.cmd.clone()),
         expires_at_ms: bound_ms,
     };
-    let mut pause = Duration::from_millis(100);
     let mut tries = 0u32;
     let outcome = loop {
         let overtaken = newest
@@ -203,9 +217,8 @@ async fn hand_over(
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
+                    () = tokio::time::sleep(pause_after(tries)) => {}
                 }
-                pause = (pause * 2).min(MOST_BETWEEN);
             }
         }
     };
@@ -220,11 +233,7 @@ async fn hand_over(
             at_ms: now_ms(),
             ..Default::default()
         };
-        let id = format!(
-            "playback-{}-{}",
-            d.cmd.command_id,
-            PlaybackState::Expired.as_str_name()
-        );
+        let id = bus::ids::playback(&d.cmd.command_id, PlaybackState::Expired);
         if let Err(e) = rooms
             .bus
             .publish_durable(
@@ -244,5 +253,43 @@ async fn hand_over(
     let mut n = newest.lock().unwrap_or_else(|p| p.into_inner());
     if n.get(&d.sid).is_some_and(|(seq, _)| *seq == d.seq) {
         n.remove(&d.sid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_from_a_tenth_of_a_second_to_one_second() {
+        let table = [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (6, 1000),
+            (40, 1000),
+            (u32::MAX, 1000),
+        ];
+        for (tries, ms) in table {
+            assert_eq!(
+                pause_after(tries),
+                Duration::from_millis(ms),
+                "after {tries} tries"
+            );
+        }
+    }
+
+    #[test]
+    fn a_command_expires_its_bound_after_it_was_made() {
+        let table = [
+            (1_000, 30_000, 31_000),
+            (0, 0, 0),
+            (i64::MAX - 5, 30_000, i64::MAX),
+        ];
+        for (made, expiry_ms, bound) in table {
+            assert_eq!(bound_ms(made, Duration::from_millis(expiry_ms)), bound);
+        }
     }
 }

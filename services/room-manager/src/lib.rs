@@ -377,7 +377,7 @@ impl Rooms {
                 &SessionCreated {
                     session: Some(session.clone()),
                 },
-                &format!("created-{sid}"),
+                &bus::ids::created(&sid),
             )
             .await?;
         let spawn = SpawnRequest {
@@ -443,7 +443,7 @@ impl Rooms {
                 &SessionCreated {
                     session: Some(session.clone()),
                 },
-                &format!("created-{sid}"),
+                &bus::ids::created(&sid),
             )
             .await?;
         tracing::info!(session = %sid, "Browser session created.");
@@ -489,7 +489,7 @@ impl Rooms {
             .publish_durable(
                 subjects::pi_session(&session.pi_id, &session.id, SessionEvent::Joined),
                 &joined,
-                &format!("joined-{}-{}", session.id, req.pid),
+                &bus::ids::joined(&session.id, req.pid),
             )
             .await?;
         tracing::info!(session = %session.id, pid = req.pid, "A client joined.");
@@ -529,7 +529,7 @@ impl Rooms {
                     at_ms: now_ms(),
                     state: session.state,
                 },
-                &format!("ended-{sid}"),
+                &bus::ids::ended(&sid),
             )
             .await?;
         if let Ok(mut a) = self.activity.lock() {

@@ -1,3 +1,5 @@
+//! The `room-manager` command: the library's `run` under `plumbing::main`.
+
 use clap::Parser;
 
 /// Session lifecycle: create, join, end

@@ -1,3 +1,5 @@
+//! The `status-store` command: the library's `run` under `plumbing::main`.
+
 use clap::Parser;
 
 /// The conversation record of every session, in JetStream KV

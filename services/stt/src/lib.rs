@@ -465,7 +465,7 @@ impl Worker {
             .publish_durable(
                 subjects::session(sid, SessionEvent::Transcript),
                 &transcript,
-                &format!("transcript-{}", u.utterance_id),
+                &bus::ids::transcript(&u.utterance_id),
             )
             .await;
         match published {

@@ -1,3 +1,5 @@
+//! The `stt` command: the library's `run` under `plumbing::main`.
+
 use clap::Parser;
 
 /// Speech to text workers on the utterance work queue
