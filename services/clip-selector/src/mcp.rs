@@ -41,16 +41,10 @@ use wire::v1::{
 
 use crate::{Error, Library};
 
-pub const SEARCH_TOOL: &str = "search_video_clips";
-pub const PLAY_TOOL: &str = "play_video_by_params";
-pub const FILMS_TOOL: &str = "list_films";
+pub use ::tools::{DEFAULT_LIMIT, FILMS_TOOL, MAX_LIMIT, PLAY_TOOL, SEARCH_TOOL};
 
 /// Where streamable HTTP is served.
 pub const HTTP_PATH: &str = "/mcp";
-
-/// Options a search gives when the caller names no limit, and the most it gives.
-pub const DEFAULT_LIMIT: u32 = 5;
-pub const MAX_LIMIT: u32 = 20;
 
 /// How long the first play waits for NATS before it answers with an error.
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -328,20 +322,14 @@ impl Tools {
         self.relative_path(film_id).to_string_lossy().to_string()
     }
 
-    /// A clip as an option, in the first generation's shape.
+    /// A clip as an option, in the first generation's shape (the director's
+    /// option with the film's id and file, which an outside client may
+    /// play by).
     fn option(&self, c: &Clip) -> Value {
-        json!({
-            "clip_id": c.id,
-            "caption": c.caption,
-            "description": format!("[VIDEO: {} | \"{}\"]", c.film_title, c.caption),
-            "film": c.film_title,
-            "film_id": c.film_id,
-            "video_file": self.video_file(&c.film_id),
-            "start": round2(c.start_s),
-            "end": round2(c.end_s),
-            "duration": round2(c.end_s - c.start_s),
-            "follows_line": c.cue,
-        })
+        let mut o = ::tools::option(c);
+        o.insert("film_id".into(), json!(c.film_id));
+        o.insert("video_file".into(), json!(self.video_file(&c.film_id)));
+        Value::Object(o)
     }
 }
 
@@ -500,40 +488,46 @@ fn schema(v: Value) -> Arc<JsonObject> {
 pub fn tools() -> Vec<Tool> {
     let search = Tool::new(
         SEARCH_TOOL,
-        "Search the film library for clips whose spoken line or picture matches a \
-         description. Returns options with clip_id, caption, description, film, start, end \
-         and duration.",
-        schema(json!({
-            "type": "object",
-            "properties": {
-                "description": {"type": "string", "description": "What the clip should say or show."},
-                "limit": {"type": "integer", "description": "How many options (default 5).", "minimum": 1, "maximum": MAX_LIMIT}
-            },
-            "required": ["description"]
-        })),
+        ::tools::SEARCH_DESCRIPTION,
+        schema(::tools::search_parameters()),
     )
     .with_annotations(
         ToolAnnotations::with_title("Search film clips")
             .read_only(true)
             .open_world(false),
     );
+    // The director's arguments, plus the session and the first
+    // generation's file and times; the reasoning alone is required with the
+    // session (a clip id or a file names the clip).
+    let mut play = ::tools::play_parameters();
+    if let Some(props) = play["properties"].as_object_mut() {
+        props.insert(
+            "session_id".into(),
+            json!({"type": "string", "description": "The session whose television plays the clip."}),
+        );
+        props.insert(
+            "video_file".into(),
+            json!({"type": "string", "description": "Instead of clip_id: the film's file, relative to the library."}),
+        );
+        props.insert(
+            "start".into(),
+            json!({"type": ["number", "string"], "description": "With video_file: where the clip starts, in seconds."}),
+        );
+        props.insert(
+            "end".into(),
+            json!({"type": ["number", "string"], "description": "With video_file: where the clip ends, in seconds."}),
+        );
+    }
+    play["required"] = json!(["session_id", "reasoning"]);
     let play = Tool::new(
         PLAY_TOOL,
-        "Play one clip on a session's television as your answer. Give the clip_id of one of \
-         the options, and your reasoning. The first generation's video_file with start and \
-         end is accepted too: it must name a film of the library.",
-        schema(json!({
-            "type": "object",
-            "properties": {
-                "session_id": {"type": "string", "description": "The session whose television plays the clip."},
-                "clip_id": {"type": "string", "description": "The clip_id of the chosen option."},
-                "reasoning": {"type": "string", "description": "Why this clip answers the visitor."},
-                "video_file": {"type": "string", "description": "Instead of clip_id: the film's file, relative to the library."},
-                "start": {"type": ["number", "string"], "description": "With video_file: where the clip starts, in seconds."},
-                "end": {"type": ["number", "string"], "description": "With video_file: where the clip ends, in seconds."}
-            },
-            "required": ["session_id", "reasoning"]
-        })),
+        format!(
+            "{} Name the session whose television plays it with session_id. The first \
+             generation's video_file with start and end is accepted too: it must name a film \
+             of the library.",
+            ::tools::PLAY_DESCRIPTION
+        ),
+        schema(play),
     )
     .with_annotations(
         ToolAnnotations::with_title("Play a clip on a TV")

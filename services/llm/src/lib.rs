@@ -444,9 +444,7 @@ struct Choice {
 const HISTORY_KEPT: usize = 20;
 
 /// How the first generation showed a played clip.
-pub fn display(clip: &Clip) -> String {
-    format!("[VIDEO: {} | \"{}\"]", clip.film_title, clip.caption)
-}
+pub use tools::display;
 
 impl Director {
     /// The stream sequence of the earliest event of `sid` this director

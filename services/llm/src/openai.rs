@@ -33,7 +33,7 @@ use bus::Bus;
 use serde_json::{Value, json};
 use wire::v1::{Clip, ConversationState, SearchMode};
 
-use crate::{Config, display, search_with_limit};
+use crate::{Config, search_with_limit};
 
 /// The built-in system prompt; `prompt_file` replaces it.
 pub const DEFAULT_PROMPT: &str = "\
@@ -45,8 +45,7 @@ said, as a witty, warm conversation partner would; keep the conversation \
 going. Never choose a clip that was already played. Always answer by calling \
 a tool, never with text.";
 
-pub const SEARCH_TOOL: &str = "search_video_clips";
-pub const PLAY_TOOL: &str = "play_video_by_params";
+pub use tools::{PLAY_TOOL, SEARCH_TOOL};
 
 /// Why the model's turn did not produce a clip. Every variant is shown to the
 /// operator, and the turn falls back to the retrieval director.
@@ -377,20 +376,8 @@ fn search_tool() -> ChatCompletionTool {
     ChatCompletionTool {
         function: FunctionObject {
             name: SEARCH_TOOL.into(),
-            description: Some(
-                "Search the film library for clips whose spoken line or picture matches a \
-                 description. Returns options with clip_id, caption, description, film, \
-                 start, end and duration."
-                    .into(),
-            ),
-            parameters: Some(json!({
-                "type": "object",
-                "properties": {
-                    "description": {"type": "string", "description": "What the clip should say or show."},
-                    "limit": {"type": "integer", "description": "How many options (default 5).", "minimum": 1, "maximum": 20}
-                },
-                "required": ["description"]
-            })),
+            description: Some(tools::SEARCH_DESCRIPTION.into()),
+            parameters: Some(tools::search_parameters()),
             strict: None,
         },
     }
@@ -400,19 +387,8 @@ fn play_tool() -> ChatCompletionTool {
     ChatCompletionTool {
         function: FunctionObject {
             name: PLAY_TOOL.into(),
-            description: Some(
-                "Play one clip on the television as your answer. Give the clip_id of one of \
-                 the options, and your reasoning."
-                    .into(),
-            ),
-            parameters: Some(json!({
-                "type": "object",
-                "properties": {
-                    "clip_id": {"type": "string", "description": "The clip_id of the chosen option."},
-                    "reasoning": {"type": "string", "description": "Why this clip answers the visitor."}
-                },
-                "required": ["clip_id", "reasoning"]
-            })),
+            description: Some(tools::PLAY_DESCRIPTION.into()),
+            parameters: Some(tools::play_parameters()),
             strict: None,
         },
     }
@@ -420,22 +396,7 @@ fn play_tool() -> ChatCompletionTool {
 
 /// Options as the model sees them: the first generation's fields, by clip id.
 pub fn options_json(options: &[Clip]) -> String {
-    let list: Vec<Value> = options
-        .iter()
-        .map(|c| {
-            json!({
-                "clip_id": c.id,
-                "caption": c.caption,
-                "description": display(c),
-                "film": c.film_title,
-                "start": (c.start_s * 100.0).round() / 100.0,
-                "end": (c.end_s * 100.0).round() / 100.0,
-                "duration": ((c.end_s - c.start_s) * 100.0).round() / 100.0,
-                "follows_line": c.cue,
-            })
-        })
-        .collect();
-    json!({ "options": list }).to_string()
+    tools::options(options.iter().map(tools::option)).to_string()
 }
 
 /// Tool arguments are a JSON object; models sometimes wrap them in extra text

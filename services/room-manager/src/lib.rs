@@ -529,7 +529,7 @@ impl Rooms {
                     at_ms: now_ms(),
                     state: session.state,
                 },
-                &bus::ids::ended(&sid),
+                &bus::ids::ended(sid),
             )
             .await?;
         if let Ok(mut a) = self.activity.lock() {
