@@ -137,7 +137,7 @@ impl OpenAi {
             client,
             model: config.model.clone(),
             prompt,
-            two_step: config.flow == "two-step",
+            two_step: config.flow == crate::Flow::TwoStep,
             timeout: Duration::from_millis(config.timeout_ms),
             max_tokens: config.max_tokens,
             max_rounds: config.max_rounds.max(2),

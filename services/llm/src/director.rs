@@ -1,0 +1,483 @@
+//! The director at work on one event: greets once when a session's client
+//! joins, answers each final transcript with one clip (the retrieval
+//! director, or a model through `openai` falling back to it), records what
+//! it did as conversation events, and keeps each session's state
+//! (`ConversationState`, compare-and-set in its bucket).
+
+use std::time::{Duration, Instant};
+
+use bus::async_nats::jetstream::AckKind;
+use bus::async_nats::jetstream::kv::Store;
+use bus::async_nats::jetstream::stream::Stream;
+use bus::subjects::{self, SessionEvent};
+use bus::{Bus, kv_cas, kv_get};
+use wire::now_ms;
+use wire::v1::conversation_event::Kind;
+use wire::v1::{
+    ClientJoined, Clip, ClipPlayed, ConversationEvent, ConversationState, DirectorError, Exchange,
+    OptionsConsidered, PlayCommand, Reasoning, SearchDone, SearchMode, SessionRef, SessionReply,
+    Transcript, TurnLatency, UserLine,
+};
+
+use crate::retrieval::{decide, pick, search};
+use crate::sessions::Job;
+use crate::{Config, display, openai};
+
+pub(crate) struct Director {
+    pub(crate) bus: Bus,
+    pub(crate) state: Store,
+    pub(crate) config: Config,
+    pub(crate) openai: Option<openai::OpenAi>,
+    pub(crate) events: Stream,
+}
+
+/// What one turn chose, and how, whichever director chose it.
+struct Choice {
+    clip: Option<Clip>,
+    options: Vec<Clip>,
+    searches: Vec<(String, SearchMode, u32)>,
+    reasoning: String,
+    search_ms: u32,
+    model_ms: u32,
+}
+
+/// Exchanges kept in a session's state for a model's context.
+const HISTORY_KEPT: usize = 20;
+
+impl Director {
+    /// Handles one event, telling the stream it is still being worked on
+    /// while a slow model thinks (so it is not redelivered elsewhere).
+    pub(crate) async fn handle_alive(&self, sid: &str, job: &Job) {
+        let work = self.handle(sid, job);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = &mut work => return,
+                _ = tick.tick() => { let _ = job.msg.ack_with(AckKind::Progress).await; }
+            }
+        }
+    }
+
+    async fn handle(&self, sid: &str, job: &Job) {
+        let msg = &job.msg;
+        match subjects::parse_session_from(&msg.subject) {
+            Some((pi, _, SessionEvent::Joined)) => match bus::decode_message::<ClientJoined>(msg) {
+                Ok(_) => self.greet(sid, pi.unwrap_or_default()).await,
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed join event.")
+                }
+            },
+            Some((_, _, SessionEvent::Transcript)) => {
+                match bus::decode_message::<Transcript>(msg) {
+                    Ok(t) => self.turn(sid, t, job.queued_ms).await,
+                    Err(e) => {
+                        tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed transcript.")
+                    }
+                }
+            }
+            Some((_, _, SessionEvent::Ended)) => {
+                // The session is over: its director state goes (no leaked keys).
+                match self.state.purge(sid).await {
+                    Ok(()) => {
+                        tracing::info!(session = %sid, "The session ended; forgot its state.")
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %sid, error = %e, "Cannot forget an ended session.")
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) async fn load(&self, sid: &str) -> Result<(ConversationState, u64), bus::Error> {
+        Ok(kv_get::<ConversationState>(&self.state, sid)
+            .await?
+            .unwrap_or_else(|| {
+                (
+                    ConversationState {
+                        session_id: sid.to_string(),
+                        ..Default::default()
+                    },
+                    0,
+                )
+            }))
+    }
+
+    /// Applies `change` to the session's state with compare-and-set.
+    pub(crate) async fn save(
+        &self,
+        sid: &str,
+        change: impl Fn(&mut ConversationState),
+    ) -> Result<ConversationState, bus::Error> {
+        loop {
+            let (mut st, rev) = self.load(sid).await?;
+            change(&mut st);
+            if kv_cas(&self.state, sid, &st, rev).await?.is_some() {
+                return Ok(st);
+            }
+        }
+    }
+
+    async fn search(
+        &self,
+        query: &str,
+        mode: SearchMode,
+        exclude: &[String],
+    ) -> Result<Vec<Clip>, bus::Error> {
+        search(&self.bus, &self.config, query, mode, exclude).await
+    }
+
+    async fn event(&self, sid: &str, turn: u32, kind: Kind) {
+        let ev = ConversationEvent {
+            session_id: sid.to_string(),
+            turn,
+            at_ms: now_ms(),
+            kind: Some(kind),
+        };
+        if let Err(e) = self
+            .bus
+            .publish(subjects::session(sid, SessionEvent::Conversation), &ev)
+            .await
+        {
+            tracing::warn!(session = %sid, error = %e, "Cannot publish a conversation event.");
+        }
+    }
+
+    /// Publishes a conversation event durably (it is part of the record).
+    async fn record(&self, sid: &str, turn: u32, kind: Kind, id: &str) -> Result<(), bus::Error> {
+        let ev = ConversationEvent {
+            session_id: sid.to_string(),
+            turn,
+            at_ms: now_ms(),
+            kind: Some(kind),
+        };
+        self.bus
+            .publish_durable(subjects::session(sid, SessionEvent::Conversation), &ev, id)
+            .await
+    }
+
+    /// Publishes a play command to the session's Pi.
+    async fn publish_play(&self, cmd: &PlayCommand) -> Result<(), bus::Error> {
+        let pi = self.pi_of(&cmd.session_id).await?;
+        self.bus
+            .publish_durable(
+                subjects::pi_session(&pi, &cmd.session_id, SessionEvent::Play),
+                cmd,
+                &bus::ids::play(&cmd.command_id),
+            )
+            .await
+    }
+
+    /// The Pi a session plays on: kept in the state from its join, else asked
+    /// of room-manager (a typed line before the Pi joined) and kept.
+    async fn pi_of(&self, sid: &str) -> Result<String, bus::Error> {
+        let (st, _) = self.load(sid).await?;
+        if !st.pi_id.is_empty() {
+            return Ok(st.pi_id);
+        }
+        let reply: SessionReply = self
+            .bus
+            .request(
+                subjects::rooms::GET.into(),
+                &SessionRef {
+                    session_id: sid.into(),
+                    reason: String::new(),
+                },
+            )
+            .await?;
+        let pi = reply.session.map(|s| s.pi_id).unwrap_or_default();
+        subjects::check_id("the session's Pi", &pi)?;
+        self.save(sid, |s| s.pi_id = pi.clone()).await?;
+        Ok(pi)
+    }
+
+    /// Greets exactly once per session: the greeting is stored before it is
+    /// published, and a join after it was published (a reconnect, a
+    /// redelivery) plays nothing.
+    async fn greet(&self, sid: &str, pi: &str) {
+        if let Err(e) = self.try_greet(sid, pi).await {
+            tracing::warn!(session = %sid, error = %e, "Greeting failed.");
+            self.event(
+                sid,
+                0,
+                Kind::Error(DirectorError {
+                    message: format!("greeting failed: {e}"),
+                }),
+            )
+            .await;
+        }
+    }
+
+    async fn try_greet(&self, sid: &str, pi: &str) -> Result<(), bus::Error> {
+        let (mut st, _) = self.load(sid).await?;
+        if !pi.is_empty() && st.pi_id != pi {
+            st = self.save(sid, |s| s.pi_id = pi.to_string()).await?;
+        }
+        if st.greeting_published {
+            tracing::info!(session = %sid, "Already greeted; not again.");
+            return Ok(());
+        }
+        let (cmd, clip) = match &st.greeting {
+            Some(cmd) => (cmd.clone(), None),
+            None => {
+                let mut options = self
+                    .search(
+                        &self.config.greeting_query,
+                        SearchMode::Description,
+                        &st.played_clip_ids,
+                    )
+                    .await?;
+                if options.is_empty() {
+                    options = self
+                        .search(
+                            &self.config.greeting_query,
+                            SearchMode::Answer,
+                            &st.played_clip_ids,
+                        )
+                        .await?;
+                }
+                let Some(clip) = options.into_iter().next() else {
+                    self.event(
+                        sid,
+                        0,
+                        Kind::Error(DirectorError {
+                            message: "the library has no greeting clip".into(),
+                        }),
+                    )
+                    .await;
+                    return Ok(());
+                };
+                let cmd = PlayCommand {
+                    session_id: sid.to_string(),
+                    command_id: bus::ids::greeting_command(sid),
+                    clip_id: clip.id.clone(),
+                    greeting: true,
+                    at_ms: now_ms(),
+                };
+                let stored = cmd.clone();
+                let clip_id = clip.id.clone();
+                let st = self
+                    .save(sid, |s| {
+                        if s.greeting.is_none() {
+                            s.greeting = Some(stored.clone());
+                            s.played_clip_ids.push(clip_id.clone());
+                        }
+                    })
+                    .await?;
+                // Another replica may have stored its greeting first: use that one.
+                let cmd = st.greeting.unwrap_or(cmd);
+                let clip = (cmd.clip_id == clip.id).then_some(clip);
+                (cmd, clip)
+            }
+        };
+        self.publish_play(&cmd).await?;
+        if let Some(clip) = clip {
+            let played = ClipPlayed {
+                display: display(&clip),
+                clip: Some(clip),
+                greeting: true,
+                command_id: cmd.command_id.clone(),
+            };
+            self.record(
+                sid,
+                0,
+                Kind::ClipPlayed(played),
+                &bus::ids::clip_played(&cmd.command_id),
+            )
+            .await?;
+        }
+        self.save(sid, |s| s.greeting_published = true).await?;
+        tracing::info!(session = %sid, clip = %cmd.clip_id, "Greeted.");
+        Ok(())
+    }
+
+    /// The clip for one line: the model's choice in `openai` mode (falling
+    /// back to retrieval, with an error event, when the model fails), else
+    /// the retrieval director's.
+    async fn choose(
+        &self,
+        sid: &str,
+        turn: u32,
+        text: &str,
+        st: &ConversationState,
+    ) -> Result<Choice, bus::Error> {
+        let mut searches = Vec::new();
+        let mut fallback_ms = 0;
+        if let Some(ai) = &self.openai {
+            let started = Instant::now();
+            match ai.choose(&self.bus, &self.config, text, st).await {
+                Ok(c) => {
+                    return Ok(Choice {
+                        clip: Some(c.clip),
+                        options: c.options,
+                        searches: c.searches,
+                        reasoning: c.reasoning,
+                        search_ms: c.search_ms,
+                        model_ms: c.model_ms,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(session = %sid, error = %e, "The model failed; answering with retrieval.");
+                    self.event(
+                        sid,
+                        turn,
+                        Kind::Error(DirectorError {
+                            message: format!("{e}; answered with the retrieval director"),
+                        }),
+                    )
+                    .await;
+                    fallback_ms = started.elapsed().as_millis() as u32;
+                }
+            }
+        }
+        let d = decide(&self.bus, &self.config, text, &st.played_clip_ids).await?;
+        searches.push((d.query.clone(), d.mode, d.options.len() as u32));
+        let n = d.options.len().min(self.config.variety as usize);
+        let clip = d
+            .options
+            .get(pick(self.config.seed, turn, text, n))
+            .cloned();
+        Ok(Choice {
+            clip,
+            options: d.options,
+            searches,
+            reasoning: d.reasoning.to_string(),
+            search_ms: d.search_ms,
+            model_ms: fallback_ms,
+        })
+    }
+
+    async fn turn(&self, sid: &str, t: Transcript, queue_ms: u32) {
+        if !t.is_final || t.text.trim().is_empty() {
+            return;
+        }
+        if let Err(e) = self.try_turn(sid, &t, queue_ms).await {
+            tracing::warn!(session = %sid, error = %e, "A turn failed.");
+            self.event(
+                sid,
+                0,
+                Kind::Error(DirectorError {
+                    message: format!("turn failed: {e}"),
+                }),
+            )
+            .await;
+        }
+    }
+
+    async fn try_turn(&self, sid: &str, t: &Transcript, queue_ms: u32) -> Result<(), bus::Error> {
+        let started = Instant::now();
+        let (st, _) = self.load(sid).await?;
+        if st.handled_transcripts.contains(&t.utterance_id) {
+            tracing::info!(session = %sid, utterance = %t.utterance_id, "Transcript already answered.");
+            return Ok(());
+        }
+        let turn = st.turn + 1;
+        self.event(
+            sid,
+            turn,
+            Kind::UserLine(UserLine {
+                text: t.text.clone(),
+                source: t.source,
+            }),
+        )
+        .await;
+
+        let Choice {
+            clip,
+            options,
+            searches,
+            reasoning,
+            search_ms,
+            model_ms,
+        } = self.choose(sid, turn, &t.text, &st).await?;
+        for (query, mode, hits) in searches {
+            self.event(
+                sid,
+                turn,
+                Kind::Search(SearchDone {
+                    query,
+                    mode: mode as i32,
+                    hits,
+                }),
+            )
+            .await;
+        }
+        self.event(
+            sid,
+            turn,
+            Kind::Options(OptionsConsidered {
+                options: options.clone(),
+            }),
+        )
+        .await;
+        let Some(clip) = clip else {
+            self.event(
+                sid,
+                turn,
+                Kind::Error(DirectorError {
+                    message: "the library has no clip to answer with".into(),
+                }),
+            )
+            .await;
+            self.save(sid, |s| s.handled_transcripts.push(t.utterance_id.clone()))
+                .await?;
+            return Ok(());
+        };
+        self.event(sid, turn, Kind::Reasoning(Reasoning { text: reasoning }))
+            .await;
+        let cmd = PlayCommand {
+            session_id: sid.to_string(),
+            command_id: bus::ids::turn_command(sid, &t.utterance_id),
+            clip_id: clip.id.clone(),
+            greeting: false,
+            at_ms: now_ms(),
+        };
+        self.publish_play(&cmd).await?;
+        let played = ClipPlayed {
+            display: display(&clip),
+            clip: Some(clip.clone()),
+            greeting: false,
+            command_id: cmd.command_id.clone(),
+        };
+        self.record(
+            sid,
+            turn,
+            Kind::ClipPlayed(played),
+            &bus::ids::clip_played(&cmd.command_id),
+        )
+        .await?;
+        let total_ms = started.elapsed().as_millis() as u32 + queue_ms;
+        self.event(
+            sid,
+            turn,
+            Kind::Latency(TurnLatency {
+                queue_ms,
+                search_ms,
+                model_ms,
+                total_ms,
+            }),
+        )
+        .await;
+        let utterance = t.utterance_id.clone();
+        let exchange = Exchange {
+            user: t.text.clone(),
+            reply: display(&clip),
+        };
+        self.save(sid, |s| {
+            if !s.handled_transcripts.contains(&utterance) {
+                s.turn = turn;
+                s.played_clip_ids.push(clip.id.clone());
+                s.handled_transcripts.push(utterance.clone());
+                s.history.push(exchange.clone());
+                let over = s.history.len().saturating_sub(HISTORY_KEPT);
+                s.history.drain(..over);
+            }
+        })
+        .await?;
+        tracing::info!(session = %sid, turn, clip = %cmd.clip_id, "Answered.");
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! The retrieval director: offline, no model. For a visitor's line it
+//! plays the line that followed the most similar line in a film; else a
+//! clip that says something similar; else a generic reply; repeats only
+//! when nothing else is left. Choices among near-equal options are fixed by
+//! the seed, so a conversation replays the same way.
+
+use std::time::Instant;
+
+use bus::Bus;
+use bus::subjects;
+use sha2::{Digest, Sha256};
+use wire::v1::{Clip, SearchMode, SearchReply, SearchRequest};
+
+use crate::Config;
+
+/// What the retrieval director chose for one line, and how.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Best first; empty when the library has nothing at all.
+    pub options: Vec<Clip>,
+    pub mode: SearchMode,
+    pub query: String,
+    pub reasoning: &'static str,
+    pub search_ms: u32,
+}
+
+pub(crate) async fn search(
+    bus: &Bus,
+    config: &Config,
+    query: &str,
+    mode: SearchMode,
+    exclude: &[String],
+) -> Result<Vec<Clip>, bus::Error> {
+    search_with_limit(bus, query, mode, config.options, exclude).await
+}
+
+/// `cinema.clips.search`: the library's best clips for `query`, none of `exclude`.
+pub async fn search_with_limit(
+    bus: &Bus,
+    query: &str,
+    mode: SearchMode,
+    limit: u32,
+    exclude: &[String],
+) -> Result<Vec<Clip>, bus::Error> {
+    let reply: SearchReply = bus
+        .request(
+            subjects::clips::SEARCH.to_string(),
+            &SearchRequest {
+                query: query.to_string(),
+                mode: mode as i32,
+                limit,
+                exclude_ids: exclude.to_vec(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(reply.hits.into_iter().filter_map(|h| h.clip).collect())
+}
+
+/// Which of the first `n` options to play: fixed by the seed, the turn and
+/// the line, so replaying a conversation with the same seed (in any session)
+/// makes the same choices.
+pub fn pick(seed: Option<u64>, turn: u32, text: &str, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let digest = Sha256::new()
+        .chain_update(seed.unwrap_or(0).to_le_bytes())
+        .chain_update(turn.to_le_bytes())
+        .chain_update(text.trim().to_lowercase().as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_le_bytes(first) % n as u64) as usize
+}
+
+/// The retrieval director's choice for `text`: the clip whose cue (the line
+/// before it in its film) is most like `text`; else a clip that says
+/// something similar; else a generic reply; never a clip in `played` unless
+/// nothing else is left. Deterministic for a given library.
+pub async fn decide(
+    bus: &Bus,
+    config: &Config,
+    text: &str,
+    played: &[String],
+) -> Result<Decision, bus::Error> {
+    let started = Instant::now();
+    let mut reasoning = "answered with the line that followed the most similar line in a film";
+    let mut mode = SearchMode::Answer;
+    let mut query = text.to_string();
+    let mut options = search(bus, config, &query, mode, played).await?;
+    if options.is_empty() {
+        mode = SearchMode::Description;
+        reasoning = "no film line was like it; chose a clip that says something similar";
+        options = search(bus, config, &query, mode, played).await?;
+    }
+    for generic in &config.fallback_queries {
+        if !options.is_empty() {
+            break;
+        }
+        reasoning = "nothing matched; chose a generic reply";
+        query = generic.clone();
+        options = search(bus, config, &query, mode, played).await?;
+    }
+    if options.is_empty() {
+        // The library is exhausted for this session: repeats are allowed now.
+        reasoning = "every matching clip was already played; repeating one";
+        options = search(bus, config, text, SearchMode::Answer, &[]).await?;
+        if options.is_empty() {
+            options = search(
+                bus,
+                config,
+                &config.fallback_queries.join(" "),
+                SearchMode::Description,
+                &[],
+            )
+            .await?;
+        }
+    }
+    Ok(Decision {
+        options,
+        mode,
+        query,
+        reasoning,
+        search_ms: started.elapsed().as_millis() as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_are_fixed_by_the_seed() {
+        let lines = [
+            "hello",
+            "where is the station",
+            "thank you",
+            "goodbye",
+            "why",
+        ];
+        let run = |seed| -> Vec<usize> {
+            (0..40)
+                .map(|turn| pick(seed, turn, lines[turn as usize % lines.len()], 3))
+                .collect()
+        };
+        assert_eq!(run(Some(7)), run(Some(7)), "same seed, same choices");
+        assert_ne!(run(Some(7)), run(Some(8)), "another seed, other choices");
+        assert!(run(Some(7)).iter().all(|&i| i < 3));
+        for i in 0..3 {
+            assert!(
+                run(Some(7)).contains(&i),
+                "every option gets chosen sometimes"
+            );
+        }
+        // Case and spaces of the line do not matter; one option leaves no choice.
+        assert_eq!(pick(Some(1), 2, " Hello ", 3), pick(Some(1), 2, "hello", 3));
+        assert_eq!(pick(Some(1), 2, "hello", 1), 0);
+        assert_eq!(pick(Some(1), 2, "hello", 0), 0);
+    }
+}

@@ -1,0 +1,95 @@
+//! The session tasks of one replica: one task per active session, fed by
+//! the durable consumer, handling its session's events one at a time, in
+//! order (across replicas: `order`); idle tasks go after a while.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bus::async_nats::jetstream::AckKind;
+use bus::async_nats::jetstream::Message;
+use bus::subjects::{self, SessionEvent};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wire::now_ms;
+
+use crate::director::Director;
+
+/// One event of a session, waiting for its turn.
+pub(crate) struct Job {
+    pub(crate) msg: Message,
+    pub(crate) queued_ms: u32,
+}
+
+/// The session tasks of this replica: one per active session, each handling
+/// its session's events one at a time, in order.
+pub(crate) type Sessions = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>>;
+
+/// How long a session task waits for more events before it goes.
+const SESSION_IDLE: Duration = Duration::from_secs(30);
+
+/// Handles one session's events, one at a time, in stream order — also
+/// across replicas (see [`Director::wait_for_turn`]).
+pub(crate) async fn session_task(
+    director: Arc<Director>,
+    sid: String,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    sessions: Sessions,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let job = match tokio::time::timeout(SESSION_IDLE, rx.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(_) => {
+                let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                if rx.is_empty() {
+                    map.remove(&sid);
+                    break;
+                }
+                continue;
+            }
+        };
+        if shutdown.is_cancelled() {
+            // Back to the stream for another replica (or this one, restarted).
+            let _ = job.msg.ack_with(AckKind::Nak(None)).await;
+            continue;
+        }
+        let ended = matches!(
+            subjects::parse_session(&job.msg.subject),
+            Some((_, SessionEvent::Ended))
+        );
+        let seq = job.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        if !ended && !director.wait_for_turn(&sid, seq, &job.msg, &shutdown).await {
+            let _ = job.msg.ack_with(AckKind::Nak(None)).await;
+            continue;
+        }
+        director.handle_alive(&sid, &job).await;
+        if !ended
+            && let Err(e) = director
+                .save(&sid, |s| s.last_seq = s.last_seq.max(seq))
+                .await
+        {
+            tracing::warn!(session = %sid, error = %e, "Cannot record the event as handled.");
+        }
+        if let Err(e) = job.msg.ack().await {
+            tracing::warn!(error = %e, "Cannot ack an event.");
+        }
+        if ended {
+            sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&sid);
+            // Whatever came after the end is of no use.
+            rx.close();
+            while let Some(late) = rx.recv().await {
+                let _ = late.msg.ack().await;
+            }
+            break;
+        }
+    }
+}
+
+pub(crate) fn time_now_ns() -> i128 {
+    i128::from(now_ms()) * 1_000_000
+}
