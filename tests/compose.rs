@@ -786,6 +786,27 @@ async fn the_pi_cut_off_for_5_s_and_for_60_s_loses_and_doubles_nothing() {
         began.as_secs_f64(),
         restored.elapsed().as_secs_f64()
     );
+    // What the hub's NATS and the Pi said of the link meanwhile.
+    for service in ["nats", "demo-pi"] {
+        let out = hub.run(&[
+            "--profile",
+            "demo-pi",
+            "logs",
+            "--no-color",
+            "--timestamps",
+            service,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text
+            .lines()
+            .filter(|l| l.contains("eafnode") || l.contains("its limit") || l.contains("stopped"))
+        {
+            eprintln!(
+                "partition log: {}",
+                line.chars().take(240).collect::<String>()
+            );
+        }
+    }
 
     // Nothing doubled: each command started at most once, and the expired
     // one never (counted up to the last greeting's end, a later event).

@@ -319,10 +319,19 @@ impl Hub {
     /// not yet known).
     pub async fn connect(&self) -> String {
         let mut last = Value::Null;
+        let started = std::time::Instant::now();
         for _ in 0..60 {
             let (code, body) = self.post("/api/connect", json!({ "pi_id": PI })).await;
             if code == 200 {
                 return body["identifier"].as_str().unwrap().to_string();
+            }
+            // Each new refusal once, with when it came (what a slow start
+            // waited on).
+            if body != last {
+                eprintln!(
+                    "connect: {code} {body} at {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
             }
             last = body;
             tokio::time::sleep(Duration::from_millis(500)).await;

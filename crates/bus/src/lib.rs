@@ -27,6 +27,11 @@ pub use outbox::Outbox;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fixed reconnect delay: the default backoff grows to 4 s, too slow for a TV.
 pub const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+/// How long a request that finds no responder is tried again (within its
+/// timeout): a service whose NATS node just died is back on another node
+/// within a reconnect or two, and a request sent meanwhile reached no one,
+/// so sending it again cannot do anything twice.
+pub const NO_RESPONDER_PATIENCE: Duration = Duration::from_secs(3);
 
 static DECODE_ERRORS: AtomicU64 = AtomicU64::new(0);
 
@@ -369,23 +374,34 @@ impl Bus {
         Resp: prost::Message + Name + Default,
     {
         let (headers, payload) = encode(req);
-        let request = async_nats::Request::new()
-            .payload(payload)
-            .headers(headers)
-            .timeout(Some(timeout));
-        let reply = self
-            .client
-            .send_request(subject.clone(), request)
-            .await
-            .map_err(|e| match e.kind() {
-                async_nats::RequestErrorKind::TimedOut => Error::Timeout {
-                    subject: subject.clone(),
-                },
-                async_nats::RequestErrorKind::NoResponders => Error::NoResponders {
-                    subject: subject.clone(),
-                },
-                _ => Error::nats("request", e),
-            })?;
+        let started = tokio::time::Instant::now();
+        let patience = NO_RESPONDER_PATIENCE.min(timeout);
+        let reply = loop {
+            let request = async_nats::Request::new()
+                .payload(payload.clone())
+                .headers(headers.clone())
+                .timeout(Some(timeout.saturating_sub(started.elapsed())));
+            match self.client.send_request(subject.clone(), request).await {
+                Ok(reply) => break reply,
+                Err(e)
+                    if e.kind() == async_nats::RequestErrorKind::NoResponders
+                        && started.elapsed() + Duration::from_millis(100) < patience =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    return Err(match e.kind() {
+                        async_nats::RequestErrorKind::TimedOut => Error::Timeout {
+                            subject: subject.clone(),
+                        },
+                        async_nats::RequestErrorKind::NoResponders => Error::NoResponders {
+                            subject: subject.clone(),
+                        },
+                        _ => Error::nats("request", e),
+                    });
+                }
+            }
+        };
         if let Some(err) = service::remote_error(reply.headers.as_ref()) {
             return Err(err);
         }
