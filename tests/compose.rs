@@ -15,6 +15,18 @@ use serde_json::json;
 use tests::hub::{ANSWER, Hub, LINE, PI, READY, container_pid, play_command, playback_of, played};
 use wire::v1::{PlaybackEvent, PlaybackState};
 
+/// A visitor's line as a WAV file (espeak-ng, 0.3 s of silence before it
+/// and 0.5 s after), as the Pi host's microphone input plays it.
+fn visitor_wav(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let (pcm, rate) = synth::speak(text, "en-us").unwrap();
+    let mut padded = vec![0i16; rate as usize * 3 / 10];
+    padded.extend(&pcm);
+    padded.extend(vec![0i16; rate as usize / 2]);
+    let wav = dir.join("visitor.wav");
+    synth::write_wav(&wav, &padded, rate).unwrap();
+    wav
+}
+
 /// The (major, minor) version of the demo Pi host's mpv.
 fn mpv_version(hub: &Hub) -> (u32, u32) {
     let out = hub.compose(&[
@@ -161,11 +173,24 @@ async fn the_hub_under_compose_with_a_pi_host() {
     )
     .await;
 
-    // The same Pi host on Raspberry Pi OS bookworm (Debian 12, mpv 0.35):
-    // the greeting plays there too.
+    // The same Pi host on Raspberry Pi OS bookworm (Debian 12, mpv 0.35),
+    // with a visitor who speaks (a recording its microphone input hears
+    // once, after the greeting): the greeting, the spoken line's answer and
+    // a typed line's answer play there too.
+    let wav_dir = tempfile::tempdir().unwrap();
+    let wav = visitor_wav(wav_dir.path(), "Are you afraid of the dark?");
     hub.env
         .push(("CINEMA_DEMO_PI_VARIANT".into(), "-bookworm".into()));
+    hub.env.push((
+        "CINEMA_DEMO_PI_AUDIO_INPUT".into(),
+        "wav:/tmp/visitor.wav".into(),
+    ));
     hub.compose(&["--profile", "demo-pi", "up", "-d", "demo-pi"]);
+    tests::hub::docker(&[
+        "cp",
+        &wav.display().to_string(),
+        &format!("{}:/tmp/visitor.wav", hub.pi_container()),
+    ]);
     assert_eq!(mpv_version(&hub), (0, 35));
     let (code, _) = hub
         .post(&format!("/api/sessions/{sid2}/end"), json!({}))
@@ -181,6 +206,37 @@ async fn the_hub_under_compose_with_a_pi_host() {
         &hub,
     )
     .await;
+    let spoken = played(
+        &mut plays,
+        &mut playback,
+        &sid3,
+        "the answer to the spoken line on the bookworm Pi host",
+        |p| !p.greeting,
+        &hub,
+    )
+    .await;
+    hub.say(&sid3, LINE).await;
+    played(
+        &mut plays,
+        &mut playback,
+        &sid3,
+        "the answer to a typed line on the bookworm Pi host",
+        |p| !p.greeting && p.command_id != spoken.command_id,
+        &hub,
+    )
+    .await;
+    let record = hub
+        .status_until(&sid3, "the bookworm conversation in the record", |s| {
+            s["context"]["messages"].to_string().contains(ANSWER)
+        })
+        .await;
+    assert!(
+        record["context"]["messages"]
+            .to_string()
+            .to_lowercase()
+            .contains("afraid of the dark"),
+        "{record}"
+    );
 
     // Another Pi, numbered like a room ("101"), added without editing a
     // tracked file: its users generated with the `cinema` tool from the
@@ -590,13 +646,7 @@ async fn the_pi_cut_off_for_5_s_and_for_60_s_loses_and_doubles_nothing() {
     // The visitor is a recording the Pi hears once after each greeting,
     // through its microphone input, as a person answering the TV would.
     let dir = tempfile::tempdir().unwrap();
-    const SPOKEN: &str = "Do you like movies?";
-    let (pcm, rate) = synth::speak(SPOKEN, "en-us").unwrap();
-    let mut padded = vec![0i16; rate as usize * 3 / 10];
-    padded.extend(&pcm);
-    padded.extend(vec![0i16; rate as usize / 2]);
-    let wav = dir.path().join("visitor.wav");
-    synth::write_wav(&wav, &padded, rate).unwrap();
+    let wav = visitor_wav(dir.path(), "Do you like movies?");
     let mut hub = Hub::new();
     hub.env.push((
         "CINEMA_DEMO_PI_AUDIO_INPUT".into(),
