@@ -5,6 +5,7 @@
 //! [`names::TYPE_HEADER`] header so a reader can tell a wrong message from a
 //! corrupt one.
 
+pub mod consumers;
 pub mod ids;
 pub mod names;
 pub mod outbox;
@@ -558,6 +559,20 @@ impl Bus {
             })
             .await
             .map_err(|e| Error::nats("create consumer", e))
+    }
+}
+
+impl Bus {
+    /// Creates (or updates) the durable consumer of `spec` and opens it.
+    pub async fn consumer(&self, spec: &consumers::Spec) -> Result<consumer::PullConsumer> {
+        self.durable_consumer(
+            spec.stream,
+            spec.name,
+            spec.filters.clone(),
+            spec.ack_wait,
+            spec.max_deliver,
+        )
+        .await
     }
 }
 

@@ -9,9 +9,8 @@
 //! offline director), `openai` (a chat-completions model as director).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bus::subjects::{self, SessionEvent};
+use bus::subjects;
 use bus::{Bus, names};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -61,19 +60,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         "The conversation director",
     )
     .await?;
-    let consumer = bus
-        .durable_consumer(
-            names::EVENTS_STREAM,
-            names::LLM_CONSUMER,
-            vec![
-                SessionEvent::Joined.wildcard(),
-                SessionEvent::Transcript.wildcard(),
-                SessionEvent::Ended.wildcard(),
-            ],
-            Duration::from_secs(30),
-            5,
-        )
-        .await?;
+    let consumer = bus.consumer(&bus::consumers::llm()).await?;
     let mut messages = consumer
         .messages()
         .await

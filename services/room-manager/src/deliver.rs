@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use bus::async_nats::jetstream::Message;
 use bus::async_nats::jetstream::consumer::pull::Stream;
-use bus::names;
 use bus::subjects::{self, SessionEvent};
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
@@ -50,17 +49,7 @@ type Newest = Arc<Mutex<HashMap<String, (u64, String)>>>;
 /// The play commands, as room-manager's durable consumer reads them.
 pub(crate) async fn consume(rooms: &Rooms) -> Result<Stream, bus::Error> {
     let expiry = Duration::from_millis(rooms.config.play_expiry_ms);
-    let consumer = rooms
-        .bus
-        .durable_consumer(
-            names::EVENTS_STREAM,
-            names::PLAYS_CONSUMER,
-            vec![SessionEvent::Play.wildcard()],
-            // Taken back only if this replica died holding it.
-            expiry + Duration::from_secs(30),
-            -1,
-        )
-        .await?;
+    let consumer = rooms.bus.consumer(&bus::consumers::plays(expiry)).await?;
     consumer
         .messages()
         .await

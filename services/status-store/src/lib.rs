@@ -3,8 +3,6 @@
 //! status bucket (the only writer of that bucket), and answers
 //! `cinema.status.get`.
 
-use std::time::Duration;
-
 use bus::async_nats::jetstream::kv::Store;
 use bus::service::{self as svc, Reject};
 use bus::subjects::{self, SessionEvent};
@@ -55,15 +53,7 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
     )
     .await?;
     let get = svc::endpoint(&service, "get", subjects::status::GET).await?;
-    let consumer = bus
-        .durable_consumer(
-            names::EVENTS_STREAM,
-            names::STATUS_CONSUMER,
-            Vec::new(),
-            Duration::from_secs(30),
-            10,
-        )
-        .await?;
+    let consumer = bus.consumer(&bus::consumers::status_store()).await?;
     let reader = store.clone();
     let purger = store.clone();
     let purge = svc::endpoint(&service, "purge", subjects::status::PURGE).await?;

@@ -214,13 +214,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
 
     let ack_wait = Duration::from_secs(config.ack_wait_s);
     let consumer = bus
-        .durable_consumer(
-            names::UTTERANCES_STREAM,
-            names::STT_CONSUMER,
-            vec![subjects::UTTERANCE_WILDCARD.to_string()],
-            ack_wait,
-            i64::from(config.max_deliveries),
-        )
+        .consumer(&bus::consumers::stt(ack_wait, config.max_deliveries))
         .await?;
     let service = bus::service::start(bus.client(), names::service::STT, "Speech to text").await?;
     tracing::info!("stt is ready for utterances.");
