@@ -693,18 +693,14 @@ async fn the_pi_cut_off_for_5_s_and_for_60_s_loses_and_doubles_nothing() {
     let cut = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
     hub.restore_pi();
-    let heard = tokio::time::timeout(Duration::from_secs(120), async {
-        loop {
-            let m = utterances.next().await.unwrap();
-            if let Ok(u) = bus::decode_message::<Utterance>(&m)
-                && u.session_id == sid
-            {
-                return (u, Instant::now());
-            }
-        }
-    })
+    let utterance: Utterance = tests::next_within(
+        &mut utterances,
+        "the utterance",
+        Duration::from_secs(120),
+        |u: &Utterance| u.session_id == sid,
+    )
     .await;
-    let (utterance, arrived) = heard.unwrap_or_else(|_| panic!("no utterance\n{}", hub.logs()));
+    let arrived = Instant::now();
     // Spoken while the link was down (its speech ended before the cut
     // ended), it arrived after.
     eprintln!(
@@ -713,18 +709,13 @@ async fn the_pi_cut_off_for_5_s_and_for_60_s_loses_and_doubles_nothing() {
         utterance.pcm.len() as f64 / 32_000.0
     );
     assert!(arrived.duration_since(cut) >= Duration::from_secs(5));
-    let transcript = tokio::time::timeout(Duration::from_secs(120), async {
-        loop {
-            let m = transcripts.next().await.unwrap();
-            if let Ok(t) = bus::decode_message::<Transcript>(&m)
-                && t.session_id == sid
-            {
-                return t;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no transcript\n{}", hub.logs()));
+    let transcript: Transcript = tests::next_within(
+        &mut transcripts,
+        "the transcript",
+        Duration::from_secs(120),
+        |t: &Transcript| t.session_id == sid,
+    )
+    .await;
     assert_eq!(transcript.utterance_id, utterance.utterance_id);
     let spoken_answer = played(
         &mut plays,
