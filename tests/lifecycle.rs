@@ -6,6 +6,7 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use bus::endpoints;
 use bus::subjects::{self, SessionEvent};
 use tests::{World, kill9, next, process_env};
 use wire::v1::{
@@ -61,7 +62,7 @@ async fn killed_client_is_restarted_and_the_session_goes_on() {
     };
     let err = w
         .bus
-        .request::<_, SessionReply>(subjects::rooms::JOIN.into(), &forged)
+        .request::<_, SessionReply>(&endpoints::rooms::JOIN, &forged)
         .await
         .unwrap_err();
     assert_eq!(err.remote_code(), Some(401), "{err}");
@@ -338,7 +339,12 @@ async fn two_pis_three_sessions_each_command_reaches_its_own_pi() {
             && e.state() == PlaybackState::Started
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Any stray start of it in another session came before the answer's
+    // own end (the clip plays for seconds): wait for that, then look.
+    next(&mut playback, "the answer's end", |e: &PlaybackEvent| {
+        e.command_id == answer.command_id && e.state() != PlaybackState::Started
+    })
+    .await;
     for sid in &sids {
         let events: Vec<PlaybackEvent> = w
             .recorded(subjects::session(sid, SessionEvent::Playback))

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::async_nats;
+use bus::endpoints;
 use bus::permissions::{password_env, pi_inbox_prefix, pi_user};
 use bus::subjects::{self, SessionEvent};
 use futures::StreamExt;
@@ -379,7 +380,7 @@ async fn a_session_runs_through_the_pis_leaf_server_with_every_role_confined() {
         async || {
             w.bus
                 .request::<_, wire::v1::AudioDevices>(
-                    subjects::pi_devices(SIM_PI),
+                    &endpoints::pi_devices(SIM_PI),
                     &wire::v1::AudioDevicesRequest {},
                 )
                 .await

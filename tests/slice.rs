@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use bus::endpoints;
 use bus::subjects::{self, SessionEvent};
 use futures::StreamExt;
 use tests::{World, next};
@@ -56,7 +57,7 @@ async fn one_conversation_end_to_end() {
     let clip: GetClipReply = w
         .bus
         .request(
-            subjects::clips::GET.into(),
+            &endpoints::clips::GET,
             &GetClipRequest {
                 clip_id: answer.clip_id.clone(),
             },

@@ -94,6 +94,9 @@ async fn talk_from_headless_chromium() {
                         Some(SessionEvent::Transcript) => {
                             seen.transcripts.push(bus::decode_message(&msg).unwrap())
                         }
+                        // The session's last event: everything it said
+                        // before is in.
+                        Some(SessionEvent::Ended) => return seen,
                         _ => {}
                     }
                 }
@@ -103,10 +106,15 @@ async fn talk_from_headless_chromium() {
 
     println!("screenshots: {}", shots.display());
     let result = talk_in_page(&w.base, &shots, &wav).await;
-    // The session's last events reach the watcher.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    let seen = watcher.await.unwrap();
+    // The watcher ends with the session's end (the page ends it last); if
+    // the page never got that far, it is stopped.
+    if result["ok"] != true {
+        stop.cancel();
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(60), watcher)
+        .await
+        .expect("the session's end to reach the watcher")
+        .unwrap();
     assert_eq!(result["ok"], true, "{result}");
     let sid = result["session"].as_str().unwrap().to_string();
     println!(

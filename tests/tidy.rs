@@ -124,13 +124,9 @@ fn workspace_deps(manifest: &Path, members: &[String]) -> Vec<String> {
 }
 
 /// No service depends on a service, and no crate on a service: services
-/// meet on the bus, and shared code lives in `crates/`. (The one exception
-/// left, listed here, may only go: `cinema library` still reaches the
-/// library's code through clip-selector; issue 21 moves that code into a
-/// crate of its own.)
+/// meet on the bus, and shared code lives in `crates/`.
 #[test]
 fn nothing_depends_on_a_service() {
-    const KNOWN: [(&str, &str); 1] = [("cinema", "clip-selector")];
     let all = members();
     let services: Vec<String> = all
         .iter()
@@ -140,22 +136,56 @@ fn nothing_depends_on_a_service() {
     let mut found = Vec::new();
     for (kind, name, dir) in &all {
         for dep in workspace_deps(&dir.join("Cargo.toml"), &services) {
-            if !KNOWN.contains(&(name.as_str(), dep.as_str())) {
-                found.push(format!("{kind}/{name} depends on services/{dep}"));
-            }
+            found.push(format!("{kind}/{name} depends on services/{dep}"));
         }
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
-    // The exceptions are still real (or this list is out of date).
-    for (name, dep) in KNOWN {
-        let manifest = root().join("crates").join(name).join("Cargo.toml");
-        assert!(
-            workspace_deps(&manifest, &services)
-                .iter()
-                .any(|d| d == dep),
-            "{name} no longer depends on {dep}: remove it from KNOWN"
-        );
+}
+
+/// `crates/library` knows nothing of NATS: neither it nor any workspace
+/// crate it depends on (however deep) depends on `bus`, `plumbing`, the
+/// test kit or `async-nats`.
+#[test]
+fn the_library_knows_nothing_of_nats() {
+    let all = members();
+    let names: Vec<String> = all.iter().map(|(_, name, _)| name.clone()).collect();
+    let dir_of = |name: &str| {
+        all.iter()
+            .find(|(_, n, _)| n == name)
+            .map(|(_, _, dir)| dir.clone())
+            .unwrap()
+    };
+    let mut seen = vec!["library".to_string()];
+    let mut todo = vec!["library".to_string()];
+    let mut found = Vec::new();
+    while let Some(name) = todo.pop() {
+        let manifest = dir_of(&name).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let normal = text
+            .split("\n[")
+            .filter(|section| section.starts_with("dependencies]"))
+            .collect::<String>();
+        if normal
+            .lines()
+            .any(|l| l.trim_start().starts_with("async-nats"))
+        {
+            found.push(format!("{name} depends on async-nats"));
+        }
+        for dep in workspace_deps(&manifest, &names) {
+            if ["bus", "plumbing", "testkit"].contains(&dep.as_str()) {
+                found.push(format!("{name} depends on {dep}"));
+            }
+            if !seen.contains(&dep) {
+                seen.push(dep.clone());
+                todo.push(dep);
+            }
+        }
     }
+    assert!(
+        seen.len() > 1,
+        "library's own crates were not found: {seen:?}"
+    );
+    assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
 /// Every source file of the program says what it is for in its first

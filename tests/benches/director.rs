@@ -46,7 +46,7 @@ async fn selector(bus: &bus::Bus, nats: &str, library: &Path) -> (Selector, Dura
         async || {
             let r: SearchReply = bus
                 .request(
-                    bus::subjects::clips::SEARCH.into(),
+                    &bus::endpoints::clips::SEARCH,
                     &SearchRequest {
                         query: "hello".into(),
                         limit: 1,

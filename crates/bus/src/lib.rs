@@ -6,6 +6,7 @@
 //! corrupt one.
 
 pub mod consumers;
+pub mod endpoints;
 pub mod ids;
 pub mod names;
 pub mod outbox;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use prost::Name;
 
 pub use async_nats;
+pub use endpoints::Endpoint;
 pub use outbox::Outbox;
 
 /// How long a request waits for its reply unless told otherwise.
@@ -354,19 +356,25 @@ impl Bus {
         }
     }
 
-    /// Sends a typed request and decodes the typed reply (or the remote error).
-    pub async fn request<Req, Resp>(&self, subject: String, req: &Req) -> Result<Resp>
+    /// Sends `endpoint` its request and decodes its reply (or the remote
+    /// error).
+    pub async fn request<Req, Resp>(
+        &self,
+        endpoint: &Endpoint<Req, Resp>,
+        req: &Req,
+    ) -> Result<Resp>
     where
         Req: prost::Message + Name,
         Resp: prost::Message + Name + Default,
     {
-        self.request_with_timeout(subject, req, REQUEST_TIMEOUT)
+        self.request_with_timeout(endpoint, req, REQUEST_TIMEOUT)
             .await
     }
 
+    /// [`Bus::request`] waiting at most `timeout` for the answer.
     pub async fn request_with_timeout<Req, Resp>(
         &self,
-        subject: String,
+        endpoint: &Endpoint<Req, Resp>,
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp>
@@ -374,6 +382,7 @@ impl Bus {
         Req: prost::Message + Name,
         Resp: prost::Message + Name + Default,
     {
+        let subject = endpoint.subject().to_string();
         let (headers, payload) = encode(req);
         let started = tokio::time::Instant::now();
         let patience = NO_RESPONDER_PATIENCE.min(timeout);
@@ -579,6 +588,9 @@ impl Bus {
 /// The next message a durable consumer's stream brings, or `None` at
 /// shutdown or when the stream ends. An interruption (a missed heartbeat,
 /// a reconnect) is logged, naming `what` the stream carries, and waited out.
+/// The next message of a consumer, `None` at `shutdown` or when no more
+/// can come (the consumer deleted, the stream ended); passing
+/// interruptions (a missed heartbeat, a reconnect) are waited out.
 pub async fn next_or_shutdown(
     messages: &mut consumer::pull::Stream,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -589,6 +601,17 @@ pub async fn next_or_shutdown(
             () = shutdown.cancelled() => return None,
             m = futures::StreamExt::next(messages) => match m {
                 Some(Ok(m)) => return Some(m),
+                // Nothing more will come: the consumer is gone or refuses
+                // our requests. The caller decides what that means.
+                Some(Err(e)) if matches!(
+                    e.kind(),
+                    consumer::pull::MessagesErrorKind::ConsumerDeleted
+                        | consumer::pull::MessagesErrorKind::RequestLimitExceeded
+                        | consumer::pull::MessagesErrorKind::PushBasedConsumer
+                ) => {
+                    tracing::error!(error = %e, "The stream of {what} ended.");
+                    return None;
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "The stream of {what} was interrupted."),
                 None => return None,
             },

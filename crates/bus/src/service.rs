@@ -2,6 +2,7 @@
 //! typed endpoint loop.
 
 use std::future::Future;
+use std::marker::PhantomData;
 
 use async_nats::HeaderMap;
 use async_nats::service::{self, ServiceExt};
@@ -9,7 +10,7 @@ use futures::StreamExt;
 use prost::Name;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Result, decode_message, encode, names};
+use crate::{Endpoint, Error, Result, decode_message, encode, names};
 
 /// A refusal sent back to a requester: an HTTP-like code and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,18 +90,28 @@ pub async fn start(
         .map_err(|e| Error::nats("register service", e))
 }
 
-/// Adds an endpoint named `name` on `subject`.
-pub async fn endpoint(
+/// An endpoint added to a service, ready for [`serve`] with its handler of
+/// the endpoint's own types.
+pub struct Served<Req, Resp> {
+    inner: service::endpoint::Endpoint,
+    types: PhantomData<fn(Req) -> Resp>,
+}
+
+/// Adds `endpoint` to `service` (under its name and subject).
+pub async fn endpoint<Req, Resp>(
     service: &service::Service,
-    name: &str,
-    subject: &str,
-) -> Result<service::endpoint::Endpoint> {
-    service
+    endpoint: &Endpoint<Req, Resp>,
+) -> Result<Served<Req, Resp>> {
+    let inner = service
         .endpoint_builder()
-        .name(name)
-        .add(subject)
+        .name(endpoint.name())
+        .add(endpoint.subject().to_string())
         .await
-        .map_err(|e| Error::nats("add endpoint", e))
+        .map_err(|e| Error::nats("add endpoint", e))?;
+    Ok(Served {
+        inner,
+        types: PhantomData,
+    })
 }
 
 /// Serves typed requests on an endpoint until `shutdown`: decodes the request
@@ -108,7 +119,7 @@ pub async fn endpoint(
 /// answers with the typed reply or the refusal. Up to `concurrency` requests
 /// are handled at once.
 pub async fn serve<Req, Resp, F, Fut>(
-    endpoint: service::endpoint::Endpoint,
+    endpoint: Served<Req, Resp>,
     shutdown: CancellationToken,
     concurrency: usize,
     handler: F,
@@ -119,6 +130,7 @@ pub async fn serve<Req, Resp, F, Fut>(
     Fut: Future<Output = std::result::Result<Resp, Reject>>,
 {
     endpoint
+        .inner
         .take_until(shutdown.cancelled_owned())
         .for_each_concurrent(concurrency, |request| {
             let handler = &handler;

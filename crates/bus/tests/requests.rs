@@ -15,7 +15,7 @@ async fn typed_requests_refusals_and_error_kinds() {
     // No responders is its own kind.
     let err = bus
         .request::<_, GetClipReply>(
-            "cinema.clips.get".into(),
+            &bus::endpoints::clips::GET,
             &GetClipRequest {
                 clip_id: "x".into(),
             },
@@ -27,7 +27,7 @@ async fn typed_requests_refusals_and_error_kinds() {
     let svc = service::start(bus.client(), "clip-selector", "test")
         .await
         .unwrap();
-    let ep = service::endpoint(&svc, "get", "cinema.clips.get")
+    let ep = service::endpoint(&svc, &bus::endpoints::clips::GET)
         .await
         .unwrap();
     let shutdown = CancellationToken::new();
@@ -53,7 +53,7 @@ async fn typed_requests_refusals_and_error_kinds() {
 
     let ok: GetClipReply = bus
         .request(
-            "cinema.clips.get".into(),
+            &bus::endpoints::clips::GET,
             &GetClipRequest {
                 clip_id: "known".into(),
             },
@@ -63,7 +63,7 @@ async fn typed_requests_refusals_and_error_kinds() {
     assert_eq!(ok.media_url, "http://x/media/f");
     let err = bus
         .request::<_, GetClipReply>(
-            "cinema.clips.get".into(),
+            &bus::endpoints::clips::GET,
             &GetClipRequest {
                 clip_id: "nope".into(),
             },
@@ -73,10 +73,14 @@ async fn typed_requests_refusals_and_error_kinds() {
     assert_eq!(err.remote_code(), Some(404));
     assert!(err.to_string().contains("unknown clip id"), "{err}");
 
-    // A request of the wrong type is refused with 400, not decoded as garbage.
+    // A request of the wrong type (a caller with its own idea of the
+    // endpoint: the typed ones cannot send it) is refused with 400, not
+    // decoded as garbage.
+    let wrong: bus::Endpoint<StatusRequest, GetClipReply> =
+        bus::Endpoint::at("get", bus::endpoints::clips::GET.subject().to_string());
     let err = bus
-        .request::<_, GetClipReply>(
-            "cinema.clips.get".into(),
+        .request(
+            &wrong,
             &StatusRequest {
                 session_id: "s".into(),
             },

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clip_selector::ingest::Progress;
-use clip_selector::{Config, Library};
 use indicatif::{ProgressBar, ProgressStyle};
+use library::Library;
+use library::ingest::Progress;
 use wire::v1::{IngestSummary, ReloadRequest};
 
 #[derive(clap::Args)]
@@ -17,6 +17,38 @@ pub struct AddArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub common: plumbing::CommonArgs,
+}
+
+/// What `cinema library add` reads: the library's settings under
+/// clip-selector's names (`CINEMA_CLIP_SELECTOR_PAD_S`, `CINEMA_INDEX_DIR`),
+/// so both make and read the same catalog, and where to tell a running
+/// clip-selector.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct Config {
+    nats_url: String,
+    #[serde(flatten)]
+    catalog: library::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            catalog: library::Config::default(),
+        }
+    }
+}
+
+impl plumbing::Settings for Config {
+    const ENV_PREFIX: &'static str = "CINEMA_CLIP_SELECTOR_";
+    const SEED_ENV: &'static [(&'static str, &'static str)] = library::Config::SEED_ENV;
+    fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+    fn validate(&self) -> Result<(), String> {
+        self.catalog.validate()
+    }
 }
 
 /// A progress bar over the films that need work; problems printed above it.
@@ -40,7 +72,7 @@ impl Progress for Bar {
 
 pub fn add(args: AddArgs) -> anyhow::Result<()> {
     let mut config: Config = plumbing::config::load(&args.common)?;
-    config.library = args.dir.clone();
+    config.catalog.library = args.dir.clone();
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} films · {elapsed} · {msg}")
@@ -48,15 +80,15 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let index = config.index();
+    let index = config.catalog.index();
     let lib = Library::ingest(
-        &config.library,
+        &config.catalog.library,
         &index,
-        &config.ingest_options(),
+        &config.catalog.ingest_options(),
         &Bar(bar.clone()),
         "",
     )
-    .with_context(|| format!("ingesting {}", config.library.display()))?;
+    .with_context(|| format!("ingesting {}", config.catalog.library.display()))?;
     bar.finish_and_clear();
     let s = lib.summary();
     let (catalog, thumbs) = index.size_on_disk();
@@ -115,7 +147,7 @@ fn tell_running_selector(nats_url: &str) -> Result<IngestSummary, String> {
             .map_err(|e| format!("NATS at {}: {e}", plumbing::redact(nats_url)))?;
         let bus = bus::Bus::new(client);
         bus.request_with_timeout(
-            bus::subjects::clips::RELOAD.into(),
+            &bus::endpoints::clips::RELOAD,
             &ReloadRequest {},
             Duration::from_secs(600),
         )

@@ -40,7 +40,7 @@ pub async fn run(args: ReadyArgs) -> anyhow::Result<()> {
                 // It answers while its first ingest runs; ready once loaded.
                 let films: wire::v1::FilmList = bus::Bus::new(client.clone())
                     .request(
-                        bus::subjects::clips::FILMS.into(),
+                        &bus::endpoints::clips::FILMS,
                         &wire::v1::ListFilmsRequest {},
                     )
                     .await?;

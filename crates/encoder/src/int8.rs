@@ -16,91 +16,7 @@
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-pulp::simd_type! {
-    /// AVX-512 with VNNI: the compiler fuses each multiply-add of 16-bit
-    /// pairs and its sum into one `vpdpwssd`.
-    pub struct V4Vnni {
-        pub avx512f: "avx512f",
-        pub avx512bw: "avx512bw",
-        pub avx512cd: "avx512cd",
-        pub avx512dq: "avx512dq",
-        pub avx512vl: "avx512vl",
-        pub avx512vnni: "avx512vnni",
-        pub avx2: "avx2",
-        pub fma: "fma",
-    }
-}
-
-/// The widest instruction set this CPU has for the kernels.
-#[derive(Clone, Copy, Debug)]
-pub enum Simd {
-    #[cfg(target_arch = "x86_64")]
-    Avx512Vnni(pulp::x86::V4, V4Vnni),
-    #[cfg(target_arch = "x86_64")]
-    Avx512(pulp::x86::V4),
-    #[cfg(target_arch = "x86_64")]
-    Avx2(pulp::x86::V3),
-    Portable,
-}
-
-impl Simd {
-    /// The best available here; `CINEMA_ENCODER_SIMD=portable|avx2|avx512`
-    /// caps it (to compare kernels, or on a CPU that misreports its
-    /// features).
-    pub fn detect() -> Simd {
-        let cap = std::env::var("CINEMA_ENCODER_SIMD").unwrap_or_default();
-        Simd::best(&cap)
-    }
-
-    /// The best instruction set up to `cap` (`""`: any).
-    pub fn best(cap: &str) -> Simd {
-        if cap == "portable" {
-            return Simd::Portable;
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            let v4 = pulp::x86::V4::try_new().filter(|_| cap != "avx2");
-            if let Some(v4) = v4 {
-                match V4Vnni::try_new().filter(|_| cap != "avx512") {
-                    Some(vnni) => return Simd::Avx512Vnni(v4, vnni),
-                    None => return Simd::Avx512(v4),
-                }
-            }
-            if let Some(s) = pulp::x86::V3::try_new() {
-                return Simd::Avx2(s);
-            }
-        }
-        Simd::Portable
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512Vnni(..) => "avx512-vnni",
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512(_) => "avx512",
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2(_) => "avx2",
-            Simd::Portable => "portable",
-        }
-    }
-
-    /// Runs `f` compiled for this instruction set, so the compiler may
-    /// vectorise plain loops in it (`f` and what it calls must inline).
-    #[inline(always)]
-    pub fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512Vnni(_, s) => s.vectorize(f),
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512(s) => s.vectorize(f),
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2(s) => s.vectorize(f),
-            Simd::Portable => f(),
-        }
-    }
-}
+use crate::simd::Simd;
 
 /// Rows of activations quantised for a [`Linear`]: `x ≈ scale · q`.
 #[derive(Debug, Default)]
@@ -496,6 +412,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::SimdCap;
 
     /// Deterministic values in [-1, 1).
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -512,7 +429,7 @@ mod tests {
 
     fn every_simd() -> Vec<Simd> {
         let mut all = vec![Simd::Portable];
-        for cap in ["avx2", "avx512", ""] {
+        for cap in SimdCap::ALL {
             let s = Simd::best(cap);
             if !all.iter().any(|a| a.name() == s.name()) {
                 all.push(s);
@@ -593,7 +510,7 @@ mod tests {
     fn rows_round_trip_and_survive_odd_input() {
         let mut rows = Rows::default();
         Rows::quantize(
-            Simd::detect(),
+            Simd::best(SimdCap::Best),
             &[0.0, 1.0, -0.5, 0.25, 0.0, 0.0, 0.0, 0.0],
             4,
             &mut rows,
@@ -606,7 +523,7 @@ mod tests {
         assert_eq!(rows.scale[1], 1.0, "an all-zero row");
         // Not-a-number or infinite inputs give a row of zeros, not a panic.
         Rows::quantize(
-            Simd::detect(),
+            Simd::best(SimdCap::Best),
             &[f32::NAN, 1.0, f32::INFINITY, 0.0],
             4,
             &mut rows,

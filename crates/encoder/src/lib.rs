@@ -13,9 +13,10 @@ use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
 pub mod int8;
+pub mod simd;
 
-pub use int8::Simd;
 use int8::{Linear, Rows, round};
+pub use simd::{Simd, SimdCap};
 
 /// Names how this encoder computes (int8 weights, 14-bit inputs, tanh GELU);
 /// changes whenever its vectors would change, so stored ones are remade.
@@ -254,7 +255,7 @@ impl Encoder {
             token_type: token_type[..hidden].to_vec(),
             norm: t.norm("embeddings.LayerNorm", hidden)?,
             layers,
-            simd: Simd::detect(),
+            simd: Simd::best(SimdCap::Best),
         })
     }
 

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -57,13 +57,18 @@ pub enum Error {
     Invalid(String),
 }
 
-/// Whether the environment variable `key` holds a value (not empty).
-fn set(key: &figment::value::UncasedStr) -> bool {
-    std::env::var_os(key.as_str()).is_some_and(|v| !v.is_empty())
-}
-
 /// Builds the layered figment for `C` from the process environment.
 pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
+    figment_with::<C>(args, &std::env::vars().collect::<Vec<_>>())
+}
+
+/// Builds the layered figment for `C` with `vars` as its environment (the
+/// process's own, or a test's: services run in one process each with their
+/// own settings).
+pub fn figment_with<C: Settings>(
+    args: &CommonArgs,
+    vars: &[(String, String)],
+) -> Result<Figment, Error> {
     let mut fig = Figment::from(Serialized::defaults(C::default()));
     if let Some(path) = &args.config {
         if !path.exists() {
@@ -72,7 +77,8 @@ pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
         fig = fig.merge(Toml::file(path));
     }
     // String settings are taken from the environment as written: figment
-    // would read `CINEMA_PI_ID=101` as a number and `007` as 7.
+    // would read `CINEMA_PI_ID=101` as a number and `007` as 7. Other
+    // values are read as figment reads the environment (`true`, `3`, `[a]`).
     let defaults = Figment::from(Serialized::defaults(C::default()));
     let is_string = |key: &str| {
         matches!(
@@ -80,41 +86,44 @@ pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
             Ok(figment::value::Value::String(..))
         )
     };
-    let raw = |env: &str| std::env::var(env).ok().filter(|v| !v.is_empty());
-    // Seed names first, so the CINEMA_ names win when both are set. A
-    // variable set to nothing (`VAR=`, as compose and env files write an
+    let value = |key: &str, raw: &str| -> figment::value::Value {
+        if is_string(key) {
+            raw.into()
+        } else {
+            raw.parse().unwrap_or_else(|_| raw.into())
+        }
+    };
+    // A variable set to nothing (`VAR=`, as compose and env files write an
     // unset value) is no setting: the default holds.
+    let get = |name: &str| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    // Seed names first, so the CINEMA_ names win when both are set.
     let seeds = [("NATS_URL", "nats_url")]
         .iter()
         .chain(C::SEED_ENV)
         .copied();
     for (env, key) in seeds {
-        match raw(env) {
-            Some(v) if is_string(key) => fig = fig.merge(Serialized::default(key, v)),
-            _ => fig = fig.merge(Env::raw().filter(set).only(&[env]).map(move |_| key.into())),
+        if let Some(raw) = get(env) {
+            fig = fig.merge(Serialized::default(key, value(key, raw)));
         }
     }
+    // `CINEMA_<SERVICE>_<KEY>` (any case), `__` for a nested key.
     let prefix = C::ENV_PREFIX;
-    fig = fig.merge(
-        Env::raw()
-            .lowercase(true)
-            .filter(set)
-            .filter_map(move |k| {
-                let k = k.as_str();
-                k.get(..prefix.len())
-                    .filter(|p| p.eq_ignore_ascii_case(prefix))
-                    .map(|_| k[prefix.len()..].to_string().into())
-            })
-            .split("__"),
-    );
-    for (name, value) in std::env::vars() {
+    for (name, raw) in vars {
         let key = match name.get(..prefix.len()) {
             Some(p) if p.eq_ignore_ascii_case(prefix) => name[prefix.len()..].to_ascii_lowercase(),
             _ => continue,
         };
-        if !value.is_empty() && !key.contains("__") && is_string(&key) {
-            fig = fig.merge(Serialized::default(&key, value));
+        if raw.is_empty() || key.is_empty() {
+            continue;
         }
+        let path = key.replace("__", ".");
+        fig = fig.merge(Serialized::default(&path, value(&path, raw)));
     }
     if let Some(url) = &args.nats_url {
         fig = fig.merge(Serialized::default("nats_url", url));
@@ -131,7 +140,12 @@ pub fn figment<C: Settings>(args: &CommonArgs) -> Result<Figment, Error> {
 
 /// Loads and validates `C`.
 pub fn load<C: Settings>(args: &CommonArgs) -> Result<C, Error> {
-    let config: C = figment::<C>(args)?
+    load_with(args, &std::env::vars().collect::<Vec<_>>())
+}
+
+/// Loads and validates `C` with `vars` as its environment.
+pub fn load_with<C: Settings>(args: &CommonArgs, vars: &[(String, String)]) -> Result<C, Error> {
+    let config: C = figment_with::<C>(args, vars)?
         .extract()
         .map_err(|e| Error::Figment(Box::new(e)))?;
     config.validate().map_err(Error::Invalid)?;

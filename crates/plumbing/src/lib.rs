@@ -3,6 +3,7 @@
 //! `main` that connects to NATS, runs the service and drains on shutdown.
 
 pub mod config;
+pub mod in_process;
 
 use std::future::Future;
 use std::io::IsTerminal;

@@ -3,18 +3,9 @@
 //! group) and serves film media over HTTP with Range support. [`mcp`] offers
 //! the same library to MCP clients as tools.
 
-pub mod embed;
-pub mod fusion;
-pub mod ingest;
-pub mod library;
 pub mod mcp;
-pub mod media;
-pub mod semantic;
-pub mod subtitles;
-pub mod vectors;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +13,9 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use bus::endpoints;
+use bus::names;
 use bus::service::{self as svc, Reject};
-use bus::{names, subjects};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -32,132 +24,45 @@ use wire::v1::{
     SearchHit, SearchReply, SearchRequest,
 };
 
-pub use library::{CutOptions, IndexDir, IngestOptions, Library};
+use library::{Library, ingest};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub nats_url: String,
-    /// Library root: a folder of films with `.srt` sidecars (`CINEMA_LIBRARY`).
-    pub library: PathBuf,
+    /// The library's own settings (root, catalog, cutting, search), flat
+    /// keys beside these (`CINEMA_CLIP_SELECTOR_PAD_S`, `CINEMA_LIBRARY`).
+    #[serde(flatten)]
+    pub catalog: library::Config,
     /// Where the media HTTP server listens.
     pub media_addr: SocketAddr,
     /// Base URL players use to fetch media; empty means `http://{media_addr}`.
     pub media_base_url: String,
-    pub pad_s: f64,
-    pub min_clip_s: f64,
-    /// Where the catalog and thumbnails are kept; empty means
-    /// `{library}/.cinema-index` (`CINEMA_INDEX_DIR`).
-    pub index_dir: PathBuf,
-    /// Cut scene clips from the picture (ffmpeg scene detection).
-    pub scenes: bool,
-    pub scene_threshold: f64,
-    pub min_scene_s: f64,
-    pub max_scene_s: f64,
-    /// A JPEG per clip for the dashboard.
-    pub thumbnails: bool,
-    pub thumbnail_width: u32,
-    /// ffmpeg processes run at once while ingesting.
-    pub ingest_workers: usize,
     /// Ingest the folder again every this many seconds (0: only at start and
     /// on `cinema.clips.reload`).
     pub rescan_s: u64,
-    /// The sentence-embedding model folder (`CINEMA_EMBEDDING_MODEL`;
-    /// `scripts/setup` fetches it). Unset or unusable: lexical search only.
-    pub embedding_model: Option<PathBuf>,
-}
-
-impl Config {
-    pub fn index(&self) -> IndexDir {
-        if self.index_dir.as_os_str().is_empty() {
-            IndexDir::inside(&self.library)
-        } else {
-            IndexDir {
-                root: self.index_dir.clone(),
-            }
-        }
-    }
-
-    pub fn ingest_options(&self) -> IngestOptions {
-        IngestOptions {
-            cut: CutOptions {
-                pad_s: self.pad_s,
-                min_len_s: self.min_clip_s,
-            },
-            scenes: self.scenes,
-            scene_threshold: self.scene_threshold,
-            min_scene_s: self.min_scene_s,
-            max_scene_s: self.max_scene_s,
-            thumbnails: self.thumbnails,
-            thumbnail_width: self.thumbnail_width,
-            workers: self.ingest_workers,
-            embedding_model: self
-                .embedding_model
-                .clone()
-                .filter(|p| !p.as_os_str().is_empty()),
-        }
-    }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let ingest = IngestOptions::default();
         Config {
             nats_url: "nats://127.0.0.1:4222".into(),
-            library: PathBuf::from("library"),
+            catalog: library::Config::default(),
             media_addr: SocketAddr::from(([127, 0, 0, 1], 8766)),
             media_base_url: String::new(),
-            pad_s: ingest.cut.pad_s,
-            min_clip_s: ingest.cut.min_len_s,
-            index_dir: PathBuf::new(),
-            scenes: ingest.scenes,
-            scene_threshold: ingest.scene_threshold,
-            min_scene_s: ingest.min_scene_s,
-            max_scene_s: ingest.max_scene_s,
-            thumbnails: ingest.thumbnails,
-            thumbnail_width: ingest.thumbnail_width,
-            ingest_workers: ingest.workers,
             rescan_s: 0,
-            embedding_model: ingest.embedding_model,
         }
     }
 }
 
 impl plumbing::Settings for Config {
     const ENV_PREFIX: &'static str = "CINEMA_CLIP_SELECTOR_";
-    const SEED_ENV: &'static [(&'static str, &'static str)] = &[
-        ("CINEMA_LIBRARY", "library"),
-        ("CINEMA_INDEX_DIR", "index_dir"),
-        ("CINEMA_EMBEDDING_MODEL", "embedding_model"),
-    ];
+    const SEED_ENV: &'static [(&'static str, &'static str)] = library::Config::SEED_ENV;
     fn nats_url(&self) -> &str {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
-        if !(0.0..=5.0).contains(&self.pad_s) {
-            return Err(format!(
-                "pad_s must be between 0 and 5 seconds, got {}",
-                self.pad_s
-            ));
-        }
-        if !(0.01..=1.0).contains(&self.scene_threshold) {
-            return Err(format!(
-                "scene_threshold must be between 0.01 and 1, got {}",
-                self.scene_threshold
-            ));
-        }
-        if !(self.min_scene_s >= 0.0 && self.max_scene_s >= 1.0) {
-            return Err(format!(
-                "scenes need min_scene_s >= 0 and max_scene_s >= 1, got {} and {}",
-                self.min_scene_s, self.max_scene_s
-            ));
-        }
-        if !(16..=1920).contains(&self.thumbnail_width) {
-            return Err(format!(
-                "thumbnail_width must be between 16 and 1920 pixels, got {}",
-                self.thumbnail_width
-            ));
-        }
+        self.catalog.validate()?;
         if !self.media_base_url.is_empty() && media_url_host(&self.media_base_url).is_none() {
             return Err(format!(
                 "media_base_url must be an http:// or https:// URL with a host, as Pis and browsers reach the hub (CINEMA_CLIP_SELECTOR_MEDIA_BASE_URL; CINEMA_MEDIA_BASE_URL under compose), got {:?}",
@@ -230,9 +135,9 @@ pub async fn load_library_with(
     media_base: &str,
     tally: Arc<ingest::Tally>,
 ) -> Result<Library, Error> {
-    let root = config.library.clone();
-    let index = config.index();
-    let opt = config.ingest_options();
+    let root = config.catalog.library.clone();
+    let index = config.catalog.index();
+    let opt = config.catalog.ingest_options();
     let base = media_base.to_string();
     let lib = tokio::task::spawn_blocking(move || {
         Library::ingest(&root, &index, &opt, tally.as_ref(), &base)
@@ -240,7 +145,7 @@ pub async fn load_library_with(
     .await
     .map_err(|e| {
         library::Error::Ingest(ingest::Error::Io {
-            path: config.library.clone(),
+            path: config.catalog.library.clone(),
             source: std::io::Error::other(e),
         })
     })??;
@@ -340,15 +245,15 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     };
     // A folder that cannot be read is a configuration error: said now, in
     // one line, before anything is served.
-    std::fs::read_dir(&config.library).map_err(|source| {
+    std::fs::read_dir(&config.catalog.library).map_err(|source| {
         library::Error::Ingest(ingest::Error::Io {
-            path: config.library.clone(),
+            path: config.catalog.library.clone(),
             source,
         })
     })?;
     // The library is served from the end of the first ingest; until then
     // the service answers (films: the progress) and refuses searches.
-    let empty = Library::from_clips(config.library.clone(), Vec::new(), Vec::new(), None)?;
+    let empty = Library::from_clips(config.catalog.library.clone(), Vec::new(), Vec::new(), None)?;
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(empty));
     let current = Current(rx);
     tracing::info!(%base, "Serving media.");
@@ -367,10 +272,10 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
         "Film library: search, clips, films",
     )
     .await?;
-    let search = svc::endpoint(&service, "search", subjects::clips::SEARCH).await?;
-    let get = svc::endpoint(&service, "get", subjects::clips::GET).await?;
-    let films = svc::endpoint(&service, "films", subjects::clips::FILMS).await?;
-    let reload = svc::endpoint(&service, "reload", subjects::clips::RELOAD).await?;
+    let search = svc::endpoint(&service, &endpoints::clips::SEARCH).await?;
+    let get = svc::endpoint(&service, &endpoints::clips::GET).await?;
+    let films = svc::endpoint(&service, &endpoints::clips::FILMS).await?;
+    let reload = svc::endpoint(&service, &endpoints::clips::RELOAD).await?;
 
     let rescan = Duration::from_secs(config.rescan_s);
     let reloader = Arc::new(Reloader {
@@ -563,6 +468,8 @@ async fn serve_file(path: impl AsRef<std::path::Path>, req: Request) -> Response
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -593,16 +500,32 @@ mod tests {
             jail.clear_env();
             let args = plumbing::CommonArgs::default();
             let config: Config = plumbing::config::load(&args).expect("defaults");
-            assert_eq!(config.embedding_model, None);
+            assert_eq!(config.catalog.embedding_model, None);
             jail.set_env("CINEMA_EMBEDDING_MODEL", "/models/minilm");
             let config: Config = plumbing::config::load(&args).expect("seed name");
             assert_eq!(
-                config.embedding_model,
+                config.catalog.embedding_model,
                 Some(PathBuf::from("/models/minilm"))
             );
             jail.set_env("CINEMA_CLIP_SELECTOR_EMBEDDING_MODEL", "/other");
             let config: Config = plumbing::config::load(&args).expect("own name");
-            assert_eq!(config.embedding_model, Some(PathBuf::from("/other")));
+            assert_eq!(
+                config.catalog.embedding_model,
+                Some(PathBuf::from("/other"))
+            );
+            // The library's keys are flat beside the service's own.
+            jail.set_env("CINEMA_CLIP_SELECTOR_PAD_S", "1");
+            jail.set_env("CINEMA_CLIP_SELECTOR_SCENES", "false");
+            jail.set_env("CINEMA_ENCODER_SIMD", "avx2");
+            jail.set_env("CINEMA_CLIP_SELECTOR_RESCAN_S", "30");
+            let config: Config = plumbing::config::load(&args).expect("flat keys");
+            assert_eq!(config.catalog.pad_s, 1.0);
+            assert!(!config.catalog.scenes);
+            assert_eq!(config.catalog.encoder_simd, encoder::SimdCap::Avx2);
+            assert_eq!(config.rescan_s, 30);
+            jail.set_env("CINEMA_ENCODER_SIMD", "sse9");
+            let bad = plumbing::config::load::<Config>(&args).expect_err("unknown cap");
+            assert!(bad.to_string().contains("sse9"), "{bad}");
             Ok(())
         });
     }

@@ -76,7 +76,7 @@ fn serve_mcp(args: &CommonArgs, http: Option<SocketAddr>) -> ExitCode {
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             nats = %plumbing::redact(&config.nats_url),
-            library = %config.library.display(),
+            library = %config.catalog.library.display(),
             "clip-selector mcp is starting."
         );
         match clip_selector::mcp::run(config, http, shutdown).await {

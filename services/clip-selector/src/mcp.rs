@@ -22,6 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::endpoints;
 use bus::subjects::{self, SessionEvent};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -181,7 +182,7 @@ impl Tools {
         let bus = self.nats.bus().await?;
         let reply: Result<SessionReply, _> = bus
             .request(
-                subjects::rooms::GET.into(),
+                &endpoints::rooms::GET,
                 &SessionRef {
                     session_id: sid.to_string(),
                     reason: String::new(),

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bus::service::{self as svc, Reject};
 use bus::subjects::{self, SessionEvent};
-use clip_selector::{CutOptions, Library};
 use futures::StreamExt;
+use library::{CutOptions, Library};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
@@ -264,7 +264,7 @@ fn stand_in_room_manager(bus: &bus::Bus, stop: &CancellationToken) {
         let rooms = svc::start(bus.client(), "room-manager", "stand-in")
             .await
             .unwrap();
-        let get = svc::endpoint(&rooms, "get", subjects::rooms::GET)
+        let get = svc::endpoint(&rooms, &bus::endpoints::rooms::GET)
             .await
             .unwrap();
         svc::serve(get, stop, 4, |r: SessionRef| async move {
@@ -425,9 +425,24 @@ async fn http_plays_on_the_sessions_pi() {
         .await,
     );
     assert!(why.contains("not a film of the library"), "{why}");
-    // None of the refusals played anything.
-    let extra = tokio::time::timeout(Duration::from_millis(300), plays.next()).await;
-    assert!(extra.is_err(), "a refused play was published: {extra:?}");
+    // None of the refusals played anything: the next play command on the
+    // bus is the one asked for after them.
+    let after = ok(&call(
+        &client,
+        "play_video_by_params",
+        json!({"session_id": "live-1", "clip_id": question, "reasoning": "after the refusals"}),
+    )
+    .await);
+    let msg = tokio::time::timeout(Duration::from_secs(10), plays.next())
+        .await
+        .expect("a play command")
+        .unwrap();
+    let next: PlayCommand = bus::decode_message(&msg).unwrap();
+    assert_eq!(
+        after["command_id"],
+        next.command_id.as_str(),
+        "a refused play was published: {next:?}"
+    );
 
     // Search works over HTTP too.
     let found = ok(&call(

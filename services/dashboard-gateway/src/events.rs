@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bus::endpoints;
 use bus::subjects;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -75,7 +76,7 @@ async fn record_event(st: &AppState, sid: &str) -> Option<Event> {
     let rec: StatusRecord = match st
         .bus
         .request(
-            subjects::status::GET.into(),
+            &endpoints::status::GET,
             &StatusRequest {
                 session_id: sid.into(),
             },
@@ -101,7 +102,7 @@ async fn record_event(st: &AppState, sid: &str) -> Option<Event> {
 async fn live_sessions(st: &AppState) -> Vec<String> {
     match st
         .bus
-        .request::<_, SessionList>(subjects::rooms::LIST.into(), &ListSessionsRequest {})
+        .request::<_, SessionList>(&endpoints::rooms::LIST, &ListSessionsRequest {})
         .await
     {
         Ok(list) => list

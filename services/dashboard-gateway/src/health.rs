@@ -11,7 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use bus::{names, subjects};
+use bus::endpoints;
+use bus::names;
 use serde_json::{Value, json};
 use wire::v1::{FilmList, ListFilmsRequest};
 
@@ -62,7 +63,7 @@ async fn health(State(st): State<AppState>) -> Response {
             let films: Option<FilmList> = st
                 .bus
                 .request_with_timeout(
-                    subjects::clips::FILMS.into(),
+                    &endpoints::clips::FILMS,
                     &ListFilmsRequest {},
                     Duration::from_millis(500),
                 )

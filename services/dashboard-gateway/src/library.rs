@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bus::subjects;
+use bus::endpoints;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wire::v1::{
@@ -73,7 +73,7 @@ async fn search(
     let reply: SearchReply = st
         .bus
         .request(
-            subjects::clips::SEARCH.into(),
+            &endpoints::clips::SEARCH,
             &SearchRequest {
                 query: text.to_string(),
                 mode: mode as i32,
@@ -98,7 +98,7 @@ async fn search(
 async fn films(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
     let list: FilmList = st
         .bus
-        .request(subjects::clips::FILMS.into(), &ListFilmsRequest {})
+        .request(&endpoints::clips::FILMS, &ListFilmsRequest {})
         .await?;
     Ok(Json(st.hub.decoder.message(&list)))
 }
@@ -115,13 +115,13 @@ async fn reload(State(st): State<AppState>) -> Result<(StatusCode, Json<Value>),
     // Asked first, so that a missing clip-selector is an answer, not silence.
     let _: FilmList = st
         .bus
-        .request(subjects::clips::FILMS.into(), &ListFilmsRequest {})
+        .request(&endpoints::clips::FILMS, &ListFilmsRequest {})
         .await?;
     let bus = st.bus.clone();
     tokio::spawn(async move {
         match bus
             .request_with_timeout::<_, IngestSummary>(
-                subjects::clips::RELOAD.into(),
+                &endpoints::clips::RELOAD,
                 &ReloadRequest {},
                 RELOAD_WAIT,
             )
@@ -151,7 +151,7 @@ async fn clip(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json
     }
     let reply: GetClipReply = st
         .bus
-        .request(subjects::clips::GET.into(), &GetClipRequest { clip_id: id })
+        .request(&endpoints::clips::GET, &GetClipRequest { clip_id: id })
         .await?;
     Ok(Json(st.hub.decoder.message(&reply)))
 }

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bus::endpoints;
 use bus::subjects;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -105,7 +106,7 @@ async fn list(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
     let media: Option<FilmList> = st
         .bus
         .request_with_timeout(
-            subjects::clips::FILMS.into(),
+            &endpoints::clips::FILMS,
             &ListFilmsRequest {},
             MEDIA_REQUEST_TIMEOUT,
         )
@@ -160,7 +161,7 @@ async fn devices(
     let reply: AudioDevices = st
         .bus
         .request_with_timeout(
-            subjects::pi_devices(&pi),
+            &endpoints::pi_devices(&pi),
             &AudioDevicesRequest {},
             PI_REQUEST_TIMEOUT,
         )
@@ -198,7 +199,7 @@ async fn set_audio_input(
     let reply: AudioDevices = st
         .bus
         .request_with_timeout(
-            subjects::pi_audio_input(&pi),
+            &endpoints::pi_audio_input(&pi),
             &SetAudioInput {
                 audio_input: input.to_string(),
             },

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use bus::endpoints;
 use bus::subjects::{self, SessionEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -84,7 +85,7 @@ async fn connect(
     let reply: SessionReply = st
         .bus
         .request_with_timeout(
-            subjects::rooms::CREATE.into(),
+            &endpoints::rooms::CREATE,
             &CreateSessionRequest {
                 pi_id: req.pi_id,
                 browser: req.browser,
@@ -119,7 +120,7 @@ async fn get_session(
 async fn list_sessions(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
     let list: SessionList = st
         .bus
-        .request(subjects::rooms::LIST.into(), &ListSessionsRequest {})
+        .request(&endpoints::rooms::LIST, &ListSessionsRequest {})
         .await?;
     Ok(Json(
         json!({ "sessions": list.sessions.iter().map(session_json).collect::<Vec<_>>() }),
@@ -257,7 +258,7 @@ async fn end(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<
     let reply: SessionReply = st
         .bus
         .request_with_timeout(
-            subjects::rooms::END.into(),
+            &endpoints::rooms::END,
             &SessionRef {
                 session_id: id,
                 reason: "ended by operator".into(),
@@ -285,7 +286,7 @@ async fn conversation_status(
     let rec: StatusRecord = st
         .bus
         .request(
-            subjects::status::GET.into(),
+            &endpoints::status::GET,
             &StatusRequest {
                 session_id: id.clone(),
             },
@@ -322,7 +323,7 @@ async fn cleanup_old_sessions(
     let reply: CleanupReply = st
         .bus
         .request_with_timeout(
-            subjects::rooms::CLEANUP.into(),
+            &endpoints::rooms::CLEANUP,
             &CleanupRequest {
                 older_than_s: q.older_than_s,
             },
@@ -357,7 +358,7 @@ async fn start_pi_client(
     let result: Result<(u32, String), AppError> = async {
         let list: SessionList = st
             .bus
-            .request(subjects::rooms::LIST.into(), &ListSessionsRequest {})
+            .request(&endpoints::rooms::LIST, &ListSessionsRequest {})
             .await?;
         let s = list
             .sessions
@@ -396,7 +397,7 @@ async fn start_pi_client(
         let reply: SpawnReply = st
             .bus
             .request_with_timeout(
-                subjects::pi_spawn(&s.pi_id),
+                &endpoints::pi_spawn(&s.pi_id),
                 &spawn,
                 Duration::from_secs(15),
             )

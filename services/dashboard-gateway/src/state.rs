@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bus::endpoints;
 use bus::subjects;
 use bus::{Bus, names};
 use tokio_util::sync::CancellationToken;
@@ -97,7 +98,7 @@ impl AppState {
         let reply: SessionReply = self
             .bus
             .request(
-                subjects::rooms::GET.into(),
+                &endpoints::rooms::GET,
                 &SessionRef {
                     session_id: id.into(),
                     reason: String::new(),

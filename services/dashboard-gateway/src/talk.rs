@@ -34,6 +34,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
+use bus::endpoints;
 use bus::subjects::{self, SessionEvent};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -315,7 +316,7 @@ impl Talk {
             pid: 0,
         };
         let joined: Result<SessionReply, bus::Error> =
-            bus.request(subjects::rooms::JOIN.to_string(), &join).await;
+            bus.request(&endpoints::rooms::JOIN, &join).await;
         if let Err(e) = joined {
             let code = match e.remote_code() {
                 Some(409) => close_code::POLICY,
@@ -534,7 +535,7 @@ impl Talk {
             .st
             .bus
             .request_with_timeout(
-                subjects::clips::GET.to_string(),
+                &endpoints::clips::GET,
                 &GetClipRequest {
                     clip_id: cmd.clip_id.clone(),
                 },

@@ -451,7 +451,7 @@ async fn bus_events_reach_sse_clients_and_metrics() {
     let svc = bus::service::start(bus.client(), "status-store", "test")
         .await
         .unwrap();
-    let _get = bus::service::endpoint(&svc, "get", "cinema.status.get")
+    let _get = bus::service::endpoint(&svc, &bus::endpoints::status::GET)
         .await
         .unwrap();
     let (resp, metrics) = call_text(&router, get("/metrics")).await;

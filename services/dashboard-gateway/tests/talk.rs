@@ -58,16 +58,16 @@ async fn stand_ins(
     let rooms = svc::start(bus.client(), "room-manager", "stand-in")
         .await
         .unwrap();
-    let get = svc::endpoint(&rooms, "get", subjects::rooms::GET)
+    let get = svc::endpoint(&rooms, &bus::endpoints::rooms::GET)
         .await
         .unwrap();
-    let join = svc::endpoint(&rooms, "join", subjects::rooms::JOIN)
+    let join = svc::endpoint(&rooms, &bus::endpoints::rooms::JOIN)
         .await
         .unwrap();
     let clips = svc::start(bus.client(), "clip-selector", "stand-in")
         .await
         .unwrap();
-    let clip_get = svc::endpoint(&clips, "get", subjects::clips::GET)
+    let clip_get = svc::endpoint(&clips, &bus::endpoints::clips::GET)
         .await
         .unwrap();
     let (joins_tx, joins) = tokio::sync::mpsc::unbounded_channel();

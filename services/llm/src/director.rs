@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bus::async_nats::jetstream::AckKind;
 use bus::async_nats::jetstream::kv::Store;
 use bus::async_nats::jetstream::stream::Stream;
+use bus::endpoints;
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, kv_cas, kv_get};
 use wire::now_ms;
@@ -181,7 +182,7 @@ impl Director {
         let reply: SessionReply = self
             .bus
             .request(
-                subjects::rooms::GET.into(),
+                &endpoints::rooms::GET,
                 &SessionRef {
                     session_id: sid.into(),
                     reason: String::new(),

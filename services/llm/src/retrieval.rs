@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use bus::Bus;
-use bus::subjects;
+use bus::endpoints;
 use sha2::{Digest, Sha256};
 use wire::v1::{Clip, SearchMode, SearchReply, SearchRequest};
 
@@ -44,7 +44,7 @@ pub async fn search_with_limit(
 ) -> Result<Vec<Clip>, bus::Error> {
     let reply: SearchReply = bus
         .request(
-            subjects::clips::SEARCH.to_string(),
+            &endpoints::clips::SEARCH,
             &SearchRequest {
                 query: query.to_string(),
                 mode: mode as i32,

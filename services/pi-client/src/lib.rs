@@ -8,6 +8,7 @@ pub mod mpv;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::endpoints;
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, names};
 use futures::StreamExt;
@@ -208,9 +209,10 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     .await?;
     // Play commands come from room-manager as requests: answered at once
     // (so it stops trying), played once per command id.
+    let delivery = endpoints::pi_delivery(&config.pi_id, &sid);
     let mut plays = bus
         .client()
-        .subscribe(subjects::pi_delivery(&config.pi_id, &sid))
+        .subscribe(delivery.subject().to_string())
         .await
         .map_err(|e| bus::Error::nats("subscribe", e))?;
     let mut admitted = Admitted::default();
@@ -227,9 +229,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         pi_id: config.pi_id.clone(),
         pid: std::process::id(),
     };
-    let _: SessionReply = bus
-        .request(subjects::rooms::JOIN.to_string(), &join)
-        .await?;
+    let _: SessionReply = bus.request(&endpoints::rooms::JOIN, &join).await?;
     tracing::info!(session = %sid, "Joined the session.");
 
     let mut current: Option<Current> = None;
@@ -247,7 +247,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
             }
             msg = plays.next() => {
                 let Some(msg) = msg else { break Ok(()) };
-                let (cmd, expires_at_ms) = match bus::decode_message::<PlayDelivery>(&msg) {
+                let (cmd, expires_at_ms) = match delivery.decode_request(&msg) {
                     Ok(PlayDelivery { command: Some(c), expires_at_ms }) if c.session_id == sid => (c, expires_at_ms),
                     Ok(d) => {
                         tracing::warn!(session = %sid, other = ?d.command.map(|c| c.session_id), "Ignored a play command for another session.");
@@ -262,12 +262,12 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                 let expired = expires_at_ms > 0 && now_ms() > expires_at_ms;
                 let fresh = !expired && admitted.admit(&cmd.command_id);
                 if let Some(reply) = msg.reply {
-                    let (headers, payload) = bus::encode(&PlayDelivered {
+                    let answer = PlayDelivered {
                         command_id: cmd.command_id.clone(),
                         duplicate: !fresh && !expired,
                         expired,
-                    });
-                    if let Err(e) = bus.client().publish_with_headers(reply, headers, payload).await {
+                    };
+                    if let Err(e) = delivery.answer(bus.client(), reply, &answer).await {
                         tracing::warn!(session = %sid, error = %e, "Cannot answer a play command's delivery.");
                     }
                 }
@@ -488,7 +488,7 @@ async fn play(
     let pi = config.pi_id.as_str();
     let reply: Result<GetClipReply, bus::Error> = bus
         .request_with_timeout(
-            subjects::clips::GET.to_string(),
+            &endpoints::clips::GET,
             &GetClipRequest {
                 clip_id: cmd.clip_id.clone(),
             },

@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::endpoints;
 use bus::service::{self as svc, Reject};
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, names};
@@ -217,10 +218,10 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         "Spawns a client per session on a Pi",
     )
     .await?;
-    let spawn = svc::endpoint(&service, "spawn", &subjects::pi_spawn(&pi)).await?;
-    let stop = svc::endpoint(&service, "stop", &subjects::pi_stop(&pi)).await?;
-    let devices = svc::endpoint(&service, "devices", &subjects::pi_devices(&pi)).await?;
-    let set_input = svc::endpoint(&service, "audio_input", &subjects::pi_audio_input(&pi)).await?;
+    let spawn = svc::endpoint(&service, &endpoints::pi_spawn(&pi)).await?;
+    let stop = svc::endpoint(&service, &endpoints::pi_stop(&pi)).await?;
+    let devices = svc::endpoint(&service, &endpoints::pi_devices(&pi)).await?;
+    let set_input = svc::endpoint(&service, &endpoints::pi_audio_input(&pi)).await?;
     tracing::info!(pi = %pi, client = %spawner.client_bin.display(), state = %spawner.state_dir.display(), "The Pi is registered.");
     tokio::join!(
         svc::serve(spawn, shutdown.clone(), 4, |req: SpawnRequest| {
@@ -631,7 +632,7 @@ impl Spawner {
         };
         if let Err(e) = self
             .bus
-            .request::<_, SessionReply>(subjects::rooms::FAIL.into(), &fail)
+            .request::<_, SessionReply>(&endpoints::rooms::FAIL, &fail)
             .await
         {
             tracing::warn!(session = %sid, error = %e, "Cannot mark the session failed.");
@@ -685,7 +686,7 @@ impl Spawner {
             let _ = tokio::time::timeout(
                 Duration::from_secs(3),
                 self.bus
-                    .request::<_, SessionReply>(subjects::rooms::FAIL.into(), &fail),
+                    .request::<_, SessionReply>(&endpoints::rooms::FAIL, &fail),
             )
             .await;
         }

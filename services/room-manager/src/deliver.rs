@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use bus::async_nats::jetstream::Message;
 use bus::async_nats::jetstream::consumer::pull::Stream;
+use bus::endpoints;
 use bus::subjects::{self, SessionEvent};
 use tokio_util::sync::CancellationToken;
 use wire::now_ms;
-use wire::v1::{PlayCommand, PlayDelivered, PlayDelivery, PlaybackEvent, PlaybackState};
+use wire::v1::{PlayCommand, PlayDelivery, PlaybackEvent, PlaybackState};
 
 use crate::{Rooms, is_live};
 
@@ -146,7 +147,7 @@ async fn hand_over(
             .unwrap_or_else(|_| now_ms())
     };
     let bound_ms = bound_ms(made_ms, d.expiry);
-    let subject = subjects::pi_delivery(&d.pi, &d.sid);
+    let endpoint = endpoints::pi_delivery(&d.pi, &d.sid);
     let delivery = PlayDelivery {
         command: Some(d.cmd.clone()),
         expires_at_ms: bound_ms,
@@ -173,11 +174,7 @@ async fn hand_over(
         tries += 1;
         let answer = rooms
             .bus
-            .request_with_timeout::<PlayDelivery, PlayDelivered>(
-                subject.clone(),
-                &delivery,
-                ANSWER_WITHIN,
-            )
+            .request_with_timeout(&endpoint, &delivery, ANSWER_WITHIN)
             .await;
         match answer {
             Ok(a) if a.expired => {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::async_nats::jetstream::kv::Store;
+use bus::endpoints;
 use bus::service::{self as svc, Reject};
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, kv_cas, kv_get, names};
@@ -169,17 +170,16 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         "Session lifecycle",
     )
     .await?;
-    let ep = |name: &'static str, subject: &'static str| svc::endpoint(&service, name, subject);
     let (create, get, end, list) = (
-        ep("create", subjects::rooms::CREATE).await?,
-        ep("get", subjects::rooms::GET).await?,
-        ep("end", subjects::rooms::END).await?,
-        ep("list", subjects::rooms::LIST).await?,
+        svc::endpoint(&service, &endpoints::rooms::CREATE).await?,
+        svc::endpoint(&service, &endpoints::rooms::GET).await?,
+        svc::endpoint(&service, &endpoints::rooms::END).await?,
+        svc::endpoint(&service, &endpoints::rooms::LIST).await?,
     );
     let (join, fail, cleanup) = (
-        ep("join", subjects::rooms::JOIN).await?,
-        ep("fail", subjects::rooms::FAIL).await?,
-        ep("cleanup", subjects::rooms::CLEANUP).await?,
+        svc::endpoint(&service, &endpoints::rooms::JOIN).await?,
+        svc::endpoint(&service, &endpoints::rooms::FAIL).await?,
+        svc::endpoint(&service, &endpoints::rooms::CLEANUP).await?,
     );
     let plays = deliver::consume(&rooms).await?;
     let mut subs = Vec::new();
@@ -389,7 +389,7 @@ impl Rooms {
         let reply: Result<SpawnReply, bus::Error> = self
             .bus
             .request_with_timeout(
-                subjects::pi_spawn(&pi_id),
+                &endpoints::pi_spawn(&pi_id),
                 &spawn,
                 Duration::from_secs(self.config.spawn_timeout_s),
             )
@@ -555,7 +555,7 @@ impl Rooms {
             let stopped: Result<StopClientReply, bus::Error> = self
                 .bus
                 .request_with_timeout(
-                    subjects::pi_stop(&session.pi_id),
+                    &endpoints::pi_stop(&session.pi_id),
                     &stop,
                     Duration::from_secs(15),
                 )
@@ -607,7 +607,7 @@ impl Rooms {
             let purged: Result<PurgeReply, bus::Error> = self
                 .bus
                 .request(
-                    subjects::status::PURGE.into(),
+                    &endpoints::status::PURGE,
                     &PurgeRequest {
                         session_id: s.id.clone(),
                     },
@@ -662,7 +662,7 @@ impl Rooms {
             };
             let stopped: Result<StopClientReply, bus::Error> = self
                 .bus
-                .request_with_timeout(subjects::pi_stop(&pi), &stop, Duration::from_secs(2))
+                .request_with_timeout(&endpoints::pi_stop(&pi), &stop, Duration::from_secs(2))
                 .await;
             if stopped.is_ok() || stopped.as_ref().is_err_and(|e| e.remote_code().is_some()) {
                 tracing::info!(session = %sid, %pi, "The Pi is back; the ended session's client was stopped.");

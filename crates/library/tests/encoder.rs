@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use clip_selector::embed::{self, DIM, Embedder};
-use encoder::Simd;
+use encoder::{Simd, SimdCap};
+use library::embed::{self, DIM, Embedder};
 
 /// Lines of the kind a library holds and visitors say: short and long,
 /// questions, exclamations, names, numbers, punctuation.
@@ -157,12 +157,17 @@ fn every_instruction_set_gives_the_same_embeddings() {
     let mut e = Embedder::load(model()).expect("loads");
     let best = e.encoder().simd();
     let want = e.embed(TEXTS).expect("embed");
-    for cap in ["portable", "avx2", "avx512"] {
+    for cap in [SimdCap::Portable, SimdCap::Avx2, SimdCap::Avx512] {
         e.set_simd(Simd::best(cap));
         let got = e.embed(TEXTS).expect("embed");
         for ((text, g), w) in TEXTS.iter().zip(&got).zip(&want) {
             let cos = embed::dot(g, w);
-            assert!(cos > 0.9999, "{text:?}: {cap} vs {}: {cos}", best.name());
+            assert!(
+                cos > 0.9999,
+                "{text:?}: {} vs {}: {cos}",
+                cap.name(),
+                best.name()
+            );
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct IngestOptions {
     pub workers: usize,
     /// The sentence-embedding model folder; `None`: lexical search only.
     pub embedding_model: Option<PathBuf>,
+    /// The widest instruction set the encoder and the vector scan may use.
+    pub simd: encoder::SimdCap,
 }
 
 impl Default for IngestOptions {
@@ -95,6 +97,7 @@ impl Default for IngestOptions {
             thumbnail_width: 256,
             workers: 2,
             embedding_model: None,
+            simd: encoder::SimdCap::Best,
         }
     }
 }

@@ -57,9 +57,10 @@ pub struct Loaded {
 /// Bytes of one stored vector: an f32 scale and [`DIM`] int8 codes.
 const STORED_BYTES: usize = 4 + DIM;
 
-/// The model in `dir`, or `None` with one warning saying why (no model
-/// configured, or it cannot be loaded): search is then lexical only.
-pub fn load(dir: Option<&Path>) -> Option<Loaded> {
+/// The model in `dir`, its kernels capped at `simd`, or `None` with one
+/// warning saying why (no model configured, or it cannot be loaded): search
+/// is then lexical only.
+pub fn load(dir: Option<&Path>, simd: encoder::SimdCap) -> Option<Loaded> {
     let Some(dir) = dir else {
         tracing::warn!(
             "Search is lexical only: no embedding model is configured (set CINEMA_EMBEDDING_MODEL; scripts/setup fetches one)."
@@ -67,10 +68,13 @@ pub fn load(dir: Option<&Path>) -> Option<Loaded> {
         return None;
     };
     match Embedder::load(dir) {
-        Ok(embedder) => Some(Loaded {
-            id: model_id(dir),
-            embedder,
-        }),
+        Ok(mut embedder) => {
+            embedder.set_simd(encoder::Simd::best(simd));
+            Some(Loaded {
+                id: model_id(dir),
+                embedder,
+            })
+        }
         Err(e) => {
             tracing::warn!(model = %dir.display(), error = %e, "Search is lexical only: the embedding model cannot be used.");
             None
@@ -237,7 +241,7 @@ impl Semantic {
         row_clip: Vec<usize>,
         clips: &[Clip],
     ) -> Result<Semantic, Error> {
-        let index = VectorIndex::from_flat(vectors, DIM)?;
+        let index = VectorIndex::from_flat(vectors, DIM, embedder.encoder().simd())?;
         if index.len() != row_clip.len() {
             return Err(Error::Rows {
                 rows: index.len(),

@@ -2,14 +2,14 @@
 //! library: `CINEMA_BENCH_LINES` subtitle lines (100,000 by default) in films
 //! of 1,000 lines (`.srt` sidecars beside empty placeholder videos).
 //!
-//! `cargo bench -p clip-selector --bench search`. Needs the embedding model
+//! `cargo bench -p library --bench search`. Needs the embedding model
 //! (`scripts/setup`, or `CINEMA_EMBEDDING_MODEL`).
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clip_selector::{CutOptions, Library};
+use library::{CutOptions, Library};
 use testkit::latency;
 use wire::v1::{SearchMode, SearchRequest};
 
@@ -46,7 +46,7 @@ fn main() {
         "ingest lexical {secs:.2} s, {:.0} lines/s (no embeddings; probe, keyframes, subtitles, catalog, BM25; no scenes or thumbnails)",
         lexical.len() as f64 / secs
     );
-    let index = clip_selector::IndexDir::inside(dir.path());
+    let index = library::IndexDir::inside(dir.path());
     let (catalog_bytes, _) = index.size_on_disk();
     println!(
         "catalog        {catalog_bytes} bytes on disk, {:.0} bytes per 1,000 lines (no vectors)",

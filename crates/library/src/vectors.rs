@@ -57,7 +57,7 @@ pub struct Hit {
 impl VectorIndex {
     /// Builds the index from `vectors`, `dim` floats per row, rows in order
     /// (normalised vectors, as [`crate::embed::Embedder::embed`] gives).
-    pub fn from_flat(vectors: &[f32], dim: usize) -> Result<VectorIndex, Error> {
+    pub fn from_flat(vectors: &[f32], dim: usize, simd: Simd) -> Result<VectorIndex, Error> {
         if dim == 0 || !dim.is_multiple_of(64) {
             return Err(Error::Dimension(dim));
         }
@@ -101,7 +101,7 @@ impl VectorIndex {
             bits,
             codes,
             scales,
-            simd: Simd::detect(),
+            simd,
         })
     }
 
@@ -279,6 +279,10 @@ mod tests {
     use super::*;
 
     /// A deterministic pseudo-random unit vector.
+    fn any() -> Simd {
+        Simd::best(encoder::SimdCap::Best)
+    }
+
     fn unit(seed: u64, dim: usize) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let v: Vec<f32> = (0..dim)
@@ -295,7 +299,10 @@ mod tests {
     fn index(n: usize) -> (VectorIndex, Vec<Vec<f32>>) {
         let rows: Vec<Vec<f32>> = (0..n as u64).map(|i| unit(i + 1, 128)).collect();
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-        (VectorIndex::from_flat(&flat, 128).expect("index"), rows)
+        (
+            VectorIndex::from_flat(&flat, 128, any()).expect("index"),
+            rows,
+        )
     }
 
     #[test]
@@ -360,14 +367,14 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.iter().all(|h| h.row != 5));
         assert!(matches!(
-            VectorIndex::from_flat(&[0.0; 130], 128),
+            VectorIndex::from_flat(&[0.0; 130], 128, any()),
             Err(Error::Shape { .. })
         ));
         assert!(matches!(
-            VectorIndex::from_flat(&[], 100),
+            VectorIndex::from_flat(&[], 100, any()),
             Err(Error::Dimension(100))
         ));
-        let empty = VectorIndex::from_flat(&[], 128).expect("empty index");
+        let empty = VectorIndex::from_flat(&[], 128, any()).expect("empty index");
         assert!(empty.search(&rows[0], 3, |_| true).is_empty());
         assert_eq!(ix.bytes(), 2000 * (16 + 128 + 4) + 128 * 4);
     }

@@ -13,8 +13,7 @@ use tantivy::{Index, IndexReader, doc};
 use wire::v1::{CatalogFilm, Clip, ClipKind, Film, IngestSummary, SearchMode, SearchRequest};
 
 use crate::fusion;
-use crate::ingest::{self, Progress};
-pub use crate::ingest::{CutOptions, IndexDir, IngestOptions, VIDEO_EXTENSIONS, cut_clips};
+use crate::ingest::{self, CutOptions, IndexDir, IngestOptions, Progress};
 use crate::semantic::{self, Semantic};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +98,7 @@ impl Library {
         let (mut catalog, summary) = ingest::ingest(root, index, opt, progress)?;
         // Lines not embedded yet (new films, another model) are embedded
         // now and kept in the catalog.
-        let embedder = semantic::load(opt.embedding_model.as_deref());
+        let embedder = semantic::load(opt.embedding_model.as_deref(), opt.simd);
         if let Some(e) = &embedder {
             semantic::ensure_vectors(e, &mut catalog, |entry| index.save(entry))?;
         }

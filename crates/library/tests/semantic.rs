@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use clip_selector::embed::{self, DIM, Embedder};
-use clip_selector::{CutOptions, Library};
+use library::embed::{self, DIM, Embedder};
+use library::{CutOptions, Library};
 use wire::v1::{Clip, SearchMode, SearchRequest};
 
 const HARBOR: &[&str] = &[
@@ -359,7 +359,7 @@ fn vectors_are_kept_in_the_catalog_and_remade_when_damaged() {
         "someone is robbing my home",
         SearchMode::Description,
     );
-    let index = clip_selector::IndexDir::inside(dir.path());
+    let index = library::IndexDir::inside(dir.path());
     let entries = index.load();
     assert_eq!(entries.len(), 1);
     let lines = entries[0].clips.len();

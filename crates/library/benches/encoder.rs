@@ -3,7 +3,7 @@
 //! candle's f32 BERT (what the service ran before), and how close their
 //! vectors are.
 //!
-//! `cargo bench -p clip-selector --bench encoder`. Needs the embedding model
+//! `cargo bench -p library --bench encoder`. Needs the embedding model
 //! (`scripts/setup`, or `CINEMA_EMBEDDING_MODEL`).
 
 use std::time::{Duration, Instant};
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use clip_selector::embed::{self, Embedder};
-use encoder::Simd;
+use encoder::{Simd, SimdCap};
+use library::embed::{self, Embedder};
 use testkit::latency;
 
 const SUBJECTS: &[&str] = &[
@@ -212,9 +212,9 @@ fn main() {
     println!("batch f32 (candle)           {f32_rate:.0} lines/s (batches of 64, padded, masked)");
 
     let mut e = Embedder::load(&dir).expect("encoder");
-    for cap in ["portable", "avx2", "avx512", ""] {
+    for cap in SimdCap::ALL {
         let simd = Simd::best(cap);
-        if !cap.is_empty() && simd.name() != cap {
+        if cap != SimdCap::Best && simd.name() != cap.name() {
             continue;
         }
         e.set_simd(simd);
