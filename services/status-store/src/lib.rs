@@ -4,6 +4,7 @@
 //! `cinema.status.get`.
 
 use bus::async_nats::jetstream::kv::Store;
+use bus::endpoints;
 use bus::service::{self as svc, Reject};
 use bus::subjects::{self, SessionEvent};
 use bus::{Bus, kv_cas, kv_get, names};
@@ -42,6 +43,10 @@ impl plumbing::Settings for Config {
 pub enum Error {
     #[error(transparent)]
     Bus(#[from] bus::Error),
+    /// Records would silently stop: the service exits (non-zero) to be
+    /// restarted by whatever runs it.
+    #[error("the session events stopped coming: {0}")]
+    Stopped(String),
 }
 
 pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
@@ -52,13 +57,14 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
         "Conversation records",
     )
     .await?;
-    let get = svc::endpoint(&service, "get", subjects::status::GET).await?;
+    let get = svc::endpoint(&service, &endpoints::status::GET).await?;
     let consumer = bus.consumer(&bus::consumers::status_store()).await?;
     let reader = store.clone();
     let purger = store.clone();
-    let purge = svc::endpoint(&service, "purge", subjects::status::PURGE).await?;
-    tokio::join!(
-        svc::serve(purge, shutdown.clone(), 4, |req: PurgeRequest| {
+    let purge = svc::endpoint(&service, &endpoints::status::PURGE).await?;
+    let serving = shutdown.child_token();
+    let (_, _, consumed) = tokio::join!(
+        svc::serve(purge, serving.clone(), 4, |req: PurgeRequest| {
             let store = purger.clone();
             async move {
                 subjects::check_id("session id", &req.session_id)?;
@@ -72,7 +78,7 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
                 Ok(PurgeReply { removed: existed })
             }
         }),
-        svc::serve(get, shutdown.clone(), 32, |req: StatusRequest| {
+        svc::serve(get, serving.clone(), 32, |req: StatusRequest| {
             let store = reader.clone();
             async move {
                 subjects::check_id("session id", &req.session_id)?;
@@ -84,24 +90,30 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
                     })
             }
         }),
-        consume(consumer, store, shutdown.clone()),
+        async {
+            let consumed = consume(consumer, store, shutdown.clone()).await;
+            // Without its consumer the service would answer from records
+            // that no longer move: stop answering too.
+            serving.cancel();
+            consumed
+        },
     );
     let _ = service.stop().await;
-    Ok(())
+    consumed
 }
 
+/// Folds session events into records until `shutdown` (`Ok`) or until the
+/// events stop coming for another reason (an error: the service must not
+/// look healthy while its records stand still).
 async fn consume(
     consumer: bus::async_nats::jetstream::consumer::PullConsumer,
     store: Store,
     shutdown: CancellationToken,
-) {
-    let mut messages = match consumer.messages().await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot consume session events.");
-            return;
-        }
-    };
+) -> Result<(), Error> {
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| Error::Stopped(format!("cannot consume session events: {e}")))?;
     while let Some(msg) = bus::next_or_shutdown(&mut messages, &shutdown, "session events").await {
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let ack = match subjects::parse_session(&msg.subject) {
@@ -121,6 +133,11 @@ async fn consume(
         if ack {
             let _ = msg.ack().await;
         }
+    }
+    if shutdown.is_cancelled() {
+        Ok(())
+    } else {
+        Err(Error::Stopped("the consumer's message stream ended".into()))
     }
 }
 
@@ -152,11 +169,10 @@ async fn apply(
                     0,
                 )
             });
-        if seq != 0 && seq <= rec.last_sequence {
+        if !first_time(&mut rec, seq) {
             return Ok(()); // Redelivered: already applied.
         }
         change.fold(&mut rec);
-        rec.last_sequence = seq.max(rec.last_sequence);
         rec.updated_at_ms = now_ms();
         if kv_cas(store, sid, &rec, rev)
             .await
@@ -166,6 +182,21 @@ async fn apply(
             return Ok(());
         }
     }
+}
+
+/// Notes `seq` as applied to `rec`; false when it already was (a
+/// redelivery, however late and whatever came between). Sequence 0 (no
+/// stream) is always new.
+fn first_time(rec: &mut StatusRecord, seq: u64) -> bool {
+    if seq == 0 {
+        return true;
+    }
+    if rec.applied_sequences.contains(&seq) {
+        return false;
+    }
+    rec.applied_sequences.push(seq);
+    rec.last_sequence = seq.max(rec.last_sequence);
+    true
 }
 
 /// A decoded session event, ready to fold into a record.
@@ -206,8 +237,11 @@ impl Change {
                     at_ms,
                     clip_id: clip_id.into(),
                 };
-                rec.messages.push(m.clone());
-                rec.display_messages.push(m);
+                // In time order, whatever order the events came in.
+                let at = rec.messages.partition_point(|x| x.at_ms <= at_ms);
+                rec.messages.insert(at, m.clone());
+                let at = rec.display_messages.partition_point(|x| x.at_ms <= at_ms);
+                rec.display_messages.insert(at, m);
             };
         match self {
             Change::Created(c) => {
@@ -238,12 +272,18 @@ impl Change {
                 Some(Kind::Error(e)) => rec.last_error = e.message.clone(),
                 Some(Kind::StatusUpdate(u)) => {
                     // Shown to people, never part of what a model reads.
-                    rec.display_messages.push(StatusMessage {
-                        role: "system".into(),
-                        content: u.status.clone(),
-                        at_ms: ev.at_ms,
-                        clip_id: String::new(),
-                    });
+                    let at = rec
+                        .display_messages
+                        .partition_point(|x| x.at_ms <= ev.at_ms);
+                    rec.display_messages.insert(
+                        at,
+                        StatusMessage {
+                            role: "system".into(),
+                            content: u.status.clone(),
+                            at_ms: ev.at_ms,
+                            clip_id: String::new(),
+                        },
+                    );
                     rec.status_update = u.status.clone();
                 }
                 _ => {}
@@ -267,5 +307,85 @@ impl Change {
             }
             Change::Ignore => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(at_ms: i64, text: &str) -> Change {
+        Change::Transcript(Transcript {
+            text: text.into(),
+            is_final: true,
+            at_ms,
+            ..Default::default()
+        })
+    }
+
+    /// The record made from `events` (stream sequence, change) taken in the
+    /// given order, as `apply` makes it.
+    fn record(events: &[(u64, &Change)]) -> StatusRecord {
+        let mut rec = StatusRecord::default();
+        for (seq, change) in events {
+            if first_time(&mut rec, *seq) {
+                change.fold(&mut rec);
+            }
+        }
+        rec
+    }
+
+    #[test]
+    fn every_event_is_recorded_once_whatever_the_delivery_order() {
+        let (a, b, c) = (line(100, "one"), line(200, "two"), line(300, "three"));
+        let in_order = record(&[(4, &a), (9, &b), (12, &c)]);
+        let words = |r: &StatusRecord| -> Vec<String> {
+            r.messages.iter().map(|m| m.content.clone()).collect()
+        };
+        assert_eq!(words(&in_order), ["one", "two", "three"]);
+        for order in [
+            // A redelivery after later events of the session succeeded
+            // (the case a "latest sequence" check loses).
+            vec![(9, &b), (12, &c), (4, &a)],
+            vec![(4, &a), (9, &b), (4, &a), (12, &c), (9, &b)],
+            vec![(12, &c), (12, &c), (9, &b), (4, &a), (4, &a)],
+        ] {
+            let rec = record(&order);
+            assert_eq!(
+                words(&rec),
+                words(&in_order),
+                "{:?}",
+                order.iter().map(|(s, _)| s).collect::<Vec<_>>()
+            );
+            assert_eq!(rec.display_messages.len(), 3);
+            assert_eq!(rec.last_sequence, 12);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_goes_away_stops_the_service_with_the_reason() {
+        let nats = testkit::NatsServer::start();
+        let bus = nats.bus("status-store-test").await;
+        bus.ensure_topology().await.unwrap();
+        let shutdown = CancellationToken::new();
+        let service = tokio::spawn(run(Config::default(), bus.clone(), shutdown.clone()));
+        let spec = bus::consumers::status_store();
+        let stream = testkit::eventually(
+            std::time::Duration::from_secs(20),
+            "status-store's consumer",
+            async || {
+                let stream = bus.jetstream().get_stream(spec.stream).await.ok()?;
+                stream.consumer_info(spec.name).await.ok().map(|_| stream)
+            },
+        )
+        .await;
+        stream.delete_consumer(spec.name).await.unwrap();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(60), service)
+            .await
+            .expect("status-store to stop once its consumer is gone")
+            .unwrap();
+        let err = ended.expect_err("an error, so whatever runs it restarts it");
+        assert!(err.to_string().contains("stopped coming"), "{err}");
+        assert!(!shutdown.is_cancelled());
     }
 }
