@@ -339,10 +339,18 @@ pub fn cut_clips(
     clips
 }
 
+/// The most scene parts one film is cut into by length alone: a film
+/// longer than `MAX_SCENE_PARTS × max_s` gets longer parts, so a header
+/// claiming an absurd length never makes an absurd number of clips.
+pub const MAX_SCENE_PARTS: usize = 2000;
+
 /// Scenes between cuts: `[0, c1), [c1, c2) … [cn, duration)`; scenes shorter
 /// than `min_s` join the one before, longer ones are cut in parts of at
-/// most `max_s`.
+/// most `max_s` (or longer, see [`MAX_SCENE_PARTS`]).
 pub fn scenes(cuts: &[f64], duration_s: f64, min_s: f64, max_s: f64) -> Vec<(f64, f64)> {
+    if !(duration_s.is_finite() && duration_s > 0.0) {
+        return Vec::new();
+    }
     let mut bounds = vec![0.0];
     for &c in cuts {
         if c > 0.0 && c < duration_s {
@@ -358,7 +366,10 @@ pub fn scenes(cuts: &[f64], duration_s: f64, min_s: f64, max_s: f64) -> Vec<(f64
             _ => merged.push((a, b)),
         }
     }
-    let max_s = max_s.max(min_s).max(0.5);
+    let max_s = max_s
+        .max(min_s)
+        .max(0.5)
+        .max(duration_s / MAX_SCENE_PARTS as f64);
     let mut out = Vec::new();
     for (a, b) in merged {
         let parts = ((b - a) / max_s).ceil().max(1.0) as usize;
@@ -401,25 +412,53 @@ pub fn title_of(stem: &str) -> String {
 }
 
 /// Video files under `dir`, skipping hidden folders (the index among them)
-/// and `skip`.
-pub fn find_videos(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    let entries = std::fs::read_dir(dir).map_err(io(dir))?;
-    for e in entries.flatten() {
-        let path = e.path();
-        if e.file_name().to_string_lossy().starts_with('.') || path == skip {
-            continue;
-        }
-        if path.is_dir() {
-            find_videos(&path, skip, out)?;
-        } else if path
+/// and `skip`. Links are followed; what cannot be read (a folder without
+/// permission, a link loop, a dangling link) and what is not a plain file
+/// (a FIFO or a device named like a film, which would block whoever opens
+/// it) is told in `problems` and passed over: one bad entry never ends the
+/// walk.
+pub fn find_videos(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>, problems: &mut Vec<String>) {
+    let walk = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path() != skip);
+    for entry in walk {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let at = e
+                    .path()
+                    .map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string())
+                    .unwrap_or_default();
+                let why = if e.loop_ancestor().is_some() {
+                    "a link loop; not followed".to_string()
+                } else {
+                    e.io_error()
+                        .map_or_else(|| e.to_string(), |io| io.to_string())
+                };
+                problems.push(format!("{at}: cannot be read ({why})"));
+                continue;
+            }
+        };
+        let path = entry.path();
+        let is_video = path
             .extension()
             .and_then(|x| x.to_str())
-            .is_some_and(|x| VIDEO_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
-        {
-            out.push(path);
+            .is_some_and(|x| VIDEO_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()));
+        if !is_video || entry.file_type().is_dir() {
+            continue;
+        }
+        if entry.file_type().is_file() {
+            out.push(path.to_path_buf());
+        } else {
+            let rel = path.strip_prefix(dir).unwrap_or(path).display();
+            problems.push(format!(
+                "{rel}: not a plain file (a pipe or a device); skipped"
+            ));
         }
     }
-    Ok(())
 }
 
 /// Size and modification time (ns since the epoch) of a file.
@@ -513,7 +552,8 @@ pub fn ingest(
     }
     let index_root = index.root.canonicalize().unwrap_or(index.root.clone());
     let mut videos = Vec::new();
-    find_videos(&root, &index_root, &mut videos)?;
+    let mut walk_problems = Vec::new();
+    find_videos(&root, &index_root, &mut videos, &mut walk_problems);
     videos.sort();
     let found: Vec<Found> = videos
         .into_iter()
@@ -546,6 +586,7 @@ pub fn ingest(
         .collect();
     let mut summary = IngestSummary {
         films: found.len() as u32,
+        problems: walk_problems,
         ..Default::default()
     };
     // First the films that need no work, so the progress bar counts the rest.
@@ -693,7 +734,7 @@ fn ingest_film(
             Err(e) => entry.notes.push(format!("subtitles unreadable: {e}")),
         }
     } else if let Some(stream) = media::pick_subtitles(&probe.subtitles) {
-        match media::extract_subtitles(&f.path, stream) {
+        match media::extract_subtitles(&f.path, stream, media::whole_film(probe.duration_s)) {
             Ok(bytes) => {
                 let (c, report) = subtitles::read(&bytes, Some(Format::Srt));
                 note_report(&mut entry.notes, &report);
@@ -734,15 +775,20 @@ fn ingest_film(
     let mut scene_count = 0;
     if probe.has_video {
         // Unknown keyframes leave every start as it is.
-        let keys = media::keyframes(&f.path).unwrap_or_else(|e| {
-            entry.notes.push(format!("keyframes unknown: {e}"));
-            Vec::new()
-        });
+        let keys =
+            media::keyframes(&f.path, media::whole_film(probe.duration_s)).unwrap_or_else(|e| {
+                entry.notes.push(format!("keyframes unknown: {e}"));
+                Vec::new()
+            });
         for c in &mut clips {
             c.keyframe_start_s = media::keyframe_at_or_before(&keys, c.start_s);
         }
         if opt.scenes {
-            match media::scene_cuts(&f.path, opt.scene_threshold) {
+            match media::scene_cuts(
+                &f.path,
+                opt.scene_threshold,
+                media::whole_film(probe.duration_s),
+            ) {
                 Ok(cuts) => {
                     for (k, (a, b)) in
                         scenes(&cuts, probe.duration_s, opt.min_scene_s, opt.max_scene_s)
@@ -892,6 +938,11 @@ mod tests {
         assert_eq!(&s[2..], &[(10.0, 20.0), (20.0, 30.0), (30.0, 40.0)]);
         // No cuts at all: the film in parts.
         assert_eq!(scenes(&[], 5.0, 1.5, 12.0), vec![(0.0, 5.0)]);
+        // A header claiming ~3 million years: a bounded number of parts.
+        let absurd = scenes(&[3.0, 9.0], 1e14, 1.5, 12.0);
+        assert!(absurd.len() <= MAX_SCENE_PARTS + 3, "{}", absurd.len());
+        assert!(scenes(&[], f64::INFINITY, 1.5, 12.0).is_empty());
+        assert!(scenes(&[], f64::NAN, 1.5, 12.0).is_empty());
         // Cuts outside the film are ignored.
         assert_eq!(scenes(&[-1.0, 9.0], 5.0, 1.5, 12.0), vec![(0.0, 5.0)]);
     }

@@ -1,17 +1,42 @@
 //! What ingest asks of ffprobe and ffmpeg: a film's length and streams, its
 //! embedded subtitles, scene cuts, keyframes, and thumbnails. Each call is a
-//! child process; its failure comes back as an error naming the file and
-//! the tool's own last words, never a panic.
+//! child process with a bound on its time (a hostile or damaged file must
+//! not hold ingest forever); its failure comes back as an error naming the
+//! file and the tool's own last words, never a panic.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde::Deserialize;
+use wait_timeout::ChildExt;
+
+/// The longest film ingest believes: a header claiming more is damaged or
+/// hostile (scene cutting would make clips of a length that is not there).
+pub const MAX_FILM_S: f64 = 24.0 * 3600.0;
+
+/// How long one quick look at a file (its streams, a thumbnail) may take.
+pub const QUICK: Duration = Duration::from_secs(60);
+
+/// How long a pass over a whole film (scene detection, keyframes, embedded
+/// subtitles) may take: a few times its length, for a slow machine, and at
+/// least [`QUICK`].
+pub fn whole_film(duration_s: f64) -> Duration {
+    let s = (duration_s.clamp(0.0, MAX_FILM_S) * 3.0).max(QUICK.as_secs_f64());
+    Duration::from_secs_f64(s)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{tool} is not installed (apt-get install ffmpeg)")]
     Missing { tool: &'static str },
+    #[error("{tool} on {path} took longer than {} s; stopped", limit.as_secs())]
+    TooSlow {
+        tool: &'static str,
+        path: PathBuf,
+        limit: Duration,
+    },
     #[error("{tool} could not read {path}: {detail}")]
     Failed {
         tool: &'static str,
@@ -76,26 +101,71 @@ struct FormatJson {
     duration: Option<String>,
 }
 
-fn run(tool: &'static str, path: &Path, cmd: &mut Command) -> Result<std::process::Output, Error> {
-    let out = cmd
+fn run(
+    tool: &'static str,
+    path: &Path,
+    limit: Duration,
+    cmd: &mut Command,
+) -> Result<std::process::Output, Error> {
+    let failed = |detail: String| Error::Failed {
+        tool,
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Missing { tool },
-            _ => Error::Failed {
+            _ => failed(e.to_string()),
+        })?;
+    // Both pipes are read while the tool runs, so it never stalls on a
+    // full one.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = match child
+        .wait_timeout(limit)
+        .map_err(|e| failed(e.to_string()))?
+    {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::TooSlow {
                 tool,
                 path: path.to_path_buf(),
-                detail: e.to_string(),
-            },
-        })?;
+                limit,
+            });
+        }
+    };
+    let out = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
     if !out.status.success() {
-        return Err(Error::Failed {
-            tool,
-            path: path.to_path_buf(),
-            detail: last_words(&out.stderr),
-        });
+        return Err(failed(last_words(&out.stderr)));
     }
     Ok(out)
 }
@@ -119,6 +189,7 @@ pub fn probe(path: &Path) -> Result<Probe, Error> {
     let out = run(
         "ffprobe",
         path,
+        QUICK,
         Command::new("ffprobe")
             .args([
                 "-v",
@@ -148,6 +219,17 @@ pub fn probe(path: &Path) -> Result<Probe, Error> {
                 .reduce(f64::max)
         })
         .filter(|d| d.is_finite() && *d > 0.0);
+    if let Some(d) = duration_s.filter(|d| *d > MAX_FILM_S) {
+        return Err(Error::Failed {
+            tool: "ffprobe",
+            path: path.to_path_buf(),
+            detail: format!(
+                "the file claims to last {:.0} hours (more than {:.0}): a damaged header; not a film to play",
+                d / 3600.0,
+                MAX_FILM_S / 3600.0
+            ),
+        });
+    }
     let has_video = parsed
         .streams
         .iter()
@@ -189,10 +271,15 @@ pub fn pick_subtitles(streams: &[SubtitleStream]) -> Option<&SubtitleStream> {
 }
 
 /// An embedded subtitle stream, written out as SRT.
-pub fn extract_subtitles(path: &Path, stream: &SubtitleStream) -> Result<Vec<u8>, Error> {
+pub fn extract_subtitles(
+    path: &Path,
+    stream: &SubtitleStream,
+    limit: Duration,
+) -> Result<Vec<u8>, Error> {
     let out = run(
         "ffmpeg",
         path,
+        limit,
         Command::new("ffmpeg")
             .args(["-nostdin", "-v", "error", "-i"])
             .arg(path)
@@ -203,11 +290,12 @@ pub fn extract_subtitles(path: &Path, stream: &SubtitleStream) -> Result<Vec<u8>
 
 /// Times (s) where the picture changes by more than `threshold` (0–1), from
 /// ffmpeg's scene-change score on a small copy of each frame.
-pub fn scene_cuts(path: &Path, threshold: f64) -> Result<Vec<f64>, Error> {
+pub fn scene_cuts(path: &Path, threshold: f64, limit: Duration) -> Result<Vec<f64>, Error> {
     let filter = format!("scale=160:-2,select='gt(scene,{threshold:.3})',showinfo");
     let out = run(
         "ffmpeg",
         path,
+        limit,
         Command::new("ffmpeg")
             .args(["-nostdin", "-hide_banner", "-nostats", "-i"])
             .arg(path)
@@ -231,10 +319,11 @@ pub fn scene_cuts(path: &Path, threshold: f64) -> Result<Vec<f64>, Error> {
 }
 
 /// Times (s) of the video's keyframes, from packet flags (nothing decoded).
-pub fn keyframes(path: &Path) -> Result<Vec<f64>, Error> {
+pub fn keyframes(path: &Path, limit: Duration) -> Result<Vec<f64>, Error> {
     let out = run(
         "ffprobe",
         path,
+        limit,
         Command::new("ffprobe")
             .args([
                 "-v",
@@ -273,6 +362,7 @@ pub fn thumbnail(path: &Path, at_s: f64, width: u32, out: &Path) -> Result<(), E
     run(
         "ffmpeg",
         path,
+        QUICK,
         Command::new("ffmpeg")
             .args([
                 "-nostdin",
@@ -316,6 +406,35 @@ pub fn thumbnail(path: &Path, at_s: f64, width: u32, out: &Path) -> Result<(), E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tool_that_hangs_is_stopped_at_its_bound() {
+        let started = std::time::Instant::now();
+        let err = run(
+            "ffprobe",
+            Path::new("fifo.mp4"),
+            Duration::from_millis(300),
+            Command::new("sleep").arg("30"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::TooSlow { .. }), "{err}");
+        assert!(err.to_string().contains("fifo.mp4"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Much output on both pipes is read while the tool runs.
+        let out = run(
+            "ffmpeg",
+            Path::new("x"),
+            QUICK,
+            Command::new("sh").args([
+                "-c",
+                "head -c 300000 /dev/zero; head -c 300000 /dev/zero >&2",
+            ]),
+        )
+        .unwrap();
+        assert_eq!((out.stdout.len(), out.stderr.len()), (300_000, 300_000));
+        assert!(whole_film(1e15) <= Duration::from_secs_f64(MAX_FILM_S * 3.0));
+        assert_eq!(whole_film(1.0), QUICK);
+    }
 
     #[test]
     fn keyframe_lookup() {

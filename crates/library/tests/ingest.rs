@@ -310,3 +310,52 @@ fn a_missing_library_is_a_clear_error() {
     .unwrap();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+/// Entries no film can come from: a FIFO named like a film (opening it
+/// would block forever), a link loop, a dangling link. Each is a problem of
+/// its own in the summary, and every real film is still ingested.
+#[test]
+fn hostile_entries_are_told_apart_and_never_stop_the_ingest() {
+    let dir = testkit::film_library(&[("hall", &["Welcome to the hall."])]);
+    let root = dir.path();
+    let ok = Command::new("mkfifo")
+        .arg(root.join("pipe.mp4"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo");
+    std::fs::create_dir(root.join("more")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("more/again")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/film.mp4", root.join("gone.mp4")).unwrap();
+    // A linked film is a film.
+    std::os::unix::fs::symlink(root.join("hall.mp4"), root.join("more/linked.mp4")).unwrap();
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = root.to_path_buf();
+    std::thread::spawn(move || {
+        let lib = Library::ingest(
+            &path,
+            &IndexDir::inside(&path),
+            &IngestOptions {
+                scenes: false,
+                thumbnails: false,
+                ..IngestOptions::default()
+            },
+            &ingest::LogProgress,
+            "",
+        );
+        let _ = tx.send(lib.map(|l| l.summary().clone()));
+    });
+    let summary = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the ingest to finish (a FIFO must not hold it)")
+        .unwrap();
+    assert_eq!(summary.films - summary.failed, 2, "{summary:?}");
+    let problems = summary.problems.join("\n");
+    assert!(
+        problems.contains("pipe.mp4: not a plain file"),
+        "{problems}"
+    );
+    assert!(problems.contains("link loop"), "{problems}");
+    assert!(problems.contains("gone.mp4: cannot be read"), "{problems}");
+}
