@@ -194,7 +194,7 @@ impl Stack {
                 let store = opt.data_dir.join("nats");
                 std::fs::create_dir_all(&store)?;
                 let url = format!("nats://127.0.0.1:{}", opt.nats_port);
-                let mut cmd = Command::new(bin);
+                let mut cmd = tied(&bin);
                 cmd.args([
                     "-js",
                     "-a",
@@ -224,7 +224,7 @@ impl Stack {
         let headless =
             std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
         for name in SERVICES {
-            let mut cmd = Command::new(opt.bin_dir.join(name));
+            let mut cmd = tied(&opt.bin_dir.join(name));
             cmd.env("NATS_URL", &nats_url)
                 .env("CINEMA_LIBRARY", &opt.library)
                 .env("PORT", opt.port.to_string())
@@ -329,6 +329,30 @@ async fn wait_for_port(host: &str, port: u16, limit: Duration) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("nothing listens on {host}:{port} after {limit:?}")
+}
+
+/// A command for `program` that dies with whoever started it: the kernel
+/// sends it SIGTERM when this process ends, however it ends (SIGKILL, a
+/// closed terminal's SIGHUP, a crash), through util-linux's `setpriv
+/// --pdeathsig`, so `cinema up` never leaves services behind. Without
+/// `setpriv` (not Linux) the program is started as it is.
+fn tied(program: &std::path::Path) -> Command {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let setpriv = SETPRIV.get_or_init(|| {
+        let found = which::which("setpriv").ok();
+        if found.is_none() {
+            tracing::warn!("setpriv is missing (apt-get install util-linux): services started now outlive `cinema up` if it is killed.");
+        }
+        found
+    });
+    match setpriv {
+        Some(setpriv) => {
+            let mut cmd = Command::new(setpriv);
+            cmd.args(["--pdeathsig", "TERM", "--"]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
 }
 
 /// Keeps one process running: restarts it with exponential backoff (0.5 s

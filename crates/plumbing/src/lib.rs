@@ -19,7 +19,13 @@ pub use config::{CommonArgs, Settings};
 pub const EXIT_BAD_CONFIG: u8 = 64;
 
 /// How long a service may take to finish in-flight work after a signal.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
+/// The whole of a service's stop after a signal: its own wind-down, then
+/// the drain of what it sent, within what docker (10 s) and systemd give
+/// before they kill. Whatever is not done by then (NATS gone, a request
+/// that never answers) is left: the process exits.
+pub const STOP_GRACE: Duration = Duration::from_secs(6);
 
 /// Installs the tracing subscriber: `RUST_LOG`-style filter (default `info`),
 /// human output on a terminal, JSON lines otherwise (journald, containers).
@@ -122,8 +128,24 @@ where
             }
         };
         let client = bus.client().clone();
-        let result = run(config, bus, shutdown).await;
-        let _ = tokio::time::timeout(DRAIN_GRACE, client.drain()).await;
+        let stopping = shutdown.clone();
+        let running = run(config, bus, shutdown);
+        tokio::pin!(running);
+        let result = tokio::select! {
+            r = &mut running => r,
+            () = async {
+                stopping.cancelled().await;
+                tokio::time::sleep(STOP_GRACE).await;
+            } => {
+                tracing::warn!("{service} did not finish stopping within {STOP_GRACE:?}; exiting anyway.");
+                return ExitCode::SUCCESS;
+            }
+        };
+        // A drain needs the server: with the connection down there is
+        // nothing to flush to, and waiting would only delay the exit.
+        if client.connection_state() == bus::async_nats::connection::State::Connected {
+            let _ = tokio::time::timeout(DRAIN_GRACE, client.drain()).await;
+        }
         match result {
             Ok(()) => {
                 tracing::info!("{service} stopped.");
