@@ -421,3 +421,53 @@ async fn the_retrieval_director_replays_a_conversation_the_same_way_given_a_seed
         "variety 3 chose beyond the best option sometimes"
     );
 }
+
+/// A visitor who speaks while the library is not there yet (clip-selector
+/// down or still starting) is answered once it is: the greeting and the
+/// turn are tried again with backoff, not dropped. A part that never comes
+/// back is given up after `retry_for_s`, with the reason in the record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_waits_out_a_library_that_is_not_there_yet() {
+    let rig = DirectorRig::start_without_library(&[]).await;
+    let mut plays = rig.subscribe("late-1", SessionEvent::Play).await;
+    // The director's searches, seen (and left unanswered) while there is
+    // no library.
+    let mut searches = rig
+        .bus
+        .client()
+        .subscribe(bus::subjects::clips::SEARCH)
+        .await
+        .unwrap();
+    rig.join("late-1").await;
+    rig.say("late-1", "u1", "Where is the station?").await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::StreamExt::next(&mut searches),
+    )
+    .await
+    .expect("the director to look for a greeting");
+    drop(searches);
+    rig.start_library();
+    let greeting = next::<PlayCommand>(&mut plays, "the greeting", |p| p.greeting).await;
+    let answer = next::<PlayCommand>(&mut plays, "the answer", |p| !p.greeting).await;
+    assert_eq!(greeting.session_id, "late-1");
+    assert!(answer.command_id.contains("u1"), "{answer:?}");
+    drop(rig);
+
+    // A library that never comes: given up, with the reason.
+    let rig = DirectorRig::start_without_library(&[("CINEMA_LLM_RETRY_FOR_S", "2")]).await;
+    let mut events = rig.subscribe("never-1", SessionEvent::Conversation).await;
+    rig.say("never-1", "u1", "Hello?").await;
+    let gave_up = next::<ConversationEvent>(&mut events, "the turn given up", |e| {
+        matches!(&e.kind, Some(Kind::Error(_)))
+    })
+    .await;
+    let Some(Kind::Error(e)) = gave_up.kind else {
+        unreachable!()
+    };
+    assert!(
+        e.message.contains("turn failed") && e.message.contains("given up after"),
+        "{}",
+        e.message
+    );
+}

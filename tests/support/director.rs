@@ -36,6 +36,34 @@ pub struct DirectorRig {
 
 impl DirectorRig {
     pub async fn start(env: &[(&str, &str)], replicas: usize) -> DirectorRig {
+        DirectorRig::start_parts(env, replicas, true).await
+    }
+
+    /// The llm replicas only: clip-selector comes later, with
+    /// [`DirectorRig::start_library`].
+    pub async fn start_without_library(env: &[(&str, &str)]) -> DirectorRig {
+        DirectorRig::start_parts(env, 1, false).await
+    }
+
+    /// Starts clip-selector (after [`DirectorRig::start_without_library`]).
+    pub fn start_library(&self) {
+        let vars = vec![
+            ("NATS_URL".to_string(), self.nats.url()),
+            (
+                "CINEMA_LIBRARY".to_string(),
+                self._library.path().display().to_string(),
+            ),
+            (
+                "CINEMA_CLIP_SELECTOR_MEDIA_ADDR".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
+        ];
+        self.services
+            .start("clip-selector", &vars, clip_selector::run)
+            .unwrap();
+    }
+
+    async fn start_parts(env: &[(&str, &str)], replicas: usize, library_too: bool) -> DirectorRig {
         let nats = NatsServer::start();
         let library = testkit::film_library(&[FILM, FILM_TWO]);
         let bus = nats.bus("test").await;
@@ -51,9 +79,11 @@ impl DirectorRig {
             .collect()
         };
         let services = plumbing::in_process::InProcess::new(2).unwrap();
-        services
-            .start("clip-selector", &vars(&[]), clip_selector::run)
-            .unwrap();
+        if library_too {
+            services
+                .start("clip-selector", &vars(&[]), clip_selector::run)
+                .unwrap();
+        }
         for _ in 0..replicas {
             services.start("llm", &vars(env), llm::run).unwrap();
         }
@@ -70,6 +100,9 @@ impl DirectorRig {
                     .iter()
                     .filter(|i| i.name == bus::names::service::LLM)
                     .count();
+                if !library_too {
+                    return (llms == replicas).then_some(());
+                }
                 // clip-selector answers during its first ingest: ready once
                 // its library is loaded.
                 let films: wire::v1::FilmList = bus

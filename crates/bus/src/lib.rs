@@ -77,6 +77,21 @@ impl Error {
         }
     }
 
+    /// Whether trying again later may succeed: nobody answered, the answer
+    /// was late, the connection failed, or the service said it cannot
+    /// answer now (5xx: still loading, a part of it down). A refusal of the
+    /// request itself (4xx) or a message that cannot be read is final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::NoResponders { .. } | Error::Timeout { .. } | Error::Nats { .. } => true,
+            Error::Remote { code, .. } => *code >= 500,
+            Error::Decode { .. }
+            | Error::WrongType { .. }
+            | Error::InvalidId { .. }
+            | Error::Config(_) => false,
+        }
+    }
+
     /// The HTTP-like code of a remote error, if this is one.
     pub fn remote_code(&self) -> Option<u16> {
         match self {

@@ -89,6 +89,11 @@ pub struct Config {
     /// How long an event waits for an earlier event of its session (being
     /// decided on another replica) before it is decided anyway.
     pub order_wait_ms: u64,
+    /// How long a greeting or a turn is tried again, with backoff, while a
+    /// part it needs is down or still starting (clip-selector ingesting,
+    /// NATS timing out) before it is given up with the reason in the
+    /// session's record.
+    pub retry_for_s: u64,
 }
 
 impl Default for Config {
@@ -112,6 +117,7 @@ impl Default for Config {
             history_turns: 8,
             prompt_file: None,
             order_wait_ms: 60_000,
+            retry_for_s: 120,
         }
     }
 }

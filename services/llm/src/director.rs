@@ -199,16 +199,55 @@ impl Director {
     /// published, and a join after it was published (a reconnect, a
     /// redelivery) plays nothing.
     async fn greet(&self, sid: &str, pi: &str) {
-        if let Err(e) = self.try_greet(sid, pi).await {
-            tracing::warn!(session = %sid, error = %e, "Greeting failed.");
+        let tried = self
+            .patiently(sid, "greeting", |_| self.try_greet(sid, pi))
+            .await;
+        if let Err(why) = tried {
             self.event(
                 sid,
                 0,
                 Kind::Error(DirectorError {
-                    message: format!("greeting failed: {e}"),
+                    message: format!("greeting failed: {why}"),
                 }),
             )
             .await;
+        }
+    }
+
+    /// Runs `attempt` (given its number, from 0) until it succeeds, fails
+    /// for good, or has failed for a passing reason for longer than
+    /// `retry_for_s`; waits [`retry_delay`] between tries. The error says
+    /// why, and after how many tries, for the session's record.
+    async fn patiently<F, Fut>(&self, sid: &str, what: &str, attempt: F) -> Result<(), String>
+    where
+        F: Fn(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<(), bus::Error>>,
+    {
+        let started = Instant::now();
+        let patience = Duration::from_secs(self.config.retry_for_s);
+        let mut tries = 0u32;
+        loop {
+            match attempt(tries).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() && started.elapsed() < patience => {
+                    let wait = retry_delay(tries);
+                    tracing::warn!(session = %sid, error = %e, tries = tries + 1, retry_in = ?wait, "A {what} could not be made now; trying again.");
+                    tries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    tracing::warn!(session = %sid, error = %e, tries = tries + 1, "A {what} failed; given up.");
+                    return Err(if e.is_transient() {
+                        format!(
+                            "{e} (given up after {} tries over {:.0} s)",
+                            tries + 1,
+                            started.elapsed().as_secs_f64()
+                        )
+                    } else {
+                        e.to_string()
+                    });
+                }
+            }
         }
     }
 
@@ -355,20 +394,30 @@ impl Director {
         if !t.is_final || t.text.trim().is_empty() {
             return;
         }
-        if let Err(e) = self.try_turn(sid, &t, queue_ms).await {
-            tracing::warn!(session = %sid, error = %e, "A turn failed.");
+        let tried = self
+            .patiently(sid, "turn", |attempt| {
+                self.try_turn(sid, &t, queue_ms, attempt)
+            })
+            .await;
+        if let Err(why) = tried {
             self.event(
                 sid,
                 0,
                 Kind::Error(DirectorError {
-                    message: format!("turn failed: {e}"),
+                    message: format!("turn failed: {why}"),
                 }),
             )
             .await;
         }
     }
 
-    async fn try_turn(&self, sid: &str, t: &Transcript, queue_ms: u32) -> Result<(), bus::Error> {
+    async fn try_turn(
+        &self,
+        sid: &str,
+        t: &Transcript,
+        queue_ms: u32,
+        attempt: u32,
+    ) -> Result<(), bus::Error> {
         let started = Instant::now();
         let (st, _) = self.load(sid).await?;
         if st.handled_transcripts.contains(&t.utterance_id) {
@@ -376,15 +425,17 @@ impl Director {
             return Ok(());
         }
         let turn = st.turn + 1;
-        self.event(
-            sid,
-            turn,
-            Kind::UserLine(UserLine {
-                text: t.text.clone(),
-                source: t.source,
-            }),
-        )
-        .await;
+        if attempt == 0 {
+            self.event(
+                sid,
+                turn,
+                Kind::UserLine(UserLine {
+                    text: t.text.clone(),
+                    source: t.source,
+                }),
+            )
+            .await;
+        }
 
         let Choice {
             clip,
@@ -480,5 +531,73 @@ impl Director {
         .await?;
         tracing::info!(session = %sid, turn, clip = %cmd.clip_id, "Answered.");
         Ok(())
+    }
+}
+
+/// The wait before try `attempt + 1` of a greeting or turn: 0.25 s doubling
+/// to at most 5 s.
+pub(crate) fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(250)
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_a_ceiling() {
+        for (attempt, ms) in [
+            (0, 250),
+            (1, 500),
+            (2, 1000),
+            (3, 2000),
+            (4, 4000),
+            (5, 5000),
+            (40, 5000),
+            (u32::MAX, 5000),
+        ] {
+            assert_eq!(retry_delay(attempt), Duration::from_millis(ms), "{attempt}");
+        }
+    }
+
+    #[test]
+    fn only_passing_failures_are_tried_again() {
+        let s = || "cinema.clips.search".to_string();
+        for (e, transient) in [
+            (bus::Error::NoResponders { subject: s() }, true),
+            (bus::Error::Timeout { subject: s() }, true),
+            (
+                bus::Error::Remote {
+                    code: 503,
+                    message: "being ingested".into(),
+                },
+                true,
+            ),
+            (
+                bus::Error::Remote {
+                    code: 400,
+                    message: "bad".into(),
+                },
+                false,
+            ),
+            (
+                bus::Error::Remote {
+                    code: 404,
+                    message: "gone".into(),
+                },
+                false,
+            ),
+            (
+                bus::Error::Decode {
+                    type_name: "x".into(),
+                    reason: "y".into(),
+                },
+                false,
+            ),
+        ] {
+            assert_eq!(e.is_transient(), transient, "{e}");
+        }
     }
 }
