@@ -296,6 +296,27 @@ impl Rooms {
         )))
     }
 
+    /// When the events stream last recorded `s` as lively (a line heard,
+    /// a clip's progress, a join), in ms; 0 when it holds none. What a
+    /// room-manager started after those events goes by, so a restart
+    /// never ends a lively session as idle.
+    async fn last_activity_recorded(&self, s: &Session) -> i64 {
+        let Ok(stream) = self.bus.jetstream().get_stream(names::EVENTS_STREAM).await else {
+            return 0;
+        };
+        let mut last = 0;
+        for subject in [
+            subjects::session(&s.id, SessionEvent::Transcript),
+            subjects::pi_session(&s.pi_id, &s.id, SessionEvent::Playback),
+            subjects::pi_session(&s.pi_id, &s.id, SessionEvent::Joined),
+        ] {
+            if let Ok(m) = stream.get_last_raw_message_by_subject(&subject).await {
+                last = last.max((m.time.unix_timestamp_nanos() / 1_000_000) as i64);
+            }
+        }
+        last
+    }
+
     fn saw_activity(&self, subject: &str) {
         if let Some((sid, SessionEvent::Transcript | SessionEvent::Playback | SessionEvent::Joined)) =
             subjects::parse_session(subject)
@@ -681,14 +702,25 @@ impl Rooms {
             if !is_live(s.state()) {
                 continue;
             }
-            let last = self
+            let seen = self
                 .activity
                 .lock()
                 .ok()
-                .and_then(|a| a.get(&s.id).copied())
-                .unwrap_or(0)
-                .max(s.joined_at_ms)
-                .max(s.created_at_ms);
+                .and_then(|a| a.get(&s.id).copied());
+            let seen = match seen {
+                Some(at) => at,
+                // Not seen since this room-manager started: the events
+                // stream remembers when the session was last lively.
+                None => {
+                    let at = self.last_activity_recorded(s).await;
+                    if let Ok(mut a) = self.activity.lock() {
+                        let known = a.entry(s.id.clone()).or_insert(at);
+                        *known = (*known).max(at);
+                    }
+                    at
+                }
+            };
+            let last = seen.max(s.joined_at_ms).max(s.created_at_ms);
             let reason = if now >= s.created_at_ms + (self.config.max_length_s as i64) * 1000 {
                 Some(format!(
                     "reached its maximum length of {} s",
