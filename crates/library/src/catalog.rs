@@ -109,6 +109,55 @@ impl Library {
         Self::from_catalog(root, index, catalog, summary, media_base, embedder)
     }
 
+    /// The library as the catalog in `index` last had it: the films whose
+    /// entries were made with today's settings, served while a new ingest
+    /// runs (a restart of a big library answers at once). `None` when the
+    /// catalog holds none. Vectors made by another model are not used:
+    /// search is lexical until the ingest ends.
+    pub fn stored(
+        root: &Path,
+        index: &IndexDir,
+        opt: &IngestOptions,
+        media_base: &str,
+    ) -> Result<Option<Library>, Error> {
+        let settings = opt.settings();
+        let catalog: Vec<CatalogFilm> = index
+            .load()
+            .into_iter()
+            .filter(|e| {
+                e.version == ingest::CATALOG_VERSION && e.settings == settings && e.error.is_empty()
+            })
+            .collect();
+        if catalog.is_empty() {
+            return Ok(None);
+        }
+        let root = root.canonicalize().map_err(|source| ingest::Error::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let summary = IngestSummary {
+            films: catalog.len() as u32,
+            unchanged: catalog.len() as u32,
+            ..Default::default()
+        };
+        let embedder = semantic::load(opt.embedding_model.as_deref(), opt.simd);
+        let with_vectors = embedder.is_some();
+        match Self::from_catalog(
+            root.clone(),
+            index,
+            catalog.clone(),
+            summary.clone(),
+            media_base,
+            embedder,
+        ) {
+            Ok(lib) => Ok(Some(lib)),
+            Err(Error::Semantic(_)) if with_vectors => {
+                Self::from_catalog(root, index, catalog, summary, media_base, None).map(Some)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The library of a catalog: films that could be read, with their clips;
     /// with an embedder, the catalog's vectors make search hybrid.
     pub fn from_catalog(

@@ -105,7 +105,7 @@ impl Default for IngestOptions {
 impl IngestOptions {
     /// The settings clips depend on; a catalog entry made with others is
     /// re-cut. (Thumbnail size is not among them: thumbnails are kept by id.)
-    fn settings(&self) -> String {
+    pub(crate) fn settings(&self) -> String {
         format!(
             "pad={};min={};scenes={};thr={};minscene={};maxscene={};thumbs={}",
             self.cut.pad_s,

@@ -207,6 +207,33 @@ impl Reloader {
         Ok(summary)
     }
 
+    /// Serves the catalog as the last ingest left it, if it holds films,
+    /// until the first ingest since start ends.
+    async fn serve_stored(&self) {
+        let root = self.config.catalog.library.clone();
+        let index = self.config.catalog.index();
+        let opt = self.config.catalog.ingest_options();
+        let base = self.base.clone();
+        let stored =
+            tokio::task::spawn_blocking(move || Library::stored(&root, &index, &opt, &base)).await;
+        match stored {
+            Ok(Ok(Some(lib))) => {
+                tracing::info!(
+                    films = lib.films().count(),
+                    clips = lib.len(),
+                    "Serving the stored catalog while the library is ingested again."
+                );
+                self.tx.send_replace(Arc::new(lib));
+                self.tally.set_loaded();
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "The stored catalog cannot be served; waiting for the ingest.")
+            }
+            Err(e) => tracing::warn!(error = %e, "Reading the stored catalog failed."),
+        }
+    }
+
     /// Refuses what needs the library until the first ingest since start
     /// has loaded one.
     fn loaded(&self) -> Result<(), Reject> {
@@ -251,8 +278,9 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
             source,
         })
     })?;
-    // The library is served from the end of the first ingest; until then
-    // the service answers (films: the progress) and refuses searches.
+    // The library is served from the stored catalog (if any) at once, then
+    // from the end of the first ingest; with neither the service answers
+    // (films: the progress) and refuses searches.
     let empty = Library::from_clips(config.catalog.library.clone(), Vec::new(), Vec::new(), None)?;
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(empty));
     let current = Current(rx);
@@ -289,6 +317,7 @@ pub async fn run(config: Config, bus: bus::Bus, shutdown: CancellationToken) -> 
     let first = {
         let reloader = reloader.clone();
         async move {
+            reloader.serve_stored().await;
             let summary = reloader.reload().await?;
             tracing::info!(films = summary.films, "The library is served.");
             std::future::pending::<Result<(), Error>>().await

@@ -229,3 +229,92 @@ async fn the_first_ingest_of_a_large_library_does_not_keep_the_service_from_answ
     stop.cancel();
     service.await.unwrap().unwrap();
 }
+
+/// Restarted over a library it has ingested before, clip-selector answers
+/// searches from the stored catalog at once, while it ingests the folder
+/// again (here: films added while it was down).
+#[tokio::test]
+async fn a_restart_serves_the_stored_catalog_while_it_ingests_again() {
+    use wire::v1::{FilmList, ListFilmsRequest, SearchReply};
+
+    let nats = testkit::NatsServer::start();
+    let bus = nats.bus("restart-test").await;
+    let dir = testkit::film_library(&[("reel", &["A penguin walks into the bar."])]);
+    let more = testkit::film_library(&[("other", &["The tide comes in at noon."])]);
+    let config = clip_selector::Config {
+        nats_url: nats.url(),
+        catalog: library::Config {
+            library: dir.path().to_path_buf(),
+            ..Default::default()
+        },
+        media_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let films = async || -> Option<FilmList> {
+        bus.request(&bus::endpoints::clips::FILMS, &ListFilmsRequest {})
+            .await
+            .ok()
+    };
+    let penguin = async || {
+        bus.request::<_, SearchReply>(
+            &bus::endpoints::clips::SEARCH,
+            &SearchRequest {
+                query: "penguin".into(),
+                mode: SearchMode::Description as i32,
+                limit: 3,
+                ..Default::default()
+            },
+        )
+        .await
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = tokio::spawn(clip_selector::run(
+        config.clone(),
+        bus.clone(),
+        stop.clone(),
+    ));
+    testkit::eventually(Duration::from_secs(120), "the first ingest", async || {
+        films().await.filter(|f| !f.loading).map(|_| ())
+    })
+    .await;
+    stop.cancel();
+    service.await.unwrap().unwrap();
+
+    // Down: twenty films arrive, each needing ffmpeg's work.
+    for i in 0..20 {
+        for ext in ["mp4", "srt"] {
+            std::fs::copy(
+                more.path().join(format!("other.{ext}")),
+                dir.path().join(format!("other-{i:02}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = tokio::spawn(clip_selector::run(config, bus.clone(), stop.clone()));
+    let during = testkit::eventually(
+        Duration::from_secs(120),
+        "the stored catalog served while the folder is ingested again",
+        async || {
+            let f = films().await?;
+            let running = f.ingest.as_ref().is_some_and(|i| i.running);
+            (running && !f.loading).then_some(f)
+        },
+    )
+    .await;
+    let hits = penguin().await.expect("a search while ingesting");
+    assert_eq!(
+        hits.hits[0].clip.as_ref().unwrap().caption,
+        "A penguin walks into the bar.",
+        "{during:?}"
+    );
+    // Then the new films are served too.
+    let after = testkit::eventually(Duration::from_secs(600), "the ingest to end", async || {
+        let f = films().await?;
+        (!f.ingest.as_ref().is_some_and(|i| i.running) && f.films.len() == 21).then_some(f)
+    })
+    .await;
+    assert!(!after.loading);
+    stop.cancel();
+    service.await.unwrap().unwrap();
+}
