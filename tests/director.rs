@@ -8,7 +8,7 @@ use std::time::Duration;
 use bus::subjects::SessionEvent;
 use serde_json::Value;
 use testkit::openai::{OpenAiDouble, Reply};
-use tests::{DirectorRig, next};
+use tests::{DirectorRig, next, next_within};
 use wire::v1::conversation_event::Kind;
 use wire::v1::{ConversationEvent, PlayCommand};
 
@@ -470,4 +470,88 @@ async fn a_turn_waits_out_a_library_that_is_not_there_yet() {
         "{}",
         e.message
     );
+}
+
+/// A replica killed with -9 in the middle of a turn: another replica
+/// answers that turn once, and the session's next line after it, in order
+/// (the later line waits for the earlier one, which comes back to the
+/// waiting replica once the dead one's hold expires, after the consumer's
+/// ack wait: that replica decides the earlier first instead of waiting for
+/// itself until `order_wait_ms` and answering out of order).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_turn_leaves_its_turn_to_another_in_order() {
+    let double = OpenAiDouble::start().await;
+    let env = openai_env(&double, "single");
+    let rig = DirectorRig::start(&env, 0).await;
+    // Replica A: a process, to be killed.
+    let mut a = std::process::Command::new(testkit::bin("llm"))
+        .env("NATS_URL", rig.nats.url())
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap();
+    testkit::eventually(Duration::from_secs(30), "replica A", async || {
+        (rig.llm_replicas().await == 1).then_some(())
+    })
+    .await;
+    let (mut session, _) = Session::open(&rig, "s-kill").await;
+    // The model thinks long: A is in the middle of the turn while it does.
+    double.set_delay(Duration::from_secs(10));
+    let before = double.requests().len();
+    rig.say("s-kill", "k1", "Is anybody home?").await;
+    testkit::eventually(Duration::from_secs(30), "A to ask the model", async || {
+        (double.requests().len() > before).then_some(())
+    })
+    .await;
+    // Replica B comes; A dies holding the first line; the visitor's next
+    // line goes to B, which must not decide it before the first.
+    rig.start_llm(&env);
+    testkit::eventually(Duration::from_secs(30), "replica B", async || {
+        (rig.llm_replicas().await == 2).then_some(())
+    })
+    .await;
+    tests::kill9(a.id() as i32);
+    let _ = a.wait();
+    let killed = std::time::Instant::now();
+    double.set_delay(Duration::from_millis(50));
+    rig.say("s-kill", "k2", "Where is the station?").await;
+
+    let mut answered = Vec::new();
+    while answered.len() < 2 {
+        let p = next_within::<PlayCommand>(
+            &mut session.plays,
+            "both lines answered by B",
+            Duration::from_secs(120),
+            |p| !p.greeting,
+        )
+        .await;
+        eprintln!(
+            "{} answered {:.1} s after the kill",
+            p.command_id,
+            killed.elapsed().as_secs_f64()
+        );
+        answered.push(p.command_id);
+    }
+    assert_eq!(
+        answered,
+        [
+            bus::ids::turn_command("s-kill", "k1"),
+            bus::ids::turn_command("s-kill", "k2")
+        ],
+        "in order"
+    );
+    // A later line is answered next: the record holds each play once.
+    rig.say("s-kill", "k3", "You are very kind.").await;
+    let third = next::<PlayCommand>(&mut session.plays, "the third line", |p| !p.greeting).await;
+    assert_eq!(third.command_id, bus::ids::turn_command("s-kill", "k3"));
+    let recorded: Vec<PlayCommand> = tests::recorded(
+        &rig.bus,
+        bus::subjects::session("s-kill", SessionEvent::Play),
+    )
+    .await;
+    for k in ["k1", "k2", "k3"] {
+        let id = bus::ids::turn_command("s-kill", k);
+        let n = recorded.iter().filter(|p| p.command_id == id).count();
+        assert_eq!(n, 1, "{k} recorded {n} times");
+    }
 }

@@ -45,6 +45,28 @@ impl DirectorRig {
         DirectorRig::start_parts(env, 1, false).await
     }
 
+    /// Starts one more llm replica in this process, with `env`.
+    pub fn start_llm(&self, env: &[(&str, &str)]) {
+        let vars: Vec<(String, String)> = [("NATS_URL", self.nats.url().as_str())]
+            .iter()
+            .chain(env)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.services.start("llm", &vars, llm::run).unwrap();
+    }
+
+    /// How many llm replicas answer on the services API now.
+    pub async fn llm_replicas(&self) -> usize {
+        bus::service::ping_all(self.bus.client(), Duration::from_millis(300))
+            .await
+            .map(|up| {
+                up.iter()
+                    .filter(|i| i.name == bus::names::service::LLM)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Starts clip-selector (after [`DirectorRig::start_without_library`]).
     pub fn start_library(&self) {
         let vars = vec![

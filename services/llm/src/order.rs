@@ -7,15 +7,18 @@
 //! goes ahead anyway, so an event lost elsewhere cannot stall a session for
 //! good.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bus::async_nats::jetstream::AckKind;
 use bus::async_nats::jetstream::Message;
 use bus::async_nats::jetstream::stream::RawMessageErrorKind;
 use bus::subjects::{self, SessionEvent};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::director::Director;
+use crate::sessions::{Job, Turn};
 
 /// Whether the event at stream sequence `seq` may be decided now: the
 /// session's events are handled up to `handled` (its state's `last_seq`),
@@ -49,16 +52,21 @@ impl Director {
     }
 
     /// Waits until every earlier event of the session is handled (by any
-    /// replica), keeping this one from being redelivered meanwhile. `false`
-    /// on shutdown. After `order_wait_ms` it goes ahead anyway, so an event
-    /// lost elsewhere cannot stall a session for good.
+    /// replica), keeping this one from being redelivered meanwhile. Events
+    /// of the session that arrive meanwhile go to `held`; one earlier than
+    /// this one ends the wait ([`Turn::Earlier`]): it was redelivered here,
+    /// and waiting for it would wait for ourselves. After `order_wait_ms`
+    /// it goes ahead anyway, so an event lost elsewhere cannot stall a
+    /// session for good.
     pub(crate) async fn wait_for_turn(
         &self,
         sid: &str,
         seq: u64,
         msg: &Message,
+        arrivals: &mut mpsc::UnboundedReceiver<Job>,
+        held: &mut BTreeMap<u64, Job>,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Turn {
         let started = Instant::now();
         let mut last_progress = Instant::now();
         loop {
@@ -77,19 +85,29 @@ impl Director {
                 }
             };
             if ready {
-                return true;
+                return Turn::Go;
+            }
+            if held
+                .first_key_value()
+                .is_some_and(|(first, _)| *first < seq)
+            {
+                return Turn::Earlier;
             }
             if started.elapsed() > Duration::from_millis(self.config.order_wait_ms) {
                 tracing::warn!(session = %sid, seq, "An earlier event was never handled; going ahead.");
-                return true;
+                return Turn::Go;
             }
             if last_progress.elapsed() > Duration::from_secs(5) {
                 let _ = msg.ack_with(AckKind::Progress).await;
                 last_progress = Instant::now();
             }
             tokio::select! {
-                () = shutdown.cancelled() => return false,
+                () = shutdown.cancelled() => return Turn::Stop,
                 () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                Some(job) = arrivals.recv() => {
+                    let at = job.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    held.insert(at, job);
+                }
             }
         }
     }

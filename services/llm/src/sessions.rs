@@ -2,7 +2,7 @@
 //! the durable consumer, handling its session's events one at a time, in
 //! order (across replicas: `order`); idle tasks go after a while.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,8 +28,15 @@ pub(crate) type Sessions = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Job>>
 /// How long a session task waits for more events before it goes.
 const SESSION_IDLE: Duration = Duration::from_secs(30);
 
+/// The stream sequence of a job's event (0 when unknown).
+fn seq_of(job: &Job) -> u64 {
+    job.msg.info().map(|i| i.stream_sequence).unwrap_or(0)
+}
+
 /// Handles one session's events, one at a time, in stream order — also
-/// across replicas (see [`Director::wait_for_turn`]).
+/// across replicas (see [`Director::wait_for_turn`]). Events held here are
+/// taken earliest first: an earlier event redelivered to this replica (its
+/// replica died holding it) goes before the later one that waits for it.
 pub(crate) async fn session_task(
     director: Arc<Director>,
     sid: String,
@@ -37,18 +44,26 @@ pub(crate) async fn session_task(
     sessions: Sessions,
     shutdown: CancellationToken,
 ) {
+    let mut held: BTreeMap<u64, Job> = BTreeMap::new();
     loop {
-        let job = match tokio::time::timeout(SESSION_IDLE, rx.recv()).await {
-            Ok(Some(job)) => job,
-            Ok(None) => break,
-            Err(_) => {
-                let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
-                if rx.is_empty() {
-                    map.remove(&sid);
-                    break;
+        while let Ok(job) = rx.try_recv() {
+            held.insert(seq_of(&job), job);
+        }
+        let Some((seq, job)) = held.pop_first() else {
+            match tokio::time::timeout(SESSION_IDLE, rx.recv()).await {
+                Ok(Some(job)) => {
+                    held.insert(seq_of(&job), job);
                 }
-                continue;
+                Ok(None) => break,
+                Err(_) => {
+                    let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                    if rx.is_empty() {
+                        map.remove(&sid);
+                        break;
+                    }
+                }
             }
+            continue;
         };
         if shutdown.is_cancelled() {
             // Back to the stream for another replica (or this one, restarted).
@@ -59,10 +74,22 @@ pub(crate) async fn session_task(
             subjects::parse_session(&job.msg.subject),
             Some((_, SessionEvent::Ended))
         );
-        let seq = job.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-        if !ended && !director.wait_for_turn(&sid, seq, &job.msg, &shutdown).await {
-            let _ = job.msg.ack_with(AckKind::Nak(None)).await;
-            continue;
+        if !ended {
+            match director
+                .wait_for_turn(&sid, seq, &job.msg, &mut rx, &mut held, &shutdown)
+                .await
+            {
+                Turn::Go => {}
+                Turn::Earlier => {
+                    // An earlier event came: it goes first, this one after.
+                    held.insert(seq, job);
+                    continue;
+                }
+                Turn::Stop => {
+                    let _ = job.msg.ack_with(AckKind::Nak(None)).await;
+                    continue;
+                }
+            }
         }
         director.handle_alive(&sid, &job).await;
         if !ended
@@ -85,9 +112,22 @@ pub(crate) async fn session_task(
             while let Some(late) = rx.recv().await {
                 let _ = late.msg.ack().await;
             }
+            for (_, late) in std::mem::take(&mut held) {
+                let _ = late.msg.ack().await;
+            }
             break;
         }
     }
+}
+
+/// What an event waiting for its turn does next.
+pub(crate) enum Turn {
+    /// Every earlier event of the session is handled: decide it.
+    Go,
+    /// An earlier event of the session arrived here: decide that first.
+    Earlier,
+    /// The replica is stopping.
+    Stop,
 }
 
 pub(crate) fn time_now_ns() -> i128 {
