@@ -41,7 +41,11 @@ struct Tally {
     answered: HashMap<String, f64>,
     /// command id → playback starts on the Pi.
     started: HashMap<String, u32>,
+    /// Lines refused (their session had ended: its Pi's client died).
     refused: u32,
+    /// Every session the visitors used, the first ones and the ones they
+    /// started when theirs ended.
+    sessions: Vec<String>,
 }
 
 fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
@@ -107,15 +111,12 @@ async fn run(
         let body = w.connect().await;
         sids.push(body["identifier"].as_str().unwrap().to_string());
     }
+    tally.lock().unwrap().sessions.extend(sids.iter().cloned());
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut visitors = Vec::new();
-    for (k, sid) in sids.iter().enumerate() {
-        let (http, base, sid, tally) = (
-            reqwest::Client::new(),
-            w.base.clone(),
-            sid.clone(),
-            tally.clone(),
-        );
+    for (k, first) in sids.iter().enumerate() {
+        let (http, base, tally) = (reqwest::Client::new(), w.base.clone(), tally.clone());
+        let mut sid = first.clone();
         visitors.push(tokio::spawn(async move {
             // Spread the visitors over the period.
             tokio::time::sleep(every.mul_f64(k as f64 / sessions.max(1) as f64)).await;
@@ -136,7 +137,20 @@ async fn run(
                             (sid.clone(), said_at),
                         );
                     }
-                    _ => tally.lock().unwrap().refused += 1,
+                    _ => {
+                        // The session is over (its client died with a
+                        // killed service): the visitor starts another.
+                        tally.lock().unwrap().refused += 1;
+                        let connected = http.post(format!("{base}/api/connect")).send().await;
+                        if let Ok(r) = connected
+                            && r.status().is_success()
+                            && let Ok(body) = r.json::<serde_json::Value>().await
+                            && let Some(new) = body["identifier"].as_str()
+                        {
+                            sid = new.to_string();
+                            tally.lock().unwrap().sessions.push(sid.clone());
+                        }
+                    }
                 }
                 n += 1;
                 tokio::time::sleep(every).await;
@@ -222,7 +236,8 @@ async fn main() {
     let before = memory(&w);
     let clients_before = count_processes("pi-client");
     let started = Instant::now();
-    let (tally, sids) = run(&mut w, sessions, soak_s, every, Some(chaos)).await;
+    let (tally, _) = run(&mut w, sessions, soak_s, every, Some(chaos)).await;
+    let sids = tally.lock().unwrap().sessions.clone();
     let (said, refused, answered_ms, doubled) = {
         let t = tally.lock().unwrap();
         (
@@ -238,8 +253,9 @@ async fn main() {
     );
     let answered = answered_ms.len();
     println!(
-        "lines said {said}, refused {refused}, answered {answered} ({:.1} %)",
-        100.0 * answered as f64 / said.max(1) as f64
+        "lines said {said}, answered {answered} ({:.1} %); {refused} refused by an ended session, whose visitor started another ({} sessions in all)",
+        100.0 * answered as f64 / said.max(1) as f64,
+        sids.len()
     );
     println!("plays started twice or more on the Pi: {doubled}");
     let (_, soak_p95) = summary(
@@ -254,7 +270,7 @@ async fn main() {
     for sid in &sids {
         let (code, s) = w.get(&format!("/conversation-status/{sid}")).await;
         if code == 200 {
-            recorded += s["messages"]
+            recorded += s["context"]["messages"]
                 .as_array()
                 .map_or(0, |m| m.iter().filter(|m| m["role"] == "user").count());
         }
