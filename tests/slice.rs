@@ -1,5 +1,7 @@
 //! The first complete conversation, across every service, over a real NATS
-//! server, ending with a real (headless) mpv playing a clip.
+//! server, ending with a real (headless) mpv playing a clip. The services
+//! run in this process (`World::start_in_process`); the Pi's clients and
+//! mpv are processes.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -14,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_conversation_end_to_end() {
-    let w = World::start().await;
+    let w = World::start_in_process().await;
     let mut plays = w.subscribe(SessionEvent::Play).await;
     let mut playback = w.subscribe(SessionEvent::Playback).await;
 
@@ -203,7 +205,7 @@ async fn one_conversation_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_errors_and_breaks_nothing() {
-    let w = World::start().await;
+    let w = World::start_in_process().await;
     let (_, before) = w.get("/health").await;
     let mut playback = w.subscribe(SessionEvent::Playback).await;
 

@@ -24,7 +24,10 @@ pub const SIM_PI: &str = "test-pi";
 
 pub struct World {
     pub nats: NatsServer,
+    /// The services as processes (`cinema up`'s supervisor)…
     pub stack: Option<Stack>,
+    /// …or in this process ([`World::start_in_process`]).
+    pub services: Option<plumbing::in_process::InProcess>,
     pub http: reqwest::Client,
     pub base: String,
     pub bus: bus::Bus,
@@ -99,13 +102,100 @@ impl World {
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
             stack: Some(stack),
+            services: None,
             bus,
             nats,
             _library: library,
             _data: data,
         };
-        let health = world.clone_http();
-        let base = world.base.clone();
+        world.ready().await;
+        world
+    }
+
+    /// Like [`World::start`], with every service in this process (their
+    /// `run` futures, each on its own NATS connection, as
+    /// `plumbing::main` runs them) and the simulated Pi's clients as
+    /// processes: for tests of behaviour, not of processes (no kills, no
+    /// signals).
+    pub async fn start_in_process() -> World {
+        testkit::require("mpv", "apt-get install mpv");
+        let nats = NatsServer::start();
+        let library = testkit::film_library(&[FILM]);
+        let data = tempfile::tempdir().unwrap();
+        let port = testkit::free_port();
+        let vars: Vec<(String, String)> = [
+            ("NATS_URL", nats.url()),
+            ("CINEMA_LIBRARY", library.path().display().to_string()),
+            ("PORT", port.to_string()),
+            ("CINEMA_PI_ID", SIM_PI.to_string()),
+            ("CINEMA_CLIP_SELECTOR_MEDIA_ADDR", "127.0.0.1:0".to_string()),
+            (
+                "CINEMA_PI_SPAWNER_CLIENT_BIN",
+                testkit::bin("pi-client").display().to_string(),
+            ),
+            (
+                "CINEMA_PI_SPAWNER_STATE_DIR",
+                data.path().join("state").display().to_string(),
+            ),
+            ("WHISPER_MODEL", whisper_model().display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        // The clients are processes: headless mpv for them.
+        let spawner_toml = data.path().join("pi-spawner.toml");
+        std::fs::write(
+            &spawner_toml,
+            "[client_env]\nCINEMA_PI_CLIENT_VO = \"null\"\nCINEMA_PI_CLIENT_AO = \"null\"\n",
+        )
+        .unwrap();
+        let spawner_args = plumbing::CommonArgs {
+            config: Some(spawner_toml),
+            ..Default::default()
+        };
+        let services = plumbing::in_process::InProcess::new(2).unwrap();
+        services
+            .start("clip-selector", &vars, clip_selector::run)
+            .unwrap();
+        services
+            .start("status-store", &vars, status_store::run)
+            .unwrap();
+        services
+            .start("room-manager", &vars, room_manager::run)
+            .unwrap();
+        services.start("llm", &vars, llm::run).unwrap();
+        services.start("stt", &vars, stt::run).unwrap();
+        services
+            .start_with("pi-spawner", &spawner_args, &vars, pi_spawner::run)
+            .unwrap();
+        services
+            .start("dashboard-gateway", &vars, dashboard_gateway::run)
+            .unwrap();
+        let bus = nats.bus("test").await;
+        let world = World {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            stack: None,
+            services: Some(services),
+            bus,
+            nats,
+            _library: library,
+            _data: data,
+        };
+        world.ready().await;
+        world
+    }
+
+    /// Waits until `/health` says every service answers and the simulated
+    /// Pi's spawner is up.
+    async fn ready(&self) {
+        if let Some(failed) = self.services.as_ref().map(|s| s.failures())
+            && !failed.is_empty()
+        {
+            panic!("{failed:?}");
+        }
+        let health = self.clone_http();
+        let base = self.base.clone();
         testkit::eventually(
             Duration::from_secs(30),
             "every service healthy and the simulated Pi's spawner up",
@@ -119,7 +209,6 @@ impl World {
             },
         )
         .await;
-        world
     }
 
     fn clone_http(&self) -> reqwest::Client {
@@ -225,6 +314,9 @@ impl World {
 
     pub async fn stop(mut self) {
         if let Some(s) = self.stack.take() {
+            s.stop().await;
+        }
+        if let Some(s) = self.services.take() {
             s.stop().await;
         }
     }

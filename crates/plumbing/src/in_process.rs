@@ -54,7 +54,24 @@ impl InProcess {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display,
     {
-        let config: C = config::load_with(&CommonArgs::default(), vars)
+        self.start_with(service, &CommonArgs::default(), vars, run)
+    }
+
+    /// [`InProcess::start`] with the service's flags (a `--config` file).
+    pub fn start_with<C, F, Fut, E>(
+        &self,
+        service: &'static str,
+        args: &CommonArgs,
+        vars: &[(String, String)],
+        run: F,
+    ) -> Result<(), String>
+    where
+        C: Settings + Send + 'static,
+        F: FnOnce(C, bus::Bus, CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let config: C = config::load_with(args, vars)
             .map_err(|e| format!("{service}: bad configuration: {e}"))?;
         let shutdown = self.shutdown.child_token();
         let Some(runtime) = &self.runtime else {
