@@ -195,7 +195,12 @@ fn cinema_up_leaves_nothing_behind_however_it_dies() {
         let data = tempfile::tempdir().unwrap();
         let library = testkit::film_library(&[tests::FILM]);
         let port = testkit::free_port();
-        let mut up = Command::new(testkit::bin("cinema"))
+        // SIGHUP as a terminal delivers it: whatever this test inherited
+        // (`nohup` ignores it, and an ignored signal stays ignored across
+        // exec), cinema gets the default action.
+        let mut up = Command::new("env")
+            .arg("--default-signal=HUP")
+            .arg(testkit::bin("cinema"))
             .arg("up")
             .args(["--port", &port.to_string()])
             .args(["--nats-port", &testkit::free_port().to_string()])
@@ -223,7 +228,11 @@ fn cinema_up_leaves_nothing_behind_however_it_dies() {
             },
         );
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
-        let _ = up.wait();
+        wait_for(
+            std::time::Duration::from_secs(30),
+            &format!("cinema up to die of {signal}"),
+            || up.try_wait().unwrap(),
+        );
         wait_for(
             std::time::Duration::from_secs(30),
             &format!("every child of cinema up to end after {signal}"),
