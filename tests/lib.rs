@@ -12,6 +12,7 @@ pub mod webdriver;
 pub mod support {
     pub mod certs;
     pub mod director;
+    pub mod eval;
     pub mod events;
     pub mod measure;
     pub mod processes;

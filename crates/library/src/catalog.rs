@@ -12,8 +12,10 @@ use tantivy::schema::{FAST, Field, Schema, TEXT};
 use tantivy::{Index, IndexReader, doc};
 use wire::v1::{CatalogFilm, Clip, ClipKind, Film, IngestSummary, SearchMode, SearchRequest};
 
+use crate::answer::{self, Evidence, LineInfo};
 use crate::fusion;
 use crate::ingest::{self, CutOptions, IndexDir, IngestOptions, Progress};
+use crate::lines;
 use crate::semantic::{self, Semantic};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,18 @@ pub struct Library {
     summary: IngestSummary,
     /// Present when the embedding model loaded: search is then hybrid.
     semantic: Option<Semantic>,
+    /// Each clip's line and cue as answer search reads them.
+    info: Vec<LineInfo>,
+}
+
+/// One search hit: the clip, its score and, in answer mode, why it matched.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub clip: Clip,
+    /// Answer mode: the chance it answers acceptably (0 to 1). Description
+    /// mode: the fused rank score.
+    pub score: f32,
+    pub reason: String,
 }
 
 impl Library {
@@ -214,19 +228,20 @@ impl Library {
     fn build(
         root: PathBuf,
         films: Vec<FilmEntry>,
-        clips: Vec<Clip>,
+        mut clips: Vec<Clip>,
         semantic: Option<Semantic>,
     ) -> Result<Library, Error> {
+        let info = answer::annotate(&mut clips);
         let mut schema = Schema::builder();
         let caption = schema.add_text_field("caption", TEXT);
         let cue = schema.add_text_field("cue", TEXT);
         let row = schema.add_u64_field(ROW_FIELD, FAST);
         let index = Index::create_in_ram(schema.build());
         let mut writer = index.writer_with_num_threads(1, 50_000_000)?;
-        for (i, c) in clips.iter().enumerate() {
+        for (i, (c, line)) in clips.iter().zip(&info).enumerate() {
             writer.add_document(doc!(
                 caption => c.caption.clone(),
-                cue => c.cue.clone(),
+                cue => line.cue_said.clone(),
                 row => i as u64,
             ))?;
         }
@@ -260,6 +275,7 @@ impl Library {
             index,
             fields: Fields { caption, cue },
             semantic,
+            info,
         })
     }
 
@@ -325,35 +341,118 @@ impl Library {
         self.semantic.as_ref()
     }
 
-    /// Search. *Description* matches captions; *answer* matches cues (the
-    /// line before a clip), so the hit is the line that followed. Lexical
-    /// (BM25) and, with the embedding model, semantic hits are fused by
-    /// reciprocal rank; the score is then the fused score.
+    /// Search. *Description* matches captions: lexical (BM25) and, with the
+    /// embedding model, semantic hits fused by reciprocal rank; the score is
+    /// the fused score. *Answer* finds clips whose cue (the line before) is
+    /// like the query and judges each ([`crate::answer`]): the score is the
+    /// chance it answers acceptably, best first.
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<(Clip, f32)>, Error> {
+        Ok(self
+            .search_hits(req)?
+            .into_iter()
+            .map(|f| (f.clip, f.score))
+            .collect())
+    }
+
+    /// [`Library::search`], with why each answer matched.
+    pub fn search_hits(&self, req: &SearchRequest) -> Result<Vec<Found>, Error> {
         let limit = (req.limit as usize).clamp(1, 100);
-        let answer = SearchMode::try_from(req.mode) == Ok(SearchMode::Answer);
+        if SearchMode::try_from(req.mode) == Ok(SearchMode::Answer) {
+            return self.answers(req, limit);
+        }
+        let found = |(i, score): (usize, f32)| Found {
+            clip: self.clips[i].clone(),
+            score,
+            reason: String::new(),
+        };
         let Some(semantic) = &self.semantic else {
-            return self.lexical(req, answer, limit);
+            return Ok(self
+                .lexical(req, false, limit)?
+                .into_iter()
+                .map(found)
+                .collect());
         };
         let depth = limit.max(FUSE_DEPTH);
         // BM25 runs beside the query's embedding (most of a search's time).
         let (lexical, close) = rayon::join(
-            || self.lexical(req, answer, depth),
-            || {
-                semantic.search(&req.query, answer, depth, |i| {
-                    self.accepts(req, &self.clips[i])
-                })
-            },
+            || self.lexical(req, false, depth),
+            || semantic.search(&req.query, false, depth, |i| self.accepts(req, i, false)),
         );
-        let lexical: Vec<String> = lexical?.into_iter().map(|(c, _)| c.id).collect();
-        let close: Vec<String> = close?
-            .into_iter()
-            .map(|(i, _)| self.clips[i].id.clone())
-            .collect();
+        let lexical: Vec<usize> = lexical?.into_iter().map(|(i, _)| i).collect();
+        let close: Vec<usize> = close?.into_iter().map(|(i, _)| i).collect();
         Ok(fusion::rrf(&[&lexical, &close], fusion::K)
             .into_iter()
             .take(limit)
-            .filter_map(|(id, score)| Some((self.clip(&id)?.clone(), score)))
+            .map(found)
+            .collect())
+    }
+
+    /// Answer search: candidates whose cue is like the query, lexically
+    /// and (with the model) in meaning, each judged on all the evidence.
+    fn answers(&self, req: &SearchRequest, limit: usize) -> Result<Vec<Found>, Error> {
+        let depth = limit.max(FUSE_DEPTH);
+        let (lexical, close) = match &self.semantic {
+            Some(semantic) => rayon::join(
+                || self.lexical(req, true, depth),
+                || {
+                    semantic
+                        .search(&req.query, true, depth, |i| self.accepts(req, i, true))
+                        .map_err(Error::from)
+                },
+            ),
+            None => (self.lexical(req, true, depth), Ok(Vec::new())),
+        };
+        let mut candidates: Vec<usize> = Vec::new();
+        for (i, _) in lexical?.into_iter().chain(close?) {
+            if !candidates.contains(&i) {
+                candidates.push(i);
+            }
+        }
+        let meaning = match &self.semantic {
+            Some(semantic) => semantic.answer_similarities(&req.query, &candidates)?,
+            None => vec![(None, None); candidates.len()],
+        };
+        let query_words = lines::words(&lines::spoken(&req.query).0);
+        let previous = self.by_id.get(&req.previous_clip_id).copied();
+        let judged: Vec<(usize, Evidence)> = candidates
+            .into_iter()
+            .zip(meaning)
+            .map(|(i, (cue_meaning, reply_meaning))| {
+                let (clip, line) = (&self.clips[i], &self.info[i]);
+                let prev = previous.map(|p| &self.clips[p]);
+                let evidence = Evidence {
+                    cue_meaning: cue_meaning.or(self.semantic.as_ref().map(|_| 0.0)),
+                    reply_meaning: reply_meaning.or(self.semantic.as_ref().map(|_| 0.0)),
+                    cue_words: lines::overlap(&query_words, &line.cue_words),
+                    reply_words: lines::overlap(&query_words, &line.words),
+                    gap_s: line.gap_s,
+                    same_speaker: line.same_speaker,
+                    same_film: prev.is_some_and(|p| p.film_id == clip.film_id),
+                    follows_previous: prev.is_some_and(|p| {
+                        p.film_id == clip.film_id && p.line_index + 1 == clip.line_index
+                    }),
+                };
+                (i, evidence)
+            })
+            .collect();
+        let scores: Vec<f32> = judged.iter().map(|(_, e)| e.calibrated()).collect();
+        let mut order: Vec<usize> = (0..judged.len()).collect();
+        order.sort_by(|&a, &b| {
+            scores[b]
+                .total_cmp(&scores[a])
+                .then(judged[a].0.cmp(&judged[b].0))
+        });
+        order.truncate(limit);
+        Ok(order
+            .into_iter()
+            .map(|k| {
+                let (i, evidence) = judged[k];
+                Found {
+                    clip: self.clips[i].clone(),
+                    score: scores[k],
+                    reason: evidence.reason(),
+                }
+            })
             .collect())
     }
 
@@ -361,16 +460,21 @@ impl Library {
     pub fn search_lexical(&self, req: &SearchRequest) -> Result<Vec<(Clip, f32)>, Error> {
         let limit = (req.limit as usize).clamp(1, 100);
         let answer = SearchMode::try_from(req.mode) == Ok(SearchMode::Answer);
-        self.lexical(req, answer, limit)
+        Ok(self
+            .lexical(req, answer, limit)?
+            .into_iter()
+            .map(|(i, score)| (self.clips[i].clone(), score))
+            .collect())
     }
 
-    /// BM25 over captions (description) or cues (answer), filtered.
+    /// BM25 over captions (description) or cues (answer), filtered: clips
+    /// by position, best first.
     fn lexical(
         &self,
         req: &SearchRequest,
         answer: bool,
         limit: usize,
-    ) -> Result<Vec<(Clip, f32)>, Error> {
+    ) -> Result<Vec<(usize, f32)>, Error> {
         let field = if answer {
             self.fields.cue
         } else {
@@ -388,14 +492,15 @@ impl Library {
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::new();
         for (score, addr) in top {
-            let Some(clip) = rows[addr.segment_ord as usize]
+            let Some(i) = rows[addr.segment_ord as usize]
                 .first(addr.doc_id)
-                .and_then(|i| self.clips.get(i as usize))
+                .map(|i| i as usize)
+                .filter(|&i| i < self.clips.len())
             else {
                 continue;
             };
-            if self.accepts(req, clip) {
-                out.push((clip.clone(), score));
+            if self.accepts(req, i, answer) {
+                out.push((i, score));
                 if out.len() == limit {
                     break;
                 }
@@ -405,12 +510,15 @@ impl Library {
     }
 
     /// Filters, and scenes only of films without dialogue: a film's lines are
-    /// answered line by line, not by a scene that runs several together.
-    fn accepts(&self, req: &SearchRequest, clip: &Clip) -> bool {
+    /// answered line by line, not by a scene that runs several together. An
+    /// answer is a line said in reply to a line said.
+    fn accepts(&self, req: &SearchRequest, i: usize, answer: bool) -> bool {
+        let clip = &self.clips[i];
         let len = clip.end_s - clip.start_s;
         let scene_of_spoken =
             clip.kind == ClipKind::Scene as i32 && self.spoken_films.contains(&clip.film_id);
         !scene_of_spoken
+            && (!answer || self.info[i].answerable)
             && !req.exclude_ids.iter().any(|x| x == &clip.id)
             && (req.film_id.is_empty() || req.film_id == clip.film_id)
             && (req.min_duration_s <= 0.0 || len >= req.min_duration_s)

@@ -334,6 +334,7 @@ pub fn cut_clips(
             thumbnail: String::new(),
             keyframe_start_s: start,
             duration_s: cue.end_s - cue.start_s,
+            not_speech: String::new(),
         });
     }
     clips
@@ -810,6 +811,7 @@ fn ingest_film(
                             thumbnail: String::new(),
                             keyframe_start_s: media::keyframe_at_or_before(&keys, a),
                             duration_s: b - a,
+                            not_speech: String::new(),
                         });
                         scene_count += 1;
                     }

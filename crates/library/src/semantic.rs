@@ -190,6 +190,10 @@ pub fn stored_vectors(model: &Loaded, entry: &CatalogFilm) -> Result<Vec<f32>, E
     Ok(out)
 }
 
+/// A clip's cue's and own line's cosines with a query (`None` where the
+/// line has no vector).
+pub type Likeness = (Option<f32>, Option<f32>);
+
 /// The model and the library's vectors.
 pub struct Semantic {
     embedder: Embedder,
@@ -198,6 +202,8 @@ pub struct Semantic {
     row_clip: Vec<usize>,
     /// The clip each row's caption is the cue of (the next line's clip).
     row_answer: Vec<Option<usize>>,
+    /// The row of each clip's caption (clips without a caption have none).
+    clip_row: Vec<Option<usize>>,
     /// The last queries' vectors, newest last.
     recent: Mutex<VecDeque<(String, Vec<f32>)>>,
 }
@@ -259,6 +265,10 @@ impl Semantic {
                 len: clips.len(),
             });
         }
+        let mut clip_row = vec![None; clips.len()];
+        for (row, &clip) in row_clip.iter().enumerate() {
+            clip_row[clip] = Some(row);
+        }
         let row_answer = row_clip
             .iter()
             .map(|&i| {
@@ -271,6 +281,7 @@ impl Semantic {
             index,
             row_clip,
             row_answer,
+            clip_row,
             recent: Mutex::new(VecDeque::with_capacity(RECENT_QUERIES)),
         })
     }
@@ -294,6 +305,33 @@ impl Semantic {
             recent.push_back((query.to_string(), v.clone()));
         }
         Ok(v)
+    }
+
+    /// For each of `clips`: the cosine of `query` with the clip's cue (the
+    /// line before it, when that line is in the index) and with its own line.
+    pub fn answer_similarities(
+        &self,
+        query: &str,
+        clips: &[usize],
+    ) -> Result<Vec<Likeness>, Error> {
+        let q = self.query_vector(query)?;
+        let row = |c: usize| self.clip_row.get(c).copied().flatten();
+        let cue_row = |c: usize| {
+            let r = row(c.checked_sub(1)?)?;
+            (self.row_answer[r] == Some(c)).then_some(r)
+        };
+        let rows: Vec<(Option<usize>, Option<usize>)> =
+            clips.iter().map(|&c| (cue_row(c), row(c))).collect();
+        let flat: Vec<usize> = rows
+            .iter()
+            .flat_map(|&(a, b)| [a.unwrap_or(usize::MAX), b.unwrap_or(usize::MAX)])
+            .collect();
+        let sims = self.index.similarities(&q, &flat);
+        Ok(rows
+            .iter()
+            .zip(sims.chunks_exact(2))
+            .map(|(&(cue, own), s)| (cue.map(|_| s[0]), own.map(|_| s[1])))
+            .collect())
     }
 
     pub fn embedder(&self) -> &Embedder {

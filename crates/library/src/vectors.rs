@@ -175,6 +175,30 @@ impl VectorIndex {
         hits
     }
 
+    /// The (approximate) cosine of `query` with each of `rows`, in order;
+    /// rows out of range score 0.
+    pub fn similarities(&self, query: &[f32], rows: &[usize]) -> Vec<f32> {
+        if query.len() != self.dim {
+            return vec![0.0; rows.len()];
+        }
+        let (qcodes, qscale) = quantize(query);
+        let qwide: Vec<i16> = qcodes.iter().map(|&c| i16::from(c)).collect();
+        let known: Vec<usize> = rows.iter().copied().filter(|&r| r < self.len).collect();
+        let mut scores = self
+            .rescore_all(&known, &qwide, qscale)
+            .into_iter()
+            .map(|h| h.score);
+        rows.iter()
+            .map(|&r| {
+                if r < self.len {
+                    scores.next().unwrap_or(0.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
     /// `row · query` in int8 for each of `rows`, scaled back to a cosine.
     fn rescore_all(&self, rows: &[usize], qwide: &[i16], qscale: f32) -> Vec<Hit> {
         self.simd.vectorize(

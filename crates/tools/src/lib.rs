@@ -85,6 +85,16 @@ pub fn option(clip: &Clip) -> Map<String, Value> {
     }
 }
 
+/// An answer-mode option: [`option`] with how likely the library judges it
+/// to answer (`fit`, 0 to 1) and why it matched (`why`: the cue, the reply,
+/// the film), so a model can weigh it.
+pub fn answer_option(clip: &Clip, fit: f32, why: &str) -> Map<String, Value> {
+    let mut map = option(clip);
+    map.insert("fit".into(), json!(round2(f64::from(fit))));
+    map.insert("why".into(), json!(why));
+    map
+}
+
 /// A search's answer: `{"options": [...]}`.
 pub fn options(options: impl IntoIterator<Item = Map<String, Value>>) -> Value {
     json!({ "options": options.into_iter().map(Value::Object).collect::<Vec<_>>() })

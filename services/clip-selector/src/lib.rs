@@ -422,12 +422,13 @@ fn handle_search(lib: &Library, req: SearchRequest) -> Result<SearchReply, Rejec
         return Err(Reject::bad_request("query is longer than 2000 bytes"));
     }
     let hits = lib
-        .search(&req)
+        .search_hits(&req)
         .map_err(|e| Reject::internal(e.to_string()))?
         .into_iter()
-        .map(|(clip, score)| SearchHit {
-            clip: Some(clip),
-            score,
+        .map(|found| SearchHit {
+            clip: Some(found.clip),
+            score: found.score,
+            reason: found.reason,
         })
         .collect();
     Ok(SearchReply {

@@ -61,6 +61,10 @@ pub struct Config {
     pub fallback_queries: Vec<String>,
     /// Options searched per query (and shown to a model).
     pub options: u32,
+    /// The retrieval director answers with a film line only when the
+    /// library judges it this likely (0 to 1) to answer the visitor's line;
+    /// below, nothing fits and it plays its best generic reply.
+    pub min_fit: f32,
     /// Makes choices repeatable: the same seed, library and lines give the
     /// same clips (also sent to the model as its `seed`).
     pub seed: Option<u64>,
@@ -104,6 +108,7 @@ impl Default for Config {
             greeting_query: "hello welcome good evening hi".into(),
             fallback_queries: vec!["I don't know".into(), "Tell me more".into()],
             options: 5,
+            min_fit: 0.3,
             seed: None,
             variety: 1,
             openai_api_key: String::new(),
@@ -138,6 +143,9 @@ impl plumbing::Settings for Config {
         if self.options == 0 || self.variety == 0 || self.timeout_ms == 0 {
             return Err("options, variety and timeout_ms must be above 0".into());
         }
+        if !(0.0..=1.0).contains(&self.min_fit) {
+            return Err(format!("min_fit must be from 0 to 1, got {}", self.min_fit));
+        }
         match self.director {
             DirectorKind::Retrieval => Ok(()),
             DirectorKind::OpenAi => {
@@ -165,6 +173,11 @@ mod tests {
         use plumbing::Settings;
         let ok = Config::default();
         assert!(ok.validate().is_ok());
+        let odd_fit = Config {
+            min_fit: 1.5,
+            ..Config::default()
+        };
+        assert!(odd_fit.validate().unwrap_err().contains("min_fit"));
         let bad_flow = serde_json::from_value::<Config>(serde_json::json!({"flow": "three-step"}));
         assert!(bad_flow.unwrap_err().to_string().contains("two-step"));
         let bad_director =

@@ -33,6 +33,7 @@ use bus::Bus;
 use serde_json::{Value, json};
 use wire::v1::{Clip, ConversationState, SearchMode};
 
+use crate::retrieval::search_hits;
 use crate::{Config, search_with_limit};
 
 /// The built-in system prompt; `prompt_file` replaces it.
@@ -168,15 +169,25 @@ impl OpenAi {
             messages.push(user(format!("The visitor says: {text}")));
         } else {
             let started = Instant::now();
+            // Answers first, each with how well it fits and why; then clips
+            // that say something like it.
+            let mut shown = Vec::new();
             for mode in [SearchMode::Answer, SearchMode::Description] {
-                let hits = search_with_limit(bus, text, mode, config.options, played).await?;
+                let hits = search_hits(bus, text, mode, config.options, played).await?;
                 choice
                     .searches
                     .push((text.to_string(), mode, hits.len() as u32));
-                for clip in hits {
-                    if !choice.options.iter().any(|c| c.id == clip.id) {
-                        choice.options.push(clip);
+                for hit in hits {
+                    let Some(clip) = hit.clip else { continue };
+                    if choice.options.iter().any(|c| c.id == clip.id) {
+                        continue;
                     }
+                    shown.push(if mode == SearchMode::Answer {
+                        tools::answer_option(&clip, hit.score, &hit.reason)
+                    } else {
+                        tools::option(&clip)
+                    });
+                    choice.options.push(clip);
                 }
             }
             choice.search_ms = started.elapsed().as_millis() as u32;
@@ -184,9 +195,11 @@ impl OpenAi {
                 return Err(Error::NoOptions);
             }
             messages.push(user(format!(
-                "The visitor says: {text}\n\nClips you can play (JSON):\n{}\n\n\
+                "The visitor says: {text}\n\nClips you can play (JSON; `fit` is how likely \
+                 the library judges a line to answer, from 0 to 1, and `why` says why it \
+                 matched):\n{}\n\n\
                  Call {PLAY_TOOL} with the clip_id of the one that answers best.",
-                options_json(&choice.options)
+                tools::options(shown)
             )));
         }
         for _round in 0..self.max_rounds {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bus::Bus;
 use bus::endpoints;
 use sha2::{Digest, Sha256};
-use wire::v1::{Clip, SearchMode, SearchReply, SearchRequest};
+use wire::v1::{Clip, SearchHit, SearchMode, SearchReply, SearchRequest};
 
 use crate::Config;
 
@@ -21,6 +21,9 @@ pub struct Decision {
     pub mode: SearchMode,
     pub query: String,
     pub reasoning: &'static str,
+    /// False when nothing in the library answered the line: the options are
+    /// a generic reply (or repeats).
+    pub fits: bool,
     pub search_ms: u32,
 }
 
@@ -42,6 +45,23 @@ pub async fn search_with_limit(
     limit: u32,
     exclude: &[String],
 ) -> Result<Vec<Clip>, bus::Error> {
+    Ok(search_hits(bus, query, mode, limit, exclude)
+        .await?
+        .into_iter()
+        .filter_map(|h| h.clip)
+        .collect())
+}
+
+/// `cinema.clips.search` with each hit's score and reason. The last of
+/// `exclude` is taken as the clip played just before (the conversation so
+/// far): in answer mode its film is preferred.
+pub async fn search_hits(
+    bus: &Bus,
+    query: &str,
+    mode: SearchMode,
+    limit: u32,
+    exclude: &[String],
+) -> Result<Vec<SearchHit>, bus::Error> {
     let reply: SearchReply = bus
         .request(
             &endpoints::clips::SEARCH,
@@ -50,11 +70,16 @@ pub async fn search_with_limit(
                 mode: mode as i32,
                 limit,
                 exclude_ids: exclude.to_vec(),
+                previous_clip_id: exclude.last().cloned().unwrap_or_default(),
                 ..Default::default()
             },
         )
         .await?;
-    Ok(reply.hits.into_iter().filter_map(|h| h.clip).collect())
+    Ok(reply
+        .hits
+        .into_iter()
+        .filter(|h| h.clip.is_some())
+        .collect())
 }
 
 /// Which of the first `n` options to play: fixed by the seed, the turn and
@@ -74,10 +99,12 @@ pub fn pick(seed: Option<u64>, turn: u32, text: &str, n: usize) -> usize {
     (u64::from_le_bytes(first) % n as u64) as usize
 }
 
-/// The retrieval director's choice for `text`: the clip whose cue (the line
-/// before it in its film) is most like `text`; else a clip that says
-/// something similar; else a generic reply; never a clip in `played` unless
-/// nothing else is left. Deterministic for a given library.
+/// The retrieval director's choice for `text`: the clips whose line answers
+/// it (the line before them in their film is like `text`), when the library
+/// judges one likely enough ([`Config::min_fit`]); else nothing fits and it
+/// is a generic reply ([`Config::fallback_queries`]); never a clip in
+/// `played` unless nothing else is left. The film of the last clip played
+/// is preferred. Deterministic for a given library.
 pub async fn decide(
     bus: &Bus,
     config: &Config,
@@ -88,19 +115,34 @@ pub async fn decide(
     let mut reasoning = "answered with the line that followed the most similar line in a film";
     let mut mode = SearchMode::Answer;
     let mut query = text.to_string();
-    let mut options = search(bus, config, &query, mode, played).await?;
+    let hits = search_hits(bus, text, mode, config.options, played).await?;
+    let fitting: Vec<Clip> = hits
+        .iter()
+        .filter(|h| h.score >= config.min_fit)
+        .filter_map(|h| h.clip.clone())
+        .collect();
+    let fits = !fitting.is_empty();
+    let mut options = fitting;
+    if !fits {
+        mode = SearchMode::Description;
+        reasoning = "nothing in the library answers it well; a generic reply";
+        for generic in &config.fallback_queries {
+            options = search(bus, config, generic, mode, played).await?;
+            if !options.is_empty() {
+                query = generic.clone();
+                break;
+            }
+        }
+    }
+    if options.is_empty() && !hits.is_empty() {
+        mode = SearchMode::Answer;
+        reasoning = "nothing answers it well and no generic reply is left; the closest line";
+        options = hits.into_iter().filter_map(|h| h.clip).collect();
+    }
     if options.is_empty() {
         mode = SearchMode::Description;
-        reasoning = "no film line was like it; chose a clip that says something similar";
-        options = search(bus, config, &query, mode, played).await?;
-    }
-    for generic in &config.fallback_queries {
-        if !options.is_empty() {
-            break;
-        }
-        reasoning = "nothing matched; chose a generic reply";
-        query = generic.clone();
-        options = search(bus, config, &query, mode, played).await?;
+        reasoning = "no film line answers it; a clip that says something similar";
+        options = search(bus, config, text, mode, played).await?;
     }
     if options.is_empty() {
         // The library is exhausted for this session: repeats are allowed now.
@@ -122,6 +164,7 @@ pub async fn decide(
         mode,
         query,
         reasoning,
+        fits,
         search_ms: started.elapsed().as_millis() as u32,
     })
 }

@@ -1,0 +1,249 @@
+//! How often the director answers right, on libraries that are mostly noise.
+//!
+//! The dialogue films and visitor lines of `tests/eval/retrieval.toml` (and
+//! the demo films), amid real text fetched by `scripts/eval-corpus`, at
+//! 1,000, 10,000 and 100,000 lines. A real clip-selector (hybrid search, the
+//! embedding model from `scripts/setup`) serves each library over a real
+//! nats-server; every visitor line is decided by `llm::decide`, as the
+//! retrieval director does in a session's first turn.
+//!
+//! Printed per library: hit@1 and hit@5 of the retrieval director over the
+//! lines that have an answer; how often it said "nothing fits" and how often
+//! that was right; hit@5 of the search an OpenAI director is shown
+//! (`cinema.clips.search`, answer mode, five options); decision time
+//! p50/p95/p99.
+//!
+//!     source scripts/setup
+//!     cargo bench -p tests --bench retrieval
+//!     CINEMA_BENCH_SIZES=1000 cargo bench -p tests --bench retrieval
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use tests::percentile;
+use tests::support::eval::{self, EvalSet};
+use wire::v1::{ListFilmsRequest, SearchMode, SearchReply, SearchRequest};
+
+struct Selector(Child);
+
+impl Drop for Selector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts clip-selector on `library` (hybrid search) and waits until its
+/// ingest has finished.
+async fn selector(bus: &bus::Bus, nats: &str, library: &Path, model: &str) -> (Selector, f64) {
+    let bin = testkit::bin("clip-selector");
+    let t0 = Instant::now();
+    let child = Command::new(bin)
+        .env("NATS_URL", nats)
+        .env("CINEMA_LIBRARY", library)
+        .env("CINEMA_CLIP_SELECTOR_MEDIA_ADDR", "127.0.0.1:0")
+        .env("CINEMA_CLIP_SELECTOR_SCENES", "false")
+        .env("CINEMA_CLIP_SELECTOR_THUMBNAILS", "false")
+        .env("CINEMA_EMBEDDING_MODEL", model)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    testkit::eventually(
+        Duration::from_secs(1800),
+        "clip-selector to finish its ingest",
+        async || {
+            let list = bus
+                .request(&bus::endpoints::clips::FILMS, &ListFilmsRequest {})
+                .await
+                .ok()?;
+            let ingest = list.ingest?;
+            (!ingest.running && ingest.finished_at_ms > 0).then_some(())
+        },
+    )
+    .await;
+    (Selector(child), t0.elapsed().as_secs_f64())
+}
+
+#[derive(Default)]
+struct Tally {
+    answerable: usize,
+    hit1: usize,
+    hit5: usize,
+    search_hit5: usize,
+    unanswerable: usize,
+    said_nothing_fits: usize,
+    nothing_fits_right: usize,
+    samples: Vec<f64>,
+    misses: Vec<String>,
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+async fn evaluate(bus: &bus::Bus, set: &EvalSet) -> Tally {
+    let config = llm::Config::default();
+    let mut t = Tally::default();
+    for v in &set.visitors {
+        // What a model is shown: the search's first five answers.
+        let shown: SearchReply = bus
+            .request(
+                &bus::endpoints::clips::SEARCH,
+                &SearchRequest {
+                    query: v.says.clone(),
+                    mode: SearchMode::Answer as i32,
+                    limit: 5,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let why: Vec<String> = shown
+            .hits
+            .iter()
+            .filter_map(|h| {
+                let c = h.clip.as_ref()?;
+                let mark = if v.answers.contains(&c.caption) {
+                    "✓"
+                } else {
+                    " "
+                };
+                Some(format!(
+                    "      {mark} {:.2} {:?} after {:?}: {}",
+                    h.score, c.caption, c.cue, h.reason
+                ))
+            })
+            .collect();
+        if let Some(dump) = std::env::var_os("CINEMA_BENCH_DUMP") {
+            // Every candidate's evidence and whether it is acceptable: what
+            // the calibration in `library::answer` is fitted on.
+            let all: SearchReply = bus
+                .request(
+                    &bus::endpoints::clips::SEARCH,
+                    &SearchRequest {
+                        query: v.says.clone(),
+                        mode: SearchMode::Answer as i32,
+                        limit: 20,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dump)
+                .unwrap();
+            for h in &all.hits {
+                let c = h.clip.as_ref().unwrap();
+                use std::io::Write;
+                writeln!(
+                    out,
+                    "{:?}\t{}\t{}",
+                    v.says,
+                    u8::from(v.answers.contains(&c.caption)),
+                    h.reason
+                )
+                .unwrap();
+            }
+        }
+        let started = Instant::now();
+        let d = llm::decide(bus, &config, &v.says, &[]).await.unwrap();
+        t.samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        let nothing_fits = !d.fits;
+        t.said_nothing_fits += usize::from(nothing_fits);
+        let captions: Vec<&str> = d.options.iter().map(|c| c.caption.as_str()).collect();
+        let good = |c: &&str| v.answers.iter().any(|a| a == c);
+        let first = if v.answers.is_empty() {
+            t.unanswerable += 1;
+            t.nothing_fits_right += usize::from(nothing_fits);
+            nothing_fits
+        } else {
+            t.answerable += 1;
+            let first = !nothing_fits && captions.first().is_some_and(good);
+            t.hit1 += usize::from(first);
+            t.hit5 += usize::from(!nothing_fits && captions.iter().take(5).any(good));
+            t.search_hit5 += usize::from(
+                shown
+                    .hits
+                    .iter()
+                    .filter_map(|h| h.clip.as_ref())
+                    .any(|c| good(&c.caption.as_str())),
+            );
+            first
+        };
+        if !first {
+            t.misses.push(format!(
+                "  {:?} → {:?}{} (want {:?})\n{}",
+                v.says,
+                captions.first(),
+                if nothing_fits { " [nothing fits]" } else { "" },
+                v.answers.first().map_or("nothing fits", String::as_str),
+                why.join("\n")
+            ));
+        }
+    }
+    t.samples.sort_by(f64::total_cmp);
+    t
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("CINEMA_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000, 100_000]);
+    let model = std::env::var("CINEMA_EMBEDDING_MODEL").unwrap_or_default();
+    if model.is_empty() || !Path::new(&model).join("model.safetensors").exists() {
+        panic!(
+            "the embedding model is missing: `source scripts/setup` fetches it and sets CINEMA_EMBEDDING_MODEL"
+        );
+    }
+    let set = EvalSet::load();
+    let corpus = eval::corpus();
+    let answerable = set
+        .visitors
+        .iter()
+        .filter(|v| !v.answers.is_empty())
+        .count();
+    println!(
+        "evaluation: {} visitor lines ({answerable} with an answer, {} without); corpus {}",
+        set.visitors.len(),
+        set.visitors.len() - answerable,
+        corpus.display()
+    );
+    let nats = testkit::NatsServer::start();
+    let bus = nats.bus("bench").await;
+    let cache = std::env::var("HOME")
+        .map(|h| Path::new(&h).join(".cache/cinema-eval"))
+        .unwrap();
+    for total in sizes {
+        let dir = cache.join(format!("library-{total}"));
+        let dialogue = eval::make_library(&set, &corpus, total, &dir);
+        let (_selector, ready) = selector(&bus, &nats.url(), &dir, &model).await;
+        let t = evaluate(&bus, &set).await;
+        println!(
+            "library of {total} lines ({dialogue} of dialogue films), ready in {ready:.1} s:\n  \
+             retrieval director  hit@1 {:.2}  hit@5 {:.2}  ({} lines with an answer)\n  \
+             nothing fits        said {} of {} lines, right for {} of the {} without an answer\n  \
+             search shown to the OpenAI director  hit@5 {:.2}\n  \
+             decision  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms",
+            ratio(t.hit1, t.answerable),
+            ratio(t.hit5, t.answerable),
+            t.answerable,
+            t.said_nothing_fits,
+            set.visitors.len(),
+            t.nothing_fits_right,
+            t.unanswerable,
+            ratio(t.search_hit5, t.answerable),
+            percentile(&t.samples, 50.0),
+            percentile(&t.samples, 95.0),
+            percentile(&t.samples, 99.0),
+        );
+        if std::env::var_os("CINEMA_BENCH_VERBOSE").is_some() {
+            println!("  misses:\n{}", t.misses.join("\n"));
+        }
+    }
+}
