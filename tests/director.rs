@@ -152,6 +152,9 @@ async fn single_flow_asks_the_model_once_with_the_options() {
     // The options went to the model by id; the double plays the first one,
     // which answer search ranked first: the line that follows the question.
     assert!(asked.contains(&turn.play.clip_id), "{asked}");
+    // Each answer comes with how well the library judges it fits, and why.
+    assert!(asked.contains("\"fit\":"), "{asked}");
+    assert!(asked.contains("its cue shares"), "{asked}");
     let played = turn.played();
     assert_eq!(
         played.clip.as_ref().unwrap().caption,
@@ -554,4 +557,44 @@ async fn a_replica_killed_mid_turn_leaves_its_turn_to_another_in_order() {
         let n = recorded.iter().filter(|p| p.command_id == id).count();
         assert_eq!(n, 1, "{k} recorded {n} times");
     }
+}
+
+/// The retrieval director answers a line only when the library judges an
+/// answer likely; otherwise it says nothing fits and plays a generic reply,
+/// and it never answers the same line the same way twice in a session.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_retrieval_director_says_when_nothing_fits() {
+    let rig = DirectorRig::start(&[], 1).await;
+    let (mut session, _greeting) = Session::open(&rig, "s-fits").await;
+
+    let turn = session.say(&rig, "Do you have anything to eat?").await;
+    assert_eq!(
+        turn.played().clip.unwrap().caption,
+        "There is soup, and bread, and a little cheese."
+    );
+    assert!(
+        turn.reasoning().starts_with("answered with the line"),
+        "{}",
+        turn.reasoning()
+    );
+
+    let nothing = session.say(&rig, "What is the capital of Peru?").await;
+    assert!(
+        nothing
+            .reasoning()
+            .starts_with("nothing in the library answers it well"),
+        "{}",
+        nothing.reasoning()
+    );
+    // "Tell me more" (a generic reply) finds the line that says it.
+    assert_eq!(
+        nothing.played().clip.unwrap().caption,
+        "Sit by the fire and tell me everything."
+    );
+
+    let again = session.say(&rig, "Do you have anything to eat?").await;
+    assert_ne!(
+        again.play.clip_id, turn.play.clip_id,
+        "never the same answer twice"
+    );
 }

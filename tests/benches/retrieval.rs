@@ -141,10 +141,11 @@ async fn evaluate(bus: &bus::Bus, set: &EvalSet) -> Tally {
                 use std::io::Write;
                 writeln!(
                     out,
-                    "{:?}\t{}\t{}",
+                    "{:?}\t{}\t{}\t{:?}",
                     v.says,
                     u8::from(v.answers.contains(&c.caption)),
-                    h.reason
+                    h.reason,
+                    c.caption
                 )
                 .unwrap();
             }

@@ -16,9 +16,10 @@
 //! They are weighed into one score (a logistic regression fitted on the
 //! project's retrieval evaluation, `tests/eval/retrieval.toml`, `cargo bench
 //! -p tests --bench retrieval`) and calibrated into the chance that the clip
-//! is an acceptable answer. A director treats a best chance under about 0.3
-//! as "nothing fits" (llm's `min_fit`). Lines that are not speech ([`lines::classify`]) are
-//! never answers, and clips whose cue is not speech are not exchanges.
+//! is an acceptable answer. A director treats a best chance under 0.5
+//! as "nothing fits" (llm's `min_fit`). Lines that are not speech
+//! ([`lines::classify`]) are never answers, and clips whose cue is not
+//! speech are not exchanges.
 
 use wire::v1::Clip;
 
@@ -110,6 +111,8 @@ pub struct Evidence {
     pub same_film: bool,
     /// The line right after the clip played just before.
     pub follows_previous: bool,
+    /// The visitor asked, and the reply asks back.
+    pub question_for_question: bool,
 }
 
 /// Seconds between a cue and its reply beyond which they are less likely
@@ -118,9 +121,12 @@ const LONG_GAP_S: f32 = 5.0;
 
 /// Logistic regression of "this candidate is an acceptable answer" on the
 /// evidence, fitted on the retrieval evaluation's candidates (top 20 of each
-/// visitor line, libraries of 1,000 and 10,000 lines): bias, cue meaning,
-/// cue words, reply meaning, reply words, cue × reply meaning.
-const WEIGHTS: [f32; 6] = [-6.73, 4.94, 2.31, 2.31, -0.24, 2.56];
+/// visitor line, libraries of 1,000, 10,000 and 100,000 lines): bias, cue
+/// meaning, cue words, reply meaning, reply words, cue × reply meaning.
+const WEIGHTS: [f32; 6] = [-6.79, 4.81, 2.08, 2.55, -0.11, 2.73];
+
+/// A question answered with a question (fitted with [`WEIGHTS`]).
+const QUESTION_FOR_QUESTION: f32 = -1.25;
 
 /// Without the embedding model: words alone (set by hand; the evaluation
 /// runs hybrid).
@@ -136,7 +142,7 @@ const FOLLOWS_PREVIOUS: f32 = 0.5;
 /// The chance that the best candidate of a search is acceptable, from its
 /// weight: a logistic curve fitted on the evaluation's best candidates
 /// (whether each was an acceptable answer).
-const CALIBRATION: (f32, f32) = (1.37, 2.728);
+const CALIBRATION: (f32, f32) = (1.378, 3.265);
 
 impl Evidence {
     /// The weighed evidence (log-odds, before calibration).
@@ -166,6 +172,9 @@ impl Evidence {
         }
         if self.follows_previous {
             w += FOLLOWS_PREVIOUS;
+        }
+        if self.question_for_question {
+            w += QUESTION_FOR_QUESTION;
         }
         w
     }
@@ -206,6 +215,9 @@ impl Evidence {
         }
         if self.same_speaker {
             parts.push("the same speaker goes on".into());
+        }
+        if self.question_for_question {
+            parts.push("a question answered with a question".into());
         }
         if self.follows_previous {
             parts.push("it follows the clip just played".into());

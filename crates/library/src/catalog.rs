@@ -414,6 +414,7 @@ impl Library {
         };
         let query_words = lines::words(&lines::spoken(&req.query).0);
         let previous = self.by_id.get(&req.previous_clip_id).copied();
+        let asks = req.query.trim_end().ends_with('?');
         let judged: Vec<(usize, Evidence)> = candidates
             .into_iter()
             .zip(meaning)
@@ -431,6 +432,7 @@ impl Library {
                     follows_previous: prev.is_some_and(|p| {
                         p.film_id == clip.film_id && p.line_index + 1 == clip.line_index
                     }),
+                    question_for_question: asks && clip.caption.trim_end().ends_with('?'),
                 };
                 (i, evidence)
             })

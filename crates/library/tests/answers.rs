@@ -166,7 +166,7 @@ fn scores_are_chances_and_low_when_nothing_answers() {
     ] {
         let hits = answers(lib, query, "");
         assert!(
-            hits.iter().all(|h| h.score < 0.3 && h.score >= 0.0),
+            hits.iter().all(|h| h.score < 0.5 && h.score >= 0.0),
             "{query:?}: {hits:?}"
         );
     }
@@ -207,5 +207,5 @@ fn without_the_model_words_alone_judge() {
     assert!(hits[0].score >= 0.5, "{:?}", hits[0]);
     assert!(hits[0].reason.contains("words"), "{}", hits[0].reason);
     let none = answers(lib, "Purple monkey dishwasher.", "");
-    assert!(none.iter().all(|h| h.score < 0.3), "{none:?}");
+    assert!(none.iter().all(|h| h.score < 0.5), "{none:?}");
 }

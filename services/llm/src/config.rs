@@ -108,7 +108,7 @@ impl Default for Config {
             greeting_query: "hello welcome good evening hi".into(),
             fallback_queries: vec!["I don't know".into(), "Tell me more".into()],
             options: 5,
-            min_fit: 0.3,
+            min_fit: 0.5,
             seed: None,
             variety: 1,
             openai_api_key: String::new(),
