@@ -7,11 +7,12 @@
 //! nats-server; every visitor line is decided by `llm::decide`, as the
 //! retrieval director does in a session's first turn.
 //!
-//! Printed per library: hit@1 and hit@5 of the retrieval director over the
-//! lines that have an answer; how often it said "nothing fits" and how often
-//! that was right; hit@5 of the search an OpenAI director is shown
-//! (`cinema.clips.search`, answer mode, five options); decision time
-//! p50/p95/p99.
+//! Printed per library, for the visitor lines the weights of
+//! `library::answer` were fitted on and apart for the held-out ones: hit@1
+//! and hit@5 of the retrieval director over the lines that have an answer;
+//! how often it said "nothing fits" and how often that was right; hit@5 of
+//! the search an OpenAI director is shown (`cinema.clips.search`, answer
+//! mode, five options); decision time p50/p95/p99.
 //!
 //!     source scripts/setup
 //!     cargo bench -p tests --bench retrieval
@@ -23,8 +24,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tests::percentile;
-use tests::support::eval::{self, EvalSet};
-use wire::v1::{ListFilmsRequest, SearchMode, SearchReply, SearchRequest};
+use tests::support::eval::{self, EvalSet, Visitor};
+use wire::v1::{ListFilmsRequest, SearchMode};
 
 struct Selector(Child);
 
@@ -83,25 +84,18 @@ fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-async fn evaluate(bus: &bus::Bus, set: &EvalSet) -> Tally {
+async fn evaluate(bus: &bus::Bus, visitors: &[&Visitor]) -> Tally {
     let config = llm::Config::default();
     let mut t = Tally::default();
-    for v in &set.visitors {
+    for &v in visitors {
         // What a model is shown: the search's first five answers.
-        let shown: SearchReply = bus
-            .request(
-                &bus::endpoints::clips::SEARCH,
-                &SearchRequest {
-                    query: v.says.clone(),
-                    mode: SearchMode::Answer as i32,
-                    limit: 5,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let answers = async |limit| {
+            llm::search_hits(bus, &v.says, SearchMode::Answer, limit, &[])
+                .await
+                .unwrap()
+        };
+        let shown = answers(5).await;
         let why: Vec<String> = shown
-            .hits
             .iter()
             .filter_map(|h| {
                 let c = h.clip.as_ref()?;
@@ -116,27 +110,16 @@ async fn evaluate(bus: &bus::Bus, set: &EvalSet) -> Tally {
                 ))
             })
             .collect();
-        if let Some(dump) = std::env::var_os("CINEMA_BENCH_DUMP") {
+        if let Some(dump) = std::env::var_os("CINEMA_BENCH_DUMP").filter(|_| !v.held_out) {
             // Every candidate's evidence and whether it is acceptable: what
             // the calibration in `library::answer` is fitted on.
-            let all: SearchReply = bus
-                .request(
-                    &bus::endpoints::clips::SEARCH,
-                    &SearchRequest {
-                        query: v.says.clone(),
-                        mode: SearchMode::Answer as i32,
-                        limit: 20,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
+            let all = answers(20).await;
             let mut out = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(dump)
                 .unwrap();
-            for h in &all.hits {
+            for h in &all {
                 let c = h.clip.as_ref().unwrap();
                 use std::io::Write;
                 writeln!(
@@ -168,7 +151,6 @@ async fn evaluate(bus: &bus::Bus, set: &EvalSet) -> Tally {
             t.hit5 += usize::from(!nothing_fits && captions.iter().take(5).any(good));
             t.search_hit5 += usize::from(
                 shown
-                    .hits
                     .iter()
                     .filter_map(|h| h.clip.as_ref())
                     .any(|c| good(&c.caption.as_str())),
@@ -204,15 +186,16 @@ async fn main() {
     }
     let set = EvalSet::load();
     let corpus = eval::corpus();
-    let answerable = set
-        .visitors
-        .iter()
-        .filter(|v| !v.answers.is_empty())
-        .count();
+    let (held_out, fitted): (Vec<&Visitor>, Vec<&Visitor>) =
+        set.visitors.iter().partition(|v| v.held_out);
+    let answerable = |vs: &[&Visitor]| vs.iter().filter(|v| !v.answers.is_empty()).count();
     println!(
-        "evaluation: {} visitor lines ({answerable} with an answer, {} without); corpus {}",
-        set.visitors.len(),
-        set.visitors.len() - answerable,
+        "evaluation: {} visitor lines the weights were fitted on ({} with an answer), \
+         {} held out ({} with an answer); corpus {}",
+        fitted.len(),
+        answerable(&fitted),
+        held_out.len(),
+        answerable(&held_out),
         corpus.display()
     );
     let nats = testkit::NatsServer::start();
@@ -224,27 +207,30 @@ async fn main() {
         let dir = cache.join(format!("library-{total}"));
         let dialogue = eval::make_library(&set, &corpus, total, &dir);
         let (_selector, ready) = selector(&bus, &nats.url(), &dir, &model).await;
-        let t = evaluate(&bus, &set).await;
-        println!(
-            "library of {total} lines ({dialogue} of dialogue films), ready in {ready:.1} s:\n  \
-             retrieval director  hit@1 {:.2}  hit@5 {:.2}  ({} lines with an answer)\n  \
-             nothing fits        said {} of {} lines, right for {} of the {} without an answer\n  \
-             search shown to the OpenAI director  hit@5 {:.2}\n  \
-             decision  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms",
-            ratio(t.hit1, t.answerable),
-            ratio(t.hit5, t.answerable),
-            t.answerable,
-            t.said_nothing_fits,
-            set.visitors.len(),
-            t.nothing_fits_right,
-            t.unanswerable,
-            ratio(t.search_hit5, t.answerable),
-            percentile(&t.samples, 50.0),
-            percentile(&t.samples, 95.0),
-            percentile(&t.samples, 99.0),
-        );
-        if std::env::var_os("CINEMA_BENCH_VERBOSE").is_some() {
-            println!("  misses:\n{}", t.misses.join("\n"));
+        println!("library of {total} lines ({dialogue} of dialogue films), ready in {ready:.1} s:");
+        for (name, visitors) in [("fitted", &fitted), ("held out", &held_out)] {
+            let t = evaluate(&bus, visitors).await;
+            println!(
+                "  {name} lines:\n    \
+                 retrieval director  hit@1 {:.2}  hit@5 {:.2}  ({} lines with an answer)\n    \
+                 nothing fits        said {} of {} lines, right for {} of the {} without an answer\n    \
+                 search shown to the OpenAI director  hit@5 {:.2}\n    \
+                 decision  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms",
+                ratio(t.hit1, t.answerable),
+                ratio(t.hit5, t.answerable),
+                t.answerable,
+                t.said_nothing_fits,
+                visitors.len(),
+                t.nothing_fits_right,
+                t.unanswerable,
+                ratio(t.search_hit5, t.answerable),
+                percentile(&t.samples, 50.0),
+                percentile(&t.samples, 95.0),
+                percentile(&t.samples, 99.0),
+            );
+            if std::env::var_os("CINEMA_BENCH_VERBOSE").is_some() {
+                println!("    misses:\n{}", t.misses.join("\n"));
+            }
         }
     }
 }

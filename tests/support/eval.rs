@@ -29,6 +29,9 @@ pub struct EvalFilm {
 pub struct Visitor {
     pub says: String,
     pub answers: Vec<String>,
+    /// Never used to fit the weights of `library::answer`: measured apart.
+    #[serde(default)]
+    pub held_out: bool,
 }
 
 impl EvalSet {

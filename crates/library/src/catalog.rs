@@ -413,14 +413,17 @@ impl Library {
             None => vec![(None, None); candidates.len()],
         };
         let query_words = lines::words(&lines::spoken(&req.query).0);
-        let previous = self.by_id.get(&req.previous_clip_id).copied();
+        let previous = self
+            .by_id
+            .get(&req.previous_clip_id)
+            .map(|&p| &self.clips[p]);
         let asks = req.query.trim_end().ends_with('?');
-        let judged: Vec<(usize, Evidence)> = candidates
+        let mut judged: Vec<(usize, Evidence, f32)> = candidates
             .into_iter()
             .zip(meaning)
             .map(|(i, (cue_meaning, reply_meaning))| {
                 let (clip, line) = (&self.clips[i], &self.info[i]);
-                let prev = previous.map(|p| &self.clips[p]);
+                let same_film = previous.is_some_and(|p| p.film_id == clip.film_id);
                 let evidence = Evidence {
                     cue_meaning: cue_meaning.or(self.semantic.as_ref().map(|_| 0.0)),
                     reply_meaning: reply_meaning.or(self.semantic.as_ref().map(|_| 0.0)),
@@ -428,32 +431,22 @@ impl Library {
                     reply_words: lines::overlap(&query_words, &line.words),
                     gap_s: line.gap_s,
                     same_speaker: line.same_speaker,
-                    same_film: prev.is_some_and(|p| p.film_id == clip.film_id),
-                    follows_previous: prev.is_some_and(|p| {
-                        p.film_id == clip.film_id && p.line_index + 1 == clip.line_index
-                    }),
+                    same_film,
+                    follows_previous: same_film
+                        && previous.is_some_and(|p| p.line_index + 1 == clip.line_index),
                     question_for_question: asks && clip.caption.trim_end().ends_with('?'),
                 };
-                (i, evidence)
+                (i, evidence, evidence.calibrated())
             })
             .collect();
-        let scores: Vec<f32> = judged.iter().map(|(_, e)| e.calibrated()).collect();
-        let mut order: Vec<usize> = (0..judged.len()).collect();
-        order.sort_by(|&a, &b| {
-            scores[b]
-                .total_cmp(&scores[a])
-                .then(judged[a].0.cmp(&judged[b].0))
-        });
-        order.truncate(limit);
-        Ok(order
+        judged.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+        Ok(judged
             .into_iter()
-            .map(|k| {
-                let (i, evidence) = judged[k];
-                Found {
-                    clip: self.clips[i].clone(),
-                    score: scores[k],
-                    reason: evidence.reason(),
-                }
+            .take(limit)
+            .map(|(i, evidence, score)| Found {
+                clip: self.clips[i].clone(),
+                score,
+                reason: evidence.reason(),
             })
             .collect())
     }

@@ -2,7 +2,6 @@
 //! are a carelessly converted screenplay (stage directions, character names,
 //! fragments), with the real embedding model (hybrid) and without it.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use library::{CutOptions, Found, Library};
@@ -39,27 +38,6 @@ const SCREENPLAY: &[&str] = &[
 /// good as the first, told apart only by the conversation.
 const ECHO: &[&str] = &["Who are you?", "Nobody important."];
 
-fn write_library(dir: &Path, films: &[(&str, &[&str])]) {
-    let blank = dir.join(".blank.mp4");
-    testkit::blank_film(&blank, 120);
-    for (stem, lines) in films {
-        std::fs::hard_link(&blank, dir.join(format!("{stem}.mp4"))).expect("video");
-        let mut srt = String::new();
-        for (i, line) in lines.iter().enumerate() {
-            let (a, b) = (3 * i, 3 * i + 2);
-            srt.push_str(&format!(
-                "{}\n00:{:02}:{:02},000 --> 00:{:02}:{:02},000\n{line}\n\n",
-                i + 1,
-                a / 60,
-                a % 60,
-                b / 60,
-                b % 60
-            ));
-        }
-        std::fs::write(dir.join(format!("{stem}.srt")), srt).expect("srt");
-    }
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     hybrid: Library,
@@ -71,7 +49,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let model = testkit::embedding_model();
         let dir = tempfile::tempdir().expect("tempdir");
-        write_library(
+        testkit::subtitle_films(
             dir.path(),
             &[
                 ("a-night-porter", PORTER),

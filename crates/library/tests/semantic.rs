@@ -3,7 +3,6 @@
 //! fail with an install hint when it is missing.
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use library::embed::{self, DIM, Embedder};
@@ -40,29 +39,6 @@ const STATION: &[&str] = &[
     "Lunch is on me today.",
 ];
 
-/// Films as `.srt` sidecars beside blank videos (hard links to one); line
-/// `i` runs from `3i` to `3i + 2` seconds.
-fn write_library(dir: &Path, films: &[(&str, &[&str])]) {
-    let blank = dir.join(".blank.mp4");
-    testkit::blank_film(&blank, 120);
-    for (stem, lines) in films {
-        std::fs::hard_link(&blank, dir.join(format!("{stem}.mp4"))).expect("video");
-        let mut srt = String::new();
-        for (i, line) in lines.iter().enumerate() {
-            let (a, b) = (3 * i, 3 * i + 2);
-            srt.push_str(&format!(
-                "{}\n00:{:02}:{:02},000 --> 00:{:02}:{:02},000\n{line}\n\n",
-                i + 1,
-                a / 60,
-                a % 60,
-                b / 60,
-                b % 60
-            ));
-        }
-        std::fs::write(dir.join(format!("{stem}.srt")), srt).expect("srt");
-    }
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     hybrid: Library,
@@ -74,7 +50,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let model = testkit::embedding_model();
         let dir = tempfile::tempdir().expect("tempdir");
-        write_library(
+        testkit::subtitle_films(
             dir.path(),
             &[("harbor-nights", HARBOR), ("quiet-station", STATION)],
         );
@@ -318,7 +294,7 @@ impl Write for Captured {
 #[test]
 fn a_missing_model_means_lexical_search_and_one_warning() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_library(dir.path(), &[("harbor-nights", HARBOR)]);
+    testkit::subtitle_films(dir.path(), &[("harbor-nights", HARBOR)]);
     let missing = dir.path().join("no-such-model");
     for model in [Some(missing.as_path()), None] {
         let log = Captured::default();
@@ -352,7 +328,7 @@ fn a_missing_model_means_lexical_search_and_one_warning() {
 fn vectors_are_kept_in_the_catalog_and_remade_when_damaged() {
     let model = testkit::embedding_model();
     let dir = tempfile::tempdir().expect("tempdir");
-    write_library(dir.path(), &[("harbor-nights", HARBOR)]);
+    testkit::subtitle_films(dir.path(), &[("harbor-nights", HARBOR)]);
     let first = Library::open(dir.path(), CutOptions::default(), Some(&model)).expect("library");
     let want = search(
         &first,

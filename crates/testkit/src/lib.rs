@@ -290,6 +290,30 @@ pub fn blank_film(path: &Path, seconds: u32) {
     synth::blank_film(path, seconds).unwrap();
 }
 
+/// Writes films whose lines matter, not their pictures, into `dir`: an
+/// `.srt` sidecar per film beside a hard link to one blank two-minute video;
+/// line `i` runs from `3i` to `3i + 2` seconds.
+pub fn subtitle_films(dir: &Path, films: &[(&str, &[&str])]) {
+    let blank = dir.join(".blank.mp4");
+    blank_film(&blank, 120);
+    for (stem, lines) in films {
+        std::fs::hard_link(&blank, dir.join(format!("{stem}.mp4"))).unwrap();
+        let mut srt = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            let (a, b) = (3 * i, 3 * i + 2);
+            srt.push_str(&format!(
+                "{}\n00:{:02}:{:02},000 --> 00:{:02}:{:02},000\n{line}\n\n",
+                i + 1,
+                a / 60,
+                a % 60,
+                b / 60,
+                b % 60
+            ));
+        }
+        std::fs::write(dir.join(format!("{stem}.srt")), srt).unwrap();
+    }
+}
+
 /// Makes a small library of synthetic films (real speech, drawn lines, .srt)
 /// in a temp dir. Needs ffmpeg, espeak-ng.
 pub fn film_library(films: &[(&str, &[&str])]) -> tempfile::TempDir {

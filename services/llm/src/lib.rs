@@ -23,7 +23,7 @@ mod retrieval;
 mod sessions;
 
 pub use config::{Config, DirectorKind, Flow};
-pub use retrieval::{Decision, decide, pick, search_with_limit};
+pub use retrieval::{Decision, decide, pick, search_hits, search_with_limit};
 /// How the first generation showed a played clip.
 pub use tools::display;
 
