@@ -7,59 +7,32 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tests::{percentile, rss_kib};
 use wire::v1::{SearchReply, SearchRequest};
 
-struct Selector(Child);
-
-impl Drop for Selector {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts clip-selector on `library` and waits until it answers; returns it
-/// with the time from start to its first answer (ingest included).
-async fn selector(bus: &bus::Bus, nats: &str, library: &Path) -> (Selector, Duration, u32) {
-    // Build the binaries first, so the timing is the service's alone.
-    let bin = testkit::bin("clip-selector");
-    let t0 = Instant::now();
-    let child = Command::new(bin)
-        .env("NATS_URL", nats)
-        .env("CINEMA_LIBRARY", library)
-        .env("CINEMA_CLIP_SELECTOR_MEDIA_ADDR", "127.0.0.1:0")
-        // The lines are what is measured: no pictures, BM25 only (hybrid
-        // search has its own bench: `cargo bench -p clip-selector`).
-        .env("CINEMA_CLIP_SELECTOR_SCENES", "false")
-        .env("CINEMA_CLIP_SELECTOR_THUMBNAILS", "false")
-        .env("CINEMA_EMBEDDING_MODEL", "")
-        .env("RUST_LOG", "warn")
-        .spawn()
+/// Starts clip-selector on `library`, BM25 only (hybrid search has its own
+/// bench: `cargo bench -p library --bench search`), and waits for its
+/// ingest; returns it, the time that took and the library's size.
+async fn selector(
+    bus: &bus::Bus,
+    nats: &str,
+    library: &Path,
+) -> (tests::SelectorProcess, Duration, u32) {
+    let (process, ready) = tests::selector_process(bus, nats, library, "").await;
+    let r: SearchReply = bus
+        .request(
+            &bus::endpoints::clips::SEARCH,
+            &SearchRequest {
+                query: "hello".into(),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
         .unwrap();
-    let size = testkit::eventually(
-        Duration::from_secs(300),
-        "clip-selector to answer",
-        async || {
-            let r: SearchReply = bus
-                .request(
-                    &bus::endpoints::clips::SEARCH,
-                    &SearchRequest {
-                        query: "hello".into(),
-                        limit: 1,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .ok()?;
-            Some(r.library_size)
-        },
-    )
-    .await;
-    (Selector(child), t0.elapsed(), size)
+    (process, ready, r.library_size)
 }
 
 async fn measure(name: &str, bus: &bus::Bus, lines: &[String]) {

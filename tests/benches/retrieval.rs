@@ -20,52 +20,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tests::percentile;
 use tests::support::eval::{self, EvalSet, Visitor};
-use wire::v1::{ListFilmsRequest, SearchMode};
-
-struct Selector(Child);
-
-impl Drop for Selector {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts clip-selector on `library` (hybrid search) and waits until its
-/// ingest has finished.
-async fn selector(bus: &bus::Bus, nats: &str, library: &Path, model: &str) -> (Selector, f64) {
-    let bin = testkit::bin("clip-selector");
-    let t0 = Instant::now();
-    let child = Command::new(bin)
-        .env("NATS_URL", nats)
-        .env("CINEMA_LIBRARY", library)
-        .env("CINEMA_CLIP_SELECTOR_MEDIA_ADDR", "127.0.0.1:0")
-        .env("CINEMA_CLIP_SELECTOR_SCENES", "false")
-        .env("CINEMA_CLIP_SELECTOR_THUMBNAILS", "false")
-        .env("CINEMA_EMBEDDING_MODEL", model)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    testkit::eventually(
-        Duration::from_secs(1800),
-        "clip-selector to finish its ingest",
-        async || {
-            let list = bus
-                .request(&bus::endpoints::clips::FILMS, &ListFilmsRequest {})
-                .await
-                .ok()?;
-            let ingest = list.ingest?;
-            (!ingest.running && ingest.finished_at_ms > 0).then_some(())
-        },
-    )
-    .await;
-    (Selector(child), t0.elapsed().as_secs_f64())
-}
+use wire::v1::SearchMode;
 
 #[derive(Default)]
 struct Tally {
@@ -206,8 +165,11 @@ async fn main() {
     for total in sizes {
         let dir = cache.join(format!("library-{total}"));
         let dialogue = eval::make_library(&set, &corpus, total, &dir);
-        let (_selector, ready) = selector(&bus, &nats.url(), &dir, &model).await;
-        println!("library of {total} lines ({dialogue} of dialogue films), ready in {ready:.1} s:");
+        let (_selector, ready) = tests::selector_process(&bus, &nats.url(), &dir, &model).await;
+        println!(
+            "library of {total} lines ({dialogue} of dialogue films), ready in {:.1} s:",
+            ready.as_secs_f64()
+        );
         for (name, visitors) in [("fitted", &fitted), ("held out", &held_out)] {
             let t = evaluate(&bus, visitors).await;
             println!(
