@@ -300,7 +300,16 @@ async fn two_pis_three_sessions_each_command_reaches_its_own_pi() {
     let (code, unknown) = w
         .post("/api/connect", Some(serde_json::json!({ "pi_id": "pi-z" })))
         .await;
-    assert_eq!(code, 503, "{unknown}");
+    // A Pi that is not online is the caller's to fix (another Pi): 409,
+    // and the message names it.
+    assert_eq!(code, 409, "{unknown}");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"pi-z\" is not online"),
+        "{unknown}"
+    );
 
     let sids: Vec<String> = [&s1, &s2, &s3].iter().map(|b| sid_pid(b).0).collect();
     // The three greetings play in any order.
@@ -450,19 +459,18 @@ async fn daily_rooms_against_the_double() {
     // Daily errors are clear session errors.
     daily.fail("/v1/rooms", 500, "boom");
     let (code, err) = w.post("/api/connect", None).await;
+    // A 5xx says that something behind the gateway failed, never the
+    // third party's own text (room-manager's log has it).
     assert_eq!(code, 502, "{err}");
-    assert_eq!(err["error"], "Daily.co create room: HTTP 500: boom");
+    assert!(
+        err["error"].as_str().unwrap().contains("failed") && !err.to_string().contains("boom"),
+        "{err}"
+    );
     daily.heal();
     daily.fail("/v1/meeting-tokens", 401, "invalid api key");
     let (code, err) = w.post("/api/connect", None).await;
     assert_eq!(code, 502, "{err}");
-    assert!(
-        err["error"]
-            .as_str()
-            .unwrap()
-            .contains("meeting token: HTTP 401: invalid api key"),
-        "{err}"
-    );
+    assert!(!err.to_string().contains("invalid api key"), "{err}");
     assert_eq!(
         daily.rooms(),
         vec!["someone-elses".to_string()],
@@ -498,7 +506,14 @@ async fn idle_sessions_expire_cleanup_removes_state_and_dead_services_restart() 
             .any(|s| s == sid.as_str()),
         "{cleaned}"
     );
-    assert_eq!(w.get(&format!("/conversation-status/{sid}")).await.0, 404);
+    // No record any more: the first generation's answer for an id it does
+    // not know.
+    let (code, gone) = w.get(&format!("/conversation-status/{sid}")).await;
+    assert_eq!(
+        (code, gone["status"].as_str()),
+        (200, Some("initializing")),
+        "{gone}"
+    );
     assert_eq!(w.get(&format!("/api/sessions/{sid}")).await.0, 404);
     for bucket in [
         bus::names::SESSIONS_BUCKET,

@@ -125,7 +125,8 @@ async fn one_conversation_end_to_end() {
             })),
         )
         .await;
-    assert_eq!(code, 202, "{body}");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status_context"]["step"], 3, "{body}");
     let status = testkit::eventually(Duration::from_secs(10), "the status line", async || {
         let (_, s) = w.get(&format!("/conversation-status/{sid}")).await;
         (s["status_update"] == "Visitor left the phone off the hook").then_some(s)
@@ -135,6 +136,7 @@ async fn one_conversation_end_to_end() {
     assert_eq!(shown.len(), 4);
     assert_eq!(shown[3]["role"], "system");
     assert_eq!(status["context"]["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(status["status_context"]["step"], 3, "{status}");
     let (code, _) = w
         .post(
             "/update-status",
@@ -203,6 +205,125 @@ async fn one_conversation_end_to_end() {
     w.stop().await;
 }
 
+/// The first generation's clients, replayed with their own bodies: the
+/// Pi client's connect (`cinema-bot-app`'s `pi_daily_client_*.py`), the
+/// dashboard's `start_pi_client` (`frontend-next`'s `index.tsx`), the bot's
+/// status updates (`status_utils.py`) and the dashboard's polling with
+/// `last_seen` (`server.py`'s `get_conversation_status`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_generations_requests_work_word_for_word() {
+    let w = World::start_in_process().await;
+    let mut joined = w.subscribe(SessionEvent::Joined).await;
+
+    // The Pi client's connect, exactly as it sent it.
+    let connect = r#"{"config": [{"service": "tts", "options": [{"name": "provider", "value": "cartesia"}]}]}"#;
+    let body = testkit::eventually(WAIT, "a session (the Pi's presence known)", async || {
+        let (code, body) = w.post_raw("/api/connect", connect).await;
+        (code == 200).then_some(body)
+    })
+    .await;
+    let sid = body["identifier"].as_str().unwrap().to_string();
+    let room_url = body["room_url"].as_str().unwrap().to_string();
+    let token = body["token"].as_str().unwrap().to_string();
+    assert!(!room_url.is_empty() && !token.is_empty(), "{body}");
+    next(
+        &mut joined,
+        "the client joined",
+        |j: &wire::v1::ClientJoined| j.session_id == sid,
+    )
+    .await;
+
+    // Before any record, and for an id nobody made: "initializing".
+    let (code, unknown) = w.get("/conversation-status/nobody-made-this").await;
+    assert_eq!(code, 200, "{unknown}");
+    assert_eq!(unknown["status"], "initializing");
+    assert_eq!(unknown["context"], serde_json::json!({}));
+
+    // The dashboard starts the Pi's client for the room: the one running.
+    let start = serde_json::json!({
+        "roomUrl": room_url,
+        "token": token,
+        "backendUrl": "http://192.168.1.201:8765",
+    })
+    .to_string();
+    let (code, started) = w.post_raw("/api/start_pi_client", &start).await;
+    assert_eq!(code, 200, "{started}");
+    assert_eq!(started["success"], true, "{started}");
+    assert_eq!(started["pid"], body["pid"], "{started}");
+
+    // The bot's status updates, as status_utils.py posted them.
+    for (status, context) in [
+        ("Greeting the visitor", r#"{"step": "greeting"}"#),
+        ("Listening", "null"),
+    ] {
+        let update = format!(
+            r#"{{"status": "{status}", "identifier": "{sid}", "status_context": {context}, "ui_override": null}}"#
+        );
+        let (code, reply) = w.post_raw("/update-status", &update).await;
+        assert_eq!(code, 200, "{reply}");
+        assert_eq!(reply["status"], status, "{reply}");
+    }
+    // The record sent back by a later bot: `context` is accepted.
+    let with_context = format!(
+        r#"{{"status": "Thinking", "identifier": "{sid}", "status_context": {{"step": 3}}, "ui_override": {{"show": "spinner"}}, "context": {{"messages": [], "status_messages": ["Listening"]}}}}"#
+    );
+    let (code, reply) = w.post_raw("/update-status", &with_context).await;
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["ui_override"]["show"], "spinner", "{reply}");
+
+    // The dashboard's polling: every status line, then only the new ones.
+    let all = testkit::eventually(WAIT, "the three status lines", async || {
+        let (_, s) = w
+            .get(&format!("/conversation-status/{sid}?last_seen=0"))
+            .await;
+        (s["context"]["total_message_count"] == 3).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        all["context"]["status_messages"],
+        serde_json::json!(["Greeting the visitor", "Listening", "Thinking"]),
+        "{all}"
+    );
+    assert_eq!(all["status_context"]["step"], 3, "{all}");
+    assert_eq!(all["identifier"], sid.as_str());
+    let (_, newer) = w
+        .get(&format!("/conversation-status/{sid}?last_seen=2"))
+        .await;
+    assert_eq!(
+        newer["context"]["status_messages"],
+        serde_json::json!(["Thinking"])
+    );
+    assert_eq!(newer["context"]["total_message_count"], 3);
+    let (_, past_the_end) = w
+        .get(&format!("/conversation-status/{sid}?last_seen=99"))
+        .await;
+    assert_eq!(
+        past_the_end["context"]["status_messages"],
+        serde_json::json!([])
+    );
+    let (code, bad) = w
+        .get(&format!("/conversation-status/{sid}?last_seen=-1"))
+        .await;
+    assert_eq!(code, 400, "{bad}");
+
+    // Health, and the cleanup of ended sessions.
+    let (code, health) = w.get("/health").await;
+    assert_eq!(code, 200, "{health}");
+    let (code, _) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
+    assert_eq!(code, 200);
+    let (code, cleaned) = w.delete("/api/cleanup-old-sessions?older_than_s=0").await;
+    assert_eq!(code, 200, "{cleaned}");
+    assert_eq!(cleaned["success"], true, "{cleaned}");
+    assert!(
+        cleaned["session_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == sid.as_str()),
+        "{cleaned}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_errors_and_breaks_nothing() {
     let w = World::start_in_process().await;
@@ -235,8 +356,12 @@ async fn bad_input_gets_clear_errors_and_breaks_nothing() {
         )
         .await;
     assert_eq!(code, 400, "{body}");
-    let (code, _) = w.get("/conversation-status/nosuchsession").await;
-    assert_eq!(code, 404);
+    // An id nobody made: the first generation's "initializing".
+    let (code, unknown) = w.get("/conversation-status/nosuchsession").await;
+    assert_eq!(
+        (code, unknown["status"].as_str()),
+        (200, Some("initializing"))
+    );
 
     let session = w.connect().await;
     let sid = session["identifier"].as_str().unwrap().to_string();

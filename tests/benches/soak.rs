@@ -141,7 +141,11 @@ async fn run(
                         // The session is over (its client died with a
                         // killed service): the visitor starts another.
                         tally.lock().unwrap().refused += 1;
-                        let connected = http.post(format!("{base}/api/connect")).send().await;
+                        let connected = http
+                            .post(format!("{base}/api/connect"))
+                            .json(&serde_json::json!({}))
+                            .send()
+                            .await;
                         if let Ok(r) = connected
                             && r.status().is_success()
                             && let Ok(body) = r.json::<serde_json::Value>().await

@@ -31,6 +31,8 @@ pub struct World {
     pub http: reqwest::Client,
     pub base: String,
     pub bus: bus::Bus,
+    /// The gateway's `CINEMA_API_TOKEN`, sent with every request when set.
+    pub token: Option<String>,
     _library: tempfile::TempDir,
     _data: tempfile::TempDir,
 }
@@ -104,6 +106,10 @@ impl World {
             stack: Some(stack),
             services: None,
             bus,
+            token: extra_env
+                .iter()
+                .find(|(k, _)| *k == "CINEMA_API_TOKEN")
+                .map(|(_, v)| v.to_string()),
             nats,
             _library: library,
             _data: data,
@@ -178,6 +184,7 @@ impl World {
             stack: None,
             services: Some(services),
             bus,
+            token: None,
             nats,
             _library: library,
             _data: data,
@@ -218,6 +225,10 @@ impl World {
     /// Sends a request to the gateway: its status and JSON body (`null` when
     /// the body is not JSON).
     async fn send(&self, req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         let r = req.send().await.unwrap();
         let code = r.status().as_u16();
         (code, r.json().await.unwrap_or(serde_json::Value::Null))
@@ -232,7 +243,11 @@ impl World {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let mut req = self.http.post(self.url(path));
+        // The gateway takes POSTs that say JSON only, with a body or not.
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json");
         if let Some(b) = body {
             req = req.json(&b);
         }

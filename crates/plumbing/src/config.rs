@@ -300,6 +300,50 @@ pub fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, 
     d.deserialize_any(V)
 }
 
+/// Deserializes a list setting given either as a list (TOML, or
+/// `[a, b]` in the environment) or as one comma-separated string
+/// (`CINEMA_GATEWAY_ALLOWED_HOSTS=tv.example,10.0.0.5`); items may be
+/// numbers or bools as in [`lenient_string`]:
+/// `#[serde(deserialize_with = "plumbing::config::lenient_list")]`.
+pub fn lenient_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Item(#[serde(deserialize_with = "lenient_string")] String);
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list, or a comma-separated string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Item(s)) = seq.next_element()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
 #[cfg(test)]
 mod lenient_tests {
     use super::*;
@@ -317,6 +361,43 @@ mod lenient_tests {
         const SEED_ENV: &'static [(&'static str, &'static str)] = &[("CINEMA_PI_ID", "pi_id")];
         fn nats_url(&self) -> &str {
             &self.nats_url
+        }
+    }
+
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Hosts {
+        nats_url: String,
+        #[serde(deserialize_with = "lenient_list")]
+        names: Vec<String>,
+    }
+
+    impl Settings for Hosts {
+        const ENV_PREFIX: &'static str = "CINEMA_LIST_";
+        fn nats_url(&self) -> &str {
+            &self.nats_url
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type
+    fn a_list_is_a_list_or_commas() {
+        for (raw, want) in [
+            ("tv.example,10.0.0.5", vec!["tv.example", "10.0.0.5"]),
+            ("[tv.example, 10.0.0.5]", vec!["tv.example", "10.0.0.5"]),
+            ("tv.example", vec!["tv.example"]),
+            ("101", vec!["101"]),
+            ("[101, hall]", vec!["101", "hall"]),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("CINEMA_LIST_NAMES", raw);
+                assert_eq!(
+                    load::<Hosts>(&CommonArgs::default()).unwrap().names,
+                    want,
+                    "{raw}"
+                );
+                Ok(())
+            });
         }
     }
 

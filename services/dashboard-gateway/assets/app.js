@@ -100,7 +100,9 @@ function askToken() {
 
 async function api(method, path, body, retried = false) {
   const headers = {};
-  if (body !== undefined) headers["content-type"] = "application/json";
+  // Every POST says JSON, even without a body: the gateway refuses others
+  // (a form on another site cannot send it).
+  if (body !== undefined || method !== "GET") headers["content-type"] = "application/json";
   if (state.token) headers.authorization = `Bearer ${state.token}`;
   let resp;
   try {

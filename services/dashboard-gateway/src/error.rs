@@ -8,8 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// An error answer: `{"error": message}` with a status. 5xx details are
-/// logged, and the client gets the message only.
+/// An error answer: `{"error": message}` with a status. A 4xx message says
+/// what the caller did wrong; a 5xx message never carries a service's
+/// internal text (that is logged where it happened, and by the gateway).
 #[derive(Debug)]
 pub struct AppError {
     pub(crate) status: StatusCode,
@@ -46,9 +47,20 @@ impl From<bus::Error> for AppError {
             }
             _ => StatusCode::BAD_GATEWAY,
         };
-        let message = match e {
+        let detail = match e {
             bus::Error::Remote { message, .. } => message,
             other => other.to_string(),
+        };
+        if !status.is_server_error() {
+            // A refusal: it says what the caller asked for that cannot be.
+            return AppError::new(status, detail);
+        }
+        // What went wrong inside is for the log, not for the caller.
+        tracing::warn!(status = %status, detail = %detail, "A service could not answer a request.");
+        let message = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "no service answers this request right now; GET /health says which is missing"
+        } else {
+            "a service failed while answering this request; the services' logs say why"
         };
         AppError::new(status, message)
     }
@@ -64,3 +76,32 @@ impl From<axum::extract::rejection::JsonRejection> for AppError {
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(AppError))]
 pub struct ApiJson<T>(pub T);
+
+/// The body of a request that takes none: nothing, or a JSON object (whose
+/// fields are ignored). Anything else is a 422, so a client that meant to
+/// send something learns it was not read.
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| AppError::new(e.status(), e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(NoBody);
+        }
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(_)) => Ok(NoBody),
+            Ok(_) => Err(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this endpoint takes no body: send {} or nothing",
+            )),
+            Err(e) => Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid JSON body: {e}"),
+            )),
+        }
+    }
+}

@@ -38,6 +38,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use auth::WRITES;
 pub use router::app;
 pub use state::AppState;
 
@@ -50,9 +51,22 @@ pub struct Config {
     pub host: IpAddr,
     /// Listen port (`PORT`).
     pub port: u16,
-    /// Bearer token for every mutating endpoint (`CINEMA_API_TOKEN`).
+    /// Bearer token for everything but the dashboard's files, `/health`,
+    /// `/api/info` and the API document (`CINEMA_API_TOKEN`).
+    #[serde(deserialize_with = "plumbing::config::lenient_string")]
     pub api_token: String,
-    /// Origins allowed by CORS; empty allows none (same-origin only).
+    /// A second token that opens the reads and the live streams only, for a
+    /// wall display (`CINEMA_API_READ_TOKEN`); needs `api_token`.
+    #[serde(deserialize_with = "plumbing::config::lenient_string")]
+    pub api_read_token: String,
+    /// The names (host or IP, no port) this gateway answers to besides
+    /// loopback's. Without a token, or with names here, a request whose
+    /// `Host` is another name is refused (421). `*` allows any.
+    #[serde(deserialize_with = "plumbing::config::lenient_list")]
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed by CORS, and to send mutating requests and talk;
+    /// empty allows none (same-origin only).
+    #[serde(deserialize_with = "plumbing::config::lenient_list")]
     pub cors_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
@@ -71,6 +85,8 @@ impl Default for Config {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 8765,
             api_token: String::new(),
+            api_read_token: String::new(),
+            allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
             body_limit: 64 * 1024,
             pi_stale_s: 30,
@@ -85,9 +101,31 @@ impl plumbing::Settings for Config {
         ("HOST", "host"),
         ("PORT", "port"),
         ("CINEMA_API_TOKEN", "api_token"),
+        ("CINEMA_API_READ_TOKEN", "api_read_token"),
     ];
     fn nats_url(&self) -> &str {
         &self.nats_url
+    }
+    fn validate(&self) -> Result<(), String> {
+        if !self.api_read_token.is_empty() && self.api_token.is_empty() {
+            return Err(
+                "CINEMA_API_READ_TOKEN needs CINEMA_API_TOKEN: without it nothing asks for a token"
+                    .into(),
+            );
+        }
+        if !self.api_read_token.is_empty() && self.api_read_token == self.api_token {
+            return Err("CINEMA_API_READ_TOKEN must differ from CINEMA_API_TOKEN".into());
+        }
+        if let Some(bad) = self
+            .allowed_hosts
+            .iter()
+            .find(|h| h.contains('/') || h.contains(char::is_whitespace))
+        {
+            return Err(format!(
+                "allowed_hosts: {bad:?} is not a host name (give names or addresses, no scheme or path)"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -70,6 +70,19 @@ async fn search(
             ));
         }
     };
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=MAX_HITS).contains(&limit) {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("limit must be 1-{MAX_HITS}, not {limit}"),
+        ));
+    }
+    if q.film.as_ref().is_some_and(|f| f.chars().count() > 256) {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "film is a film's id, at most 256 characters",
+        ));
+    }
     let reply: SearchReply = st
         .bus
         .request(
@@ -77,7 +90,7 @@ async fn search(
             &SearchRequest {
                 query: text.to_string(),
                 mode: mode as i32,
-                limit: q.limit.unwrap_or(10).clamp(1, MAX_HITS),
+                limit,
                 film_id: q.film.unwrap_or_default(),
                 ..Default::default()
             },
@@ -111,7 +124,10 @@ const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 /// once (`{"reloading": true}`); the progress is on `GET /api/clips/films`
 /// (`ingest.running`, `ingest.progress_done` of `ingest.progress_todo`).
 /// 503 when no clip-selector answers.
-async fn reload(State(st): State<AppState>) -> Result<(StatusCode, Json<Value>), AppError> {
+async fn reload(
+    State(st): State<AppState>,
+    _: crate::error::NoBody,
+) -> Result<(StatusCode, Json<Value>), AppError> {
     // Asked first, so that a missing clip-selector is an answer, not silence.
     let _: FilmList = st
         .bus

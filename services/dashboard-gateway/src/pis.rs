@@ -182,11 +182,14 @@ async fn set_audio_input(
     Path(pi): Path<String>,
     ApiJson(body): ApiJson<AudioInputBody>,
 ) -> Result<Json<Value>, AppError> {
-    let input = body.audio_input.trim();
-    if input.is_empty() {
+    let input = body.audio_input.as_str();
+    if !audio_input_form(input) {
         return Err(AppError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "audio_input must not be empty (`none`, `alsa:DEVICE`, `wav:PATH`, …)",
+            format!(
+                "audio_input {:?}: use none, stdin, alsa:DEVICE, wav:PATH or wav-loop:PATH",
+                input.chars().take(80).collect::<String>()
+            ),
         ));
     }
     if input.chars().count() > MAX_INPUT_CHARS {
@@ -207,6 +210,18 @@ async fn set_audio_input(
         )
         .await?;
     Ok(Json(devices_json(&reply)))
+}
+
+/// The forms a Pi takes (the API document's pattern says the same):
+/// `none`, `stdin`, `alsa` (each with an optional `:…`), or `wav:`/
+/// `wav-loop:` and a path.
+fn audio_input_form(input: &str) -> bool {
+    let (kind, arg) = input.split_once(':').unwrap_or((input, ""));
+    match kind {
+        "none" | "stdin" | "alsa" => true,
+        "wav" | "wav-loop" => input.contains(':') && !arg.trim().is_empty(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::guard,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -48,6 +48,15 @@ struct ConnectBody {
     /// The TV is the browser (no Pi): it talks over `/api/sessions/{id}/talk`.
     #[serde(default)]
     browser: bool,
+    /// The first generation's RTVI client options (`[{"service": "tts",
+    /// "options": [...]}]`) and services map: accepted and ignored (the TV
+    /// answers with clips, so there is no voice to choose).
+    #[serde(default)]
+    #[allow(dead_code)]
+    config: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    services: Option<Value>,
 }
 
 fn session_json(s: &Session) -> Value {
@@ -191,10 +200,16 @@ struct UpdateStatusBody {
     status: String,
     #[serde(default)]
     status_context: Option<Value>,
-    /// Accepted and ignored (the first generation's dashboard hint).
+    /// The first generation's hint to its dashboard: accepted, ignored, and
+    /// answered back as it came.
+    #[serde(default)]
+    ui_override: Option<Value>,
+    /// The first generation's whole record (`{"messages": [...],
+    /// "status_messages": [...]}`), which its bot sometimes sent back:
+    /// accepted and ignored (the record is built from the bus).
     #[serde(default)]
     #[allow(dead_code)]
-    ui_override: Option<Value>,
+    context: Option<Value>,
 }
 
 /// A status line for a session's record (shown, never read by the director):
@@ -246,14 +261,23 @@ async fn update_status(
             &bus::ids::status_update(&update_id),
         )
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "identifier": id, "status": status, "accepted": true })),
-    )
-        .into_response())
+    // The first generation answered 200 with the participant's status;
+    // its bot logs anything else as a failure.
+    Ok(Json(json!({
+        "identifier": id,
+        "status": status,
+        "status_context": body.status_context,
+        "ui_override": body.ui_override,
+        "accepted": true,
+    }))
+    .into_response())
 }
 
-async fn end(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
+async fn end(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    _: crate::error::NoBody,
+) -> Result<Json<Value>, AppError> {
     subjects::check_id("session id", &id)?;
     let reply: SessionReply = st
         .bus
@@ -277,13 +301,27 @@ fn message_json(m: &StatusMessage, display: bool) -> Value {
     }
 }
 
-/// Seed-compatible: `{identifier, status, context: {messages, display_messages}}`.
+#[derive(Debug, Default, Deserialize)]
+struct StatusQuery {
+    /// The first generation's paging: status messages from this index on.
+    #[serde(default)]
+    last_seen: usize,
+}
+
+/// Seed-compatible: `{identifier, status, status_context, ui_override,
+/// context: {messages, display_messages, status_messages,
+/// total_message_count}}`; `?last_seen=N` returns the status messages from
+/// the N-th on. A session with no record yet (or none at all) is
+/// `{"status": "initializing", "context": {}}`, as the first generation
+/// answered.
 async fn conversation_status(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    q: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
+    let Query(q) = q.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     subjects::check_id("session id", &id)?;
-    let rec: StatusRecord = st
+    let rec: StatusRecord = match st
         .bus
         .request(
             &endpoints::status::GET,
@@ -291,13 +329,39 @@ async fn conversation_status(
                 session_id: id.clone(),
             },
         )
-        .await?;
+        .await
+    {
+        Ok(rec) => rec,
+        Err(bus::Error::Remote { code: 404, .. }) => {
+            return Ok(Json(json!({
+                "identifier": id,
+                "status": "initializing",
+                "status_context": null,
+                "ui_override": null,
+                "context": {},
+            })));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status_messages: Vec<&str> = rec
+        .display_messages
+        .iter()
+        .filter(|m| m.role == "system")
+        .map(|m| m.content.as_str())
+        .collect();
+    let status_context = (!rec.status_context_json.is_empty())
+        .then(|| serde_json::from_str::<Value>(&rec.status_context_json).ok())
+        .flatten();
     Ok(Json(json!({
         "identifier": id,
         "status": rec.status,
+        "status_context": status_context,
+        "ui_override": null,
         "context": {
             "messages": rec.messages.iter().map(|m| message_json(m, false)).collect::<Vec<_>>(),
             "display_messages": rec.display_messages.iter().map(|m| message_json(m, true)).collect::<Vec<_>>(),
+            "status_messages": status_messages.get(q.last_seen..).unwrap_or_default(),
+            "total_message_count": status_messages.len(),
         },
         "pi_id": rec.pi_id,
         "greetings": rec.greetings,

@@ -20,6 +20,8 @@ use crate::relay::{self, Hub};
 pub struct AppState {
     pub(crate) bus: Bus,
     pub(crate) token: Option<Arc<str>>,
+    /// Opens the reads and the live streams only.
+    pub(crate) read_token: Option<Arc<str>>,
     pub(crate) config: Arc<Config>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) metrics: Arc<Metrics>,
@@ -37,6 +39,8 @@ impl AppState {
         AppState {
             bus,
             token: (!config.api_token.is_empty()).then(|| Arc::from(config.api_token.as_str())),
+            read_token: (!config.api_token.is_empty() && !config.api_read_token.is_empty())
+                .then(|| Arc::from(config.api_read_token.as_str())),
             config: Arc::new(config.clone()),
             hub: Arc::new(Hub::new()),
             metrics: Arc::new(Metrics::new()),

@@ -194,20 +194,223 @@ async fn streams_and_new_mutations_need_the_token() {
             "text/event-stream"
         );
     }
-    // The dashboard and reads stay open.
+    // The dashboard's own files, what it needs first and the API document
+    // stay open.
     for uri in [
         "/",
         "/app.js",
         "/app.css",
+        "/mic-worklet.js",
         "/api/info",
-        "/api/pis",
-        "/metrics",
+        "/api/openapi.json",
     ] {
         let resp = router.clone().oneshot(get(uri)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{uri}");
     }
     let (_, info) = call(&router, get("/api/info")).await;
     assert_eq!(info["auth"], true);
+}
+
+fn with(req: Request<Body>, headers: &[(&str, &str)]) -> Request<Body> {
+    let (mut parts, body) = req.into_parts();
+    for (k, v) in headers {
+        parts.headers.insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    Request::from_parts(parts, body)
+}
+
+/// What visitors said, the sessions, the Pis, the metrics and the library
+/// need the token once one is set; a read-only token opens the reads and
+/// the live streams, never a change nor the microphone socket.
+#[tokio::test]
+async fn with_a_token_everything_that_shows_anything_needs_it() {
+    let (_nats, _bus, router, _) = bare(Config {
+        api_token: "s3cret".into(),
+        api_read_token: "wall".into(),
+        ..Config::default()
+    })
+    .await;
+    let reads = [
+        "/conversation-status/abc",
+        "/api/sessions",
+        "/api/sessions/abc",
+        "/api/pis",
+        "/api/pis/test-pi/devices",
+        "/metrics",
+        "/api/clips/search?q=hello",
+        "/api/clips/films",
+        "/api/clips/abc",
+        "/api/health/services",
+    ];
+    for uri in reads {
+        let (code, body) = call(&router, get(uri)).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+        let (code, _) = call(&router, with(get(uri), &[("authorization", "Bearer nope")])).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
+        // The query token is for streams only.
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        let (code, _) = call(&router, get(&format!("{uri}{sep}token=s3cret"))).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
+        for token in ["s3cret", "wall"] {
+            let (code, body) = call(
+                &router,
+                with(get(uri), &[("authorization", &format!("Bearer {token}"))]),
+            )
+            .await;
+            assert_ne!(code, StatusCode::UNAUTHORIZED, "{uri} with {token}: {body}");
+        }
+    }
+    // The read-only token: streams yes; changes and the talk socket no.
+    let resp = router
+        .clone()
+        .oneshot(get("/api/events?token=wall"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (code, _) = call(
+        &router,
+        post("/api/sessions/abc/say", r#"{"text":"hi"}"#, Some("wall")),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = call(&router, get("/api/sessions/abc/talk?token=wall")).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = call(
+        &router,
+        with(
+            Request::delete("/api/cleanup-old-sessions")
+                .body(Body::empty())
+                .unwrap(),
+            &[("authorization", "Bearer wall")],
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    // /health stays open for compose and monitors.
+    let (code, _) = call(&router, get("/health")).await;
+    assert_eq!(
+        code,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "open, services missing"
+    );
+}
+
+/// Without a token the gateway answers for its own names only (a page on
+/// another site that rebinds its DNS name to 127.0.0.1 reaches nothing);
+/// writes must say JSON and come from no other site.
+#[tokio::test]
+async fn other_sites_reach_nothing() {
+    let (_nats, _bus, router, _) = bare(Config::default()).await;
+    for host in [
+        "localhost:8765",
+        "127.0.0.1:8765",
+        "[::1]:8765",
+        "LOCALHOST",
+    ] {
+        let (code, body) = call(&router, with(get("/api/sessions"), &[("host", host)])).await;
+        assert_ne!(code, StatusCode::MISDIRECTED_REQUEST, "{host}: {body}");
+    }
+    for host in [
+        "evil.example:8765",
+        "evil.example",
+        "localhost.evil.example",
+        "10.1.2.3:8765",
+    ] {
+        for req in [
+            get("/api/sessions"),
+            get("/conversation-status/abc"),
+            post("/api/connect", "{}", None),
+        ] {
+            let (code, body) = call(&router, with(req, &[("host", host)])).await;
+            assert_eq!(code, StatusCode::MISDIRECTED_REQUEST, "{host}: {body}");
+            assert!(
+                body["error"].as_str().unwrap().contains("ALLOWED_HOSTS"),
+                "{body}"
+            );
+        }
+    }
+    // A configured name is the gateway's; with a token and no names the
+    // Host is not checked (the token keeps other sites out).
+    let (_n2, _b2, named, _) = bare(Config {
+        allowed_hosts: vec!["tv.example".into()],
+        ..Config::default()
+    })
+    .await;
+    let (code, _) = call(
+        &named,
+        with(get("/api/info"), &[("host", "tv.example:8765")]),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = call(&named, with(get("/api/info"), &[("host", "evil.example")])).await;
+    assert_eq!(code, StatusCode::MISDIRECTED_REQUEST);
+    let (_n3, _b3, tokened, _) = bare(Config {
+        api_token: "s3cret".into(),
+        ..Config::default()
+    })
+    .await;
+    let (code, _) = call(
+        &tokened,
+        with(get("/api/info"), &[("host", "10.1.2.3:8765")]),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+
+    // A POST must say JSON: a form or a no-cors fetch from another site
+    // cannot.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+    ] {
+        let mut b = Request::post("/api/connect");
+        if let Some(t) = content_type {
+            b = b.header("content-type", t);
+        }
+        let (code, body) = call(&router, b.body(Body::from("{}")).unwrap()).await;
+        assert_eq!(
+            code,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}: {body}"
+        );
+        assert!(body["error"].as_str().unwrap().contains("application/json"));
+    }
+    // A change from a page of another origin is refused; the gateway's own
+    // origin passes (here to the missing room-manager).
+    let (code, body) = call(
+        &router,
+        with(
+            post("/api/sessions/abc/end", "{}", None),
+            &[
+                ("host", "localhost:8765"),
+                ("origin", "http://evil.example"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let (code, body) = call(
+        &router,
+        with(
+            post("/api/sessions/abc/end", "{}", None),
+            &[
+                ("host", "localhost:8765"),
+                ("origin", "http://localhost:8765"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // And a 5xx says what is wrong, never a service's internal text.
+    assert!(
+        !body["error"].as_str().unwrap().contains("cinema."),
+        "no subject names in {body}"
+    );
 }
 
 #[tokio::test]
@@ -590,6 +793,25 @@ async fn the_openapi_document_describes_every_route() {
         .filter(|p| !matches!(*p, "/app.js" | "/app.css" | "/mic-worklet.js"))
         .collect();
     assert!(routed.len() > 20, "{routed:?}");
+    // The routes the cross-site checks guard are the documented writes.
+    let mut writes: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| *m != "get")
+                .map(|m| (m.to_uppercase(), path.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    writes.sort();
+    let mut guarded: Vec<(String, String)> = dashboard_gateway::WRITES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    guarded.sort();
+    assert_eq!(writes, guarded, "auth::WRITES and the document differ");
     for p in &routed {
         assert!(paths.contains_key(*p), "{p} is routed but not documented");
     }
@@ -616,5 +838,26 @@ async fn the_openapi_document_describes_every_route() {
                 "{method} {path} is documented but not routed: {status} {body}"
             );
         }
+    }
+}
+
+/// A made-up HTTP method is counted under one label, however many a client
+/// invents.
+#[tokio::test]
+async fn made_up_methods_share_one_metrics_label() {
+    let (_nats, _bus, router, _) = bare(Config::default()).await;
+    for m in ["FOOBAR", "BAZ1", "PROPFIND"] {
+        let req = Request::builder()
+            .method(m)
+            .uri("/api/sessions")
+            .body(Body::empty())
+            .unwrap();
+        let (code, _) = call(&router, req).await;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{m}");
+    }
+    let (_, text) = call_text(&router, get("/metrics")).await;
+    assert!(text.contains(r#"method="other""#), "{text}");
+    for m in ["FOOBAR", "BAZ1", "PROPFIND"] {
+        assert!(!text.contains(m), "{m} in {text}");
     }
 }
