@@ -429,6 +429,143 @@ async fn a_session_runs_through_the_pis_leaf_server_with_every_role_confined() {
     drop(leaf);
 }
 
+/// NATS lets a Pi publish under its own prefix only, but for any session
+/// id: stt and status-store take a Pi's utterances and reports only for
+/// the sessions room-manager assigned to it. Another Pi (its own user on
+/// the per-role configuration) speaking into this Pi's session is heard by
+/// nobody; this Pi, right after, is.
+#[tokio::test]
+async fn a_pi_speaks_only_into_its_own_sessions() {
+    let hub = Hub::new(&[SIM_PI, "pi-b"], "hub.conf", "");
+    let nats = hub.start(&[]);
+    // The session's Pi on its own leaf server, linked as itself.
+    let own_user = pi_user(SIM_PI);
+    let link = format!(
+        "nats-leaf://{own_user}:{}@127.0.0.1:{}",
+        password(&own_user),
+        hub.leaf_port
+    );
+    let leaf = NatsServer::start_configured(
+        &root().join("nats/leaf.conf"),
+        &[("CINEMA_NATS_HUB_LEAF_URL", &link)],
+    );
+    let test_url = nats.url_as("status-store", &password("status-store"));
+    let env = users(&nats, &leaf.url());
+    let w = World::start_on(nats, &test_url, &[], env).await;
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
+    let mut transcripts = w.subscribe(SessionEvent::Transcript).await;
+
+    let body = w.connect().await;
+    let sid = body["identifier"].as_str().unwrap().to_string();
+    next(&mut playback, "the greeting played", |e: &PlaybackEvent| {
+        e.session_id == sid && e.state() == PlaybackState::Finished
+    })
+    .await;
+
+    // Pi B, as itself: an utterance and a failed playback for A's session,
+    // under its own prefix (NATS allows both).
+    let (pi_b, b_errors) =
+        connect_as(&w.nats, &pi_user("pi-b"), Some(pi_inbox_prefix("pi-b"))).await;
+    let pcm = tests::speech("Where is the station?");
+    let forged = tests::utterance(&sid, "forged-1", &pcm);
+    let (headers, payload) = bus::encode(&forged);
+    pi_b.publish_with_headers(subjects::utterance("pi-b", &sid), headers, payload)
+        .await
+        .unwrap();
+    let forged_report = subjects::pi_session("pi-b", &sid, SessionEvent::Playback);
+    let (headers, payload) = bus::encode(&PlaybackEvent {
+        session_id: sid.clone(),
+        command_id: "forged-command".into(),
+        clip_id: "forged-clip".into(),
+        state: PlaybackState::Failed as i32,
+        error: "FORGED".into(),
+        ..Default::default()
+    });
+    pi_b.publish_with_headers(forged_report.clone(), headers, payload)
+        .await
+        .unwrap();
+    pi_b.flush().await.unwrap();
+    assert!(
+        b_errors.lock().unwrap().is_empty(),
+        "NATS let B publish: {:?}",
+        b_errors.lock().unwrap()
+    );
+
+    // The session's own Pi says the same line after it (on its leaf).
+    let pi_a = async_nats::connect(leaf.url()).await.unwrap();
+    let own = tests::utterance(&sid, "own-1", &pcm);
+    let (headers, payload) = bus::encode(&own);
+    pi_a.publish_with_headers(subjects::utterance(SIM_PI, &sid), headers, payload)
+        .await
+        .unwrap();
+    pi_a.flush().await.unwrap();
+
+    // Its line is transcribed; B's never was (stt refuses before Whisper,
+    // so B's, queued first, was settled by then).
+    let seen = std::cell::RefCell::new(Vec::new());
+    let heard: wire::v1::Transcript = next(
+        &mut transcripts,
+        "the own Pi's line",
+        |t: &wire::v1::Transcript| {
+            seen.borrow_mut().push(t.utterance_id.clone());
+            t.utterance_id == "own-1"
+        },
+    )
+    .await;
+    let seen = seen.into_inner();
+    assert!(heard.text.to_lowercase().contains("station"), "{heard:?}");
+    assert!(
+        !seen.iter().any(|u| u == "forged-1"),
+        "B's line was transcribed: {seen:?}"
+    );
+    // status-store applies events in stream order: once the transcript
+    // (after B's report in the stream) is in the record, B's report was
+    // settled, and it is not in the record.
+    let events = w
+        .bus
+        .jetstream()
+        .get_stream(bus::names::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let forged_seq = events
+        .get_last_raw_message_by_subject(&forged_report)
+        .await
+        .unwrap()
+        .sequence;
+    let transcript_seq = events
+        .get_last_raw_message_by_subject(&subjects::session(&sid, SessionEvent::Transcript))
+        .await
+        .unwrap()
+        .sequence;
+    assert!(transcript_seq > forged_seq);
+    let record = testkit::eventually(
+        Duration::from_secs(20),
+        "the line in the record",
+        async || {
+            let r: wire::v1::StatusRecord = w
+                .bus
+                .request(
+                    &endpoints::status::GET,
+                    &wire::v1::StatusRequest {
+                        session_id: sid.clone(),
+                    },
+                )
+                .await
+                .ok()?;
+            r.applied_sequences.contains(&transcript_seq).then_some(r)
+        },
+    )
+    .await;
+    assert!(
+        !record.applied_sequences.contains(&forged_seq),
+        "{record:?}"
+    );
+    assert!(!record.last_error.contains("FORGED"), "{record:?}");
+    let (code, _) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
+    assert_eq!(code, 200);
+    drop(leaf);
+}
+
 #[tokio::test]
 async fn tls_with_a_self_signed_certificate() {
     let certs = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod ids;
 pub mod names;
 pub mod outbox;
+pub mod owners;
 pub mod permissions;
 pub mod service;
 pub mod subjects;

@@ -128,6 +128,14 @@ pub fn parse_utterance(subject: &str) -> Option<&str> {
     }
 }
 
+/// The Pi and session of an utterance subject.
+pub fn parse_utterance_from(subject: &str) -> Option<(&str, &str)> {
+    match parse_pi_subject(subject)? {
+        (pi, sid, "utterance") => Some((pi, sid)),
+        _ => None,
+    }
+}
+
 /// `cinema.pi.{pi}.session.{sid}.audio` (core NATS only).
 pub fn audio(pi_id: &str, session_id: &str) -> String {
     format!("cinema.pi.{pi_id}.session.{session_id}.audio")

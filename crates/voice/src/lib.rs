@@ -1,7 +1,8 @@
 //! The ears of a session's "TV", wherever its microphone is: pi-client's
 //! (ALSA, or a simulation) and the dashboard-gateway's (a browser's
 //! microphone over a WebSocket) run this same code. 16 kHz mono samples in;
-//! out come 20 ms level frames on the session's audio subject (for meters),
+//! out come 20 ms level frames on the session's audio subject (for meters:
+//! the level, never the samples),
 //! and utterances cut by earshot's VAD and the [`vad::Endpointer`] on the
 //! `CINEMA_UTTERANCES` work queue (message id = utterance id). An echo
 //! [`Gate`], closed while a clip plays and for a tail after it, keeps the
@@ -149,12 +150,14 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
             while self.frame_buf.len() >= FRAME_20MS {
                 let frame: Vec<i16> = self.frame_buf.drain(..FRAME_20MS).collect();
                 self.seq += 1;
+                // The level only: what the visitor says (the samples) goes
+                // to stt in utterances, never to whoever watches the meter.
                 let f = AudioFrame {
                     session_id: self.sid.clone(),
                     seq: self.seq,
                     sample_rate: vad::RATE,
                     level: vad::level(&frame),
-                    pcm: frame.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                    pcm: Vec::new(),
                 };
                 // Observers only: best effort, never in the way.
                 let _ = self

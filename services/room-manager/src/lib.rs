@@ -269,6 +269,15 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     Ok(())
 }
 
+/// Where [`Rooms::saw_activity`] keeps a session's liveness: the session
+/// id, or `{sid}@{pi}` for what came under a Pi's prefix.
+fn activity_key(sid: &str, pi: Option<&str>) -> String {
+    match pi {
+        Some(pi) => format!("{sid}@{pi}"),
+        None => sid.to_string(),
+    }
+}
+
 /// A session that has not ended or failed.
 fn is_live(state: SessionState) -> bool {
     matches!(state, SessionState::Waiting | SessionState::Active)
@@ -317,12 +326,18 @@ impl Rooms {
         last
     }
 
+    /// Records that a session was lively. What arrives under a Pi's prefix
+    /// is kept under that Pi (`{sid}@{pi}`): it counts only if the session
+    /// is that Pi's, so no Pi keeps another's session alive.
     fn saw_activity(&self, subject: &str) {
-        if let Some((sid, SessionEvent::Transcript | SessionEvent::Playback | SessionEvent::Joined)) =
-            subjects::parse_session(subject)
+        if let Some((
+            pi,
+            sid,
+            SessionEvent::Transcript | SessionEvent::Playback | SessionEvent::Joined,
+        )) = subjects::parse_session_from(subject)
             && let Ok(mut a) = self.activity.lock()
         {
-            a.insert(sid.to_string(), now_ms());
+            a.insert(activity_key(sid, pi), now_ms());
         }
     }
 
@@ -339,7 +354,7 @@ impl Rooms {
             subjects::check_pi_id("pi id", wanted)?;
             return match self.presence(wanted).await? {
                 Some(_) => Ok(wanted.to_string()),
-                None => Err(Reject::unavailable(format!("Pi {wanted:?} is not online"))),
+                None => Err(Reject::conflict(format!("Pi {wanted:?} is not online"))),
             };
         }
         let mut keys = bus::kv_keys(&self.pis).await?;
@@ -351,7 +366,7 @@ impl Rooms {
                 return Ok(p.pi_id);
             }
         }
-        Err(Reject::unavailable("no Pi is online with a free slot"))
+        Err(Reject::conflict("no Pi is online with a free slot"))
     }
 
     async fn create(&self, req: CreateSessionRequest) -> Result<SessionReply, Reject> {
@@ -555,6 +570,7 @@ impl Rooms {
             .await?;
         if let Ok(mut a) = self.activity.lock() {
             a.remove(sid);
+            a.retain(|k, _| !k.starts_with(&format!("{sid}@")));
         }
         tracing::info!(session = %sid, reason = %session.end_reason, "Session ended.");
         Ok(session)
@@ -619,7 +635,12 @@ impl Rooms {
         sessions: &[Session],
         age_s: u64,
     ) -> Result<CleanupReply, Reject> {
-        let cutoff = now_ms() - (age_s as i64) * 1000;
+        // Any age a caller sends (up to u64::MAX seconds) is a cutoff before
+        // every session, never an overflow.
+        let age_ms = i64::try_from(age_s)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        let cutoff = now_ms().saturating_sub(age_ms);
         let mut reply = CleanupReply::default();
         for s in sessions {
             if is_live(s.state()) || s.ended_at_ms > cutoff {
@@ -698,15 +719,24 @@ impl Rooms {
         let now = now_ms();
         // Read once; sessions ended here are replaced by their new state.
         let mut sessions = self.list().await?;
+        // Forget liveness of sessions that are gone (or never were: a Pi
+        // may name any session id under its prefix).
+        if let Ok(mut a) = self.activity.lock() {
+            let live: std::collections::HashSet<&str> = sessions
+                .iter()
+                .filter(|s| is_live(s.state()))
+                .map(|s| s.id.as_str())
+                .collect();
+            a.retain(|k, _| live.contains(k.split('@').next().unwrap_or_default()));
+        }
         for s in &mut sessions {
             if !is_live(s.state()) {
                 continue;
             }
-            let seen = self
-                .activity
-                .lock()
-                .ok()
-                .and_then(|a| a.get(&s.id).copied());
+            let seen = self.activity.lock().ok().and_then(|a| {
+                let own = a.get(&activity_key(&s.id, Some(&s.pi_id))).copied();
+                a.get(&s.id).copied().max(own)
+            });
             let seen = match seen {
                 Some(at) => at,
                 // Not seen since this room-manager started: the events

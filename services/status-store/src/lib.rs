@@ -3,6 +3,8 @@
 //! status bucket (the only writer of that bucket), and answers
 //! `cinema.status.get`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bus::async_nats::jetstream::kv::Store;
 use bus::endpoints;
 use bus::service::{self as svc, Reject};
@@ -63,6 +65,7 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
     let purger = store.clone();
     let purge = svc::endpoint(&service, &endpoints::status::PURGE).await?;
     let serving = shutdown.child_token();
+    let owners = bus::owners::Owners::new(bus.clone());
     let (_, _, consumed) = tokio::join!(
         svc::serve(purge, serving.clone(), 4, |req: PurgeRequest| {
             let store = purger.clone();
@@ -91,7 +94,7 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
             }
         }),
         async {
-            let consumed = consume(consumer, store, shutdown.clone()).await;
+            let consumed = consume(consumer, store, &owners, shutdown.clone()).await;
             // Without its consumer the service would answer from records
             // that no longer move: stop answering too.
             serving.cancel();
@@ -108,6 +111,7 @@ pub async fn run(_config: Config, bus: Bus, shutdown: CancellationToken) -> Resu
 async fn consume(
     consumer: bus::async_nats::jetstream::consumer::PullConsumer,
     store: Store,
+    owners: &bus::owners::Owners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let mut messages = consumer
@@ -116,18 +120,26 @@ async fn consume(
         .map_err(|e| Error::Stopped(format!("cannot consume session events: {e}")))?;
     while let Some(msg) = bus::next_or_shutdown(&mut messages, &shutdown, "session events").await {
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let ack = match subjects::parse_session(&msg.subject) {
-            Some((sid, event)) => match apply(&store, sid, event, &msg, seq).await {
-                Ok(()) => true,
-                Err(Failure::Bad(e)) => {
-                    tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed session event.");
-                    true
+        let ack = match subjects::parse_session_from(&msg.subject) {
+            // What arrives under a Pi's prefix counts only for that Pi's
+            // own sessions.
+            Some((Some(pi), sid, event)) if subjects::check_id("session id", sid).is_ok() => {
+                match owners.check(pi, sid).await {
+                    Err(e) => {
+                        tracing::warn!(subject = %msg.subject, error = %e, "Cannot tell whose session this is; it will be redelivered.");
+                        false
+                    }
+                    Ok(verdict) => match verdict.refusal(pi, sid) {
+                        Some(why) => {
+                            let total = NOT_ITS_OWN.fetch_add(1, Ordering::Relaxed) + 1;
+                            tracing::warn!(subject = %msg.subject, reason = %why, refused_total = total, "Dropped an event a Pi sent for a session not its own.");
+                            true
+                        }
+                        None => settle(apply(&store, sid, event, &msg, seq).await, &msg),
+                    },
                 }
-                Err(Failure::Bus(e)) => {
-                    tracing::warn!(subject = %msg.subject, error = %e, "Cannot record an event; it will be redelivered.");
-                    false
-                }
-            },
+            }
+            Some((_, sid, event)) => settle(apply(&store, sid, event, &msg, seq).await, &msg),
             None => true,
         };
         if ack {
@@ -138,6 +150,24 @@ async fn consume(
         Ok(())
     } else {
         Err(Error::Stopped("the consumer's message stream ended".into()))
+    }
+}
+
+/// Events a Pi sent for a session that is not its own, since start.
+static NOT_ITS_OWN: AtomicU64 = AtomicU64::new(0);
+
+/// Whether an applied event is acked: yes, unless the bus failed.
+fn settle(applied: Result<(), Failure>, msg: &bus::async_nats::Message) -> bool {
+    match applied {
+        Ok(()) => true,
+        Err(Failure::Bad(e)) => {
+            tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed session event.");
+            true
+        }
+        Err(Failure::Bus(e)) => {
+            tracing::warn!(subject = %msg.subject, error = %e, "Cannot record an event; it will be redelivered.");
+            false
+        }
     }
 }
 
@@ -285,6 +315,7 @@ impl Change {
                         },
                     );
                     rec.status_update = u.status.clone();
+                    rec.status_context_json = u.context_json.clone();
                 }
                 _ => {}
             },

@@ -220,6 +220,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     tracing::info!("stt is ready for utterances.");
 
     let worker = Arc::new(Worker {
+        owners: bus::owners::Owners::new(bus.clone()),
         bus,
         config,
         engine,
@@ -240,6 +241,8 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
 
 struct Worker {
     bus: Bus,
+    /// Which Pi each session is: a Pi's utterance counts only for its own.
+    owners: bus::owners::Owners,
     config: Config,
     engine: Arc<Engine>,
     ack_wait: Duration,
@@ -320,9 +323,9 @@ impl Worker {
                 )
             })
             .unwrap_or((received_ms, 1));
-        let sid = subjects::parse_utterance(&msg.subject)
-            .unwrap_or_default()
-            .to_string();
+        let (pi, sid) = subjects::parse_utterance_from(&msg.subject)
+            .map(|(pi, sid)| (pi.to_string(), sid.to_string()))
+            .unwrap_or_default();
         let decoded = bus::decode::<Utterance>(msg.headers.as_ref(), &msg.payload);
         let utterance_id = decoded
             .as_ref()
@@ -330,11 +333,17 @@ impl Worker {
             .unwrap_or_default();
         let outcome = match decoded {
             Err(e) => Outcome::Refused(format!("undecodable utterance: {e}")),
-            Ok(u) => {
-                let queue_wait_ms = (received_ms - published_ms).max(0);
-                self.transcribe(&msg, &sid, u, queue_wait_ms, recognizer)
-                    .await
-            }
+            Ok(u) => match self.owners.check(&pi, &sid).await {
+                Err(e) => Outcome::Retry(format!("cannot tell whose session {sid} is: {e}")),
+                Ok(verdict) => match verdict.refusal(&pi, &sid) {
+                    Some(why) => Outcome::Refused(why),
+                    None => {
+                        let queue_wait_ms = (received_ms - published_ms).max(0);
+                        self.transcribe(&msg, &sid, u, queue_wait_ms, recognizer)
+                            .await
+                    }
+                },
+            },
         };
         let settled = match outcome {
             Outcome::Done => msg.ack().await,
