@@ -8,6 +8,7 @@
 pub mod consumers;
 pub mod endpoints;
 pub mod ids;
+pub mod limits;
 pub mod names;
 pub mod outbox;
 pub mod owners;
@@ -434,11 +435,13 @@ impl Bus {
         decode_message(&reply)
     }
 
-    /// Creates the streams and buckets every service relies on, if missing.
-    /// Idempotent: every service calls it at start-up. On a NATS cluster,
-    /// `CINEMA_NATS_REPLICAS` (1 to 5) copies of each are kept.
+    /// Creates the streams and buckets every service relies on, if missing,
+    /// and keeps them within their [`limits`]. Idempotent: every service
+    /// calls it at start-up. On a NATS cluster, `CINEMA_NATS_REPLICAS` (1 to
+    /// 5) copies of each are kept.
     pub async fn ensure_topology(&self) -> Result<()> {
         let num_replicas = replicas()?;
+        let events = limits::of(names::EVENTS_STREAM);
         self.js
             .create_or_update_stream(stream::Config {
                 name: names::EVENTS_STREAM.into(),
@@ -446,43 +449,48 @@ impl Bus {
                     .iter()
                     .map(|e| e.wildcard())
                     .collect(),
-                max_age: Duration::from_secs(7 * 24 * 3600),
+                max_age: events.max_age,
+                max_bytes: events.max_bytes,
+                max_message_size: events.max_message_size,
+                discard: stream::DiscardPolicy::Old,
                 duplicate_window: Duration::from_secs(120),
                 num_replicas,
                 ..Default::default()
             })
             .await
             .map_err(|e| Error::nats("create events stream", e))?;
+        let utterances = limits::of(names::UTTERANCES_STREAM);
         self.js
             .get_or_create_stream(stream::Config {
                 name: names::UTTERANCES_STREAM.into(),
                 subjects: vec![subjects::UTTERANCE_WILDCARD.into()],
                 retention: stream::RetentionPolicy::WorkQueue,
-                max_age: Duration::from_secs(3600),
+                max_age: utterances.max_age,
+                max_bytes: utterances.max_bytes,
+                max_message_size: utterances.max_message_size,
                 duplicate_window: Duration::from_secs(120),
                 num_replicas,
                 ..Default::default()
             })
             .await
             .map_err(|e| Error::nats("create utterances stream", e))?;
-        self.keep_replicas(names::UTTERANCES_STREAM).await?;
+        self.keep_config(names::UTTERANCES_STREAM).await?;
         // The status bucket is status-store's alone: it makes it
         // ([`Bus::ensure_status_bucket`]); other services may not.
-        for (bucket, max_age) in [
-            (names::SESSIONS_BUCKET, Duration::ZERO),
-            (names::CONVERSATIONS_BUCKET, Duration::ZERO),
-            (names::PIS_BUCKET, Duration::from_secs(120)),
-            (names::SECRETS_BUCKET, Duration::ZERO),
+        for bucket in [
+            names::SESSIONS_BUCKET,
+            names::CONVERSATIONS_BUCKET,
+            names::PIS_BUCKET,
+            names::SECRETS_BUCKET,
         ] {
-            self.kv_or_create(bucket, max_age).await?;
+            self.kv_or_create(bucket).await?;
         }
         Ok(())
     }
 
     /// Creates (or opens) the status bucket: only status-store writes it.
     pub async fn ensure_status_bucket(&self) -> Result<kv::Store> {
-        self.kv_or_create(names::STATUS_BUCKET, Duration::ZERO)
-            .await
+        self.kv_or_create(names::STATUS_BUCKET).await
     }
 
     /// Opens a bucket that the server side makes, waiting up to `patience`
@@ -501,16 +509,19 @@ impl Bus {
         }
     }
 
-    async fn kv_or_create(&self, bucket: &str, max_age: Duration) -> Result<kv::Store> {
+    async fn kv_or_create(&self, bucket: &str) -> Result<kv::Store> {
         if let Ok(store) = self.js.get_key_value(bucket).await {
-            self.keep_replicas(&format!("KV_{bucket}")).await?;
+            self.keep_config(&format!("KV_{bucket}")).await?;
             return Ok(store);
         }
+        let l = limits::of(bucket);
         self.js
             .create_key_value(kv::Config {
                 bucket: bucket.into(),
                 history: 1,
-                max_age,
+                max_age: l.max_age,
+                max_bytes: l.max_bytes,
+                max_value_size: l.max_message_size,
                 num_replicas: replicas()?,
                 ..Default::default()
             })
@@ -518,10 +529,12 @@ impl Bus {
             .map_err(|e| Error::nats("create bucket", e))
     }
 
-    /// A stream made before the hub became a cluster (or with another
-    /// `CINEMA_NATS_REPLICAS`) is given the copies asked for.
-    async fn keep_replicas(&self, name: &str) -> Result<()> {
+    /// A stream or bucket made before (by an older version, or before the
+    /// hub became a cluster) is given the replicas and the [`limits`] asked
+    /// for now.
+    async fn keep_config(&self, name: &str) -> Result<()> {
         let wanted = replicas()?;
+        let l = limits::of(name.strip_prefix("KV_").unwrap_or(name));
         let mut stream = self
             .js
             .get_stream(name)
@@ -531,17 +544,27 @@ impl Bus {
             .info()
             .await
             .map_err(|e| Error::nats("stream info", e))?;
-        if info.config.num_replicas.max(1) != wanted {
-            let mut config = info.config.clone();
+        let c = &info.config;
+        if c.num_replicas.max(1) != wanted
+            || c.max_bytes != l.max_bytes
+            || c.max_age != l.max_age
+            || c.max_message_size != l.max_message_size
+        {
+            let mut config = c.clone();
             config.num_replicas = wanted;
+            config.max_bytes = l.max_bytes;
+            config.max_age = l.max_age;
+            config.max_message_size = l.max_message_size;
             self.js
                 .update_stream(config)
                 .await
-                .map_err(|e| Error::nats("set the stream's replicas", e))?;
+                .map_err(|e| Error::nats("set the stream's replicas and limits", e))?;
             tracing::info!(
                 stream = name,
                 replicas = wanted,
-                "The stream's replicas changed."
+                max_bytes = l.max_bytes,
+                max_age_s = l.max_age.as_secs(),
+                "The stream's replicas or limits changed."
             );
         }
         Ok(())

@@ -244,3 +244,42 @@ async fn durable_consumer_gets_every_filtered_event() {
         ]
     );
 }
+
+/// On a real server every stream and bucket carries its limits, and one
+/// made by an older version (unbounded) is brought to them.
+#[tokio::test]
+async fn streams_and_buckets_are_bounded() {
+    let nats = testkit::NatsServer::start();
+    let bus = nats.bus("bus-test").await;
+    // As an older hub left them: the sessions bucket and the utterances
+    // stream without limits.
+    let sessions = format!("KV_{}", bus::names::SESSIONS_BUCKET);
+    for name in [sessions.as_str(), bus::names::UTTERANCES_STREAM] {
+        let mut s = bus.jetstream().get_stream(name).await.unwrap();
+        let mut c = s.info().await.unwrap().config.clone();
+        c.max_bytes = -1;
+        c.max_age = Duration::ZERO;
+        c.max_message_size = -1;
+        bus.jetstream().update_stream(c).await.unwrap();
+    }
+    bus.ensure_topology().await.unwrap();
+    bus.ensure_status_bucket().await.unwrap();
+    let streams = [bus::names::EVENTS_STREAM, bus::names::UTTERANCES_STREAM]
+        .into_iter()
+        .map(|s| (s.to_string(), s))
+        .chain(
+            bus::names::BUCKETS
+                .into_iter()
+                .map(|b| (format!("KV_{b}"), b)),
+        );
+    for (stream, name) in streams {
+        let mut s = bus.jetstream().get_stream(&stream).await.unwrap();
+        let c = s.info().await.unwrap().config.clone();
+        let want = bus::limits::of(name);
+        assert_eq!(
+            (c.max_bytes, c.max_age, c.max_message_size),
+            (want.max_bytes, want.max_age, want.max_message_size),
+            "{stream}"
+        );
+    }
+}

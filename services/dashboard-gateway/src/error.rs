@@ -15,6 +15,8 @@ use serde_json::json;
 pub struct AppError {
     pub(crate) status: StatusCode,
     pub(crate) message: String,
+    /// Seconds for `Retry-After` (a limit that frees up).
+    retry_after: Option<u32>,
 }
 
 impl AppError {
@@ -22,7 +24,14 @@ impl AppError {
         AppError {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Answers with `Retry-After: secs`.
+    pub(crate) fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 }
 
@@ -31,7 +40,12 @@ impl IntoResponse for AppError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, message = %self.message, "A request failed.");
         }
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut resp = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 

@@ -102,7 +102,14 @@ async fn record_event(st: &AppState, sid: &str) -> Option<Event> {
 async fn live_sessions(st: &AppState) -> Vec<String> {
     match st
         .bus
-        .request::<_, SessionList>(&endpoints::rooms::LIST, &ListSessionsRequest {})
+        .request::<_, SessionList>(
+            &endpoints::rooms::LIST,
+            &ListSessionsRequest {
+                live_only: true,
+                limit: CATCH_UP_SESSIONS as u32,
+                ..Default::default()
+            },
+        )
         .await
     {
         Ok(list) => list
@@ -137,9 +144,10 @@ async fn events(
 ) -> Result<Response, AppError> {
     let q = query(q)?;
     let session = q.session()?.map(str::to_string);
+    let slot = st.sse_slot()?;
     // Subscribed before the records are read: nothing falls between them.
     let rx = st.hub.subscribe();
-    let client = st.metrics.sse_client("events");
+    let client = st.metrics.sse_client("events", Some(slot));
     let sids = match &session {
         Some(sid) => vec![sid.clone()],
         None => live_sessions(&st).await,
@@ -202,13 +210,14 @@ async fn audio(
         Some(sid) => subjects::session_audio(sid),
         None => subjects::AUDIO_WILDCARD.to_string(),
     };
+    let slot = st.sse_slot()?;
     let sub = st
         .bus
         .client()
         .subscribe(subject)
         .await
         .map_err(|e| AppError::from(bus::Error::nats("subscribe", e)))?;
-    let client = st.metrics.sse_client("audio");
+    let client = st.metrics.sse_client("audio", Some(slot));
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(levels(sub, tx, client, st.hub.closing()));
     let stream = futures::stream::unfold(rx, |mut rx| async move {

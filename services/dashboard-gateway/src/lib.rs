@@ -76,6 +76,11 @@ pub struct Config {
     /// A browser's ears stay closed this long after a clip ends (as
     /// pi-client's `echo_tail_ms`).
     pub echo_tail_ms: u32,
+    /// Live streams (`/api/events`, `/api/audio`) open at once; one more is
+    /// a 503 with `Retry-After`.
+    pub max_sse_clients: usize,
+    /// Microphone sockets (`/api/sessions/{id}/talk`) open at once.
+    pub max_talk_sockets: usize,
 }
 
 impl Default for Config {
@@ -91,6 +96,8 @@ impl Default for Config {
             body_limit: 64 * 1024,
             pi_stale_s: 30,
             echo_tail_ms: 500,
+            max_sse_clients: 1000,
+            max_talk_sockets: 32,
         }
     }
 }
@@ -107,6 +114,9 @@ impl plumbing::Settings for Config {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
+        if self.max_sse_clients == 0 || self.max_talk_sockets == 0 {
+            return Err("max_sse_clients and max_talk_sockets must be at least 1".into());
+        }
         if !self.api_read_token.is_empty() && self.api_token.is_empty() {
             return Err(
                 "CINEMA_API_READ_TOKEN needs CINEMA_API_TOKEN: without it nothing asks for a token"

@@ -10,6 +10,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use tokio::sync::OwnedSemaphorePermit;
 
 /// How long a scrape waits for the services' statistics.
 pub const STATS_WAIT: Duration = Duration::from_millis(300);
@@ -145,10 +146,12 @@ impl Metrics {
     }
 
     /// Counts an SSE client for as long as the returned guard lives.
-    pub fn sse_client(&self, stream: &str) -> SseClient {
+    /// Counts a client in; `slot` (its place under the gateway's limit) is
+    /// given back with it.
+    pub fn sse_client(&self, stream: &str, slot: Option<OwnedSemaphorePermit>) -> SseClient {
         let gauge = self.sse_clients.with_label_values(&[stream]);
         gauge.inc();
-        SseClient(gauge)
+        SseClient(gauge, slot)
     }
 
     pub(crate) fn http(&self, route: &str, method: &str, status: StatusCode, took: Duration) {
@@ -172,8 +175,9 @@ impl Metrics {
     }
 }
 
-/// One connected SSE client; dropping it counts the client out.
-pub struct SseClient(IntGauge);
+/// One connected SSE client; dropping it counts the client out and frees
+/// its slot.
+pub struct SseClient(IntGauge, #[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl Drop for SseClient {
     fn drop(&mut self) {

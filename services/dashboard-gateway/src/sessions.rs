@@ -126,14 +126,69 @@ async fn get_session(
     Ok(Json(session_json(&st.session(&id).await?)))
 }
 
-async fn list_sessions(State(st): State<AppState>) -> Result<Json<Value>, AppError> {
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// At most this many (1-500; 100 when absent).
+    limit: Option<u32>,
+    /// The `next` of the page before.
+    after: Option<String>,
+}
+
+/// Empty, or a page's `next`: `<created ms>:<session id>` (what the API
+/// document's pattern says).
+fn is_cursor(after: &str) -> bool {
+    if after.is_empty() {
+        return true;
+    }
+    let Some((at, id)) = after.split_once(':') else {
+        return false;
+    };
+    let digits = at.strip_prefix('-').unwrap_or(at);
+    (1..=19).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `GET /api/sessions[?limit=N&after=NEXT]`: `{sessions, next}`, newest
+/// first, a page at a time; `next` is empty on the last page.
+async fn list_sessions(
+    State(st): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let Query(q) = q.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("limit must be 1-500, not {limit}"),
+        ));
+    }
+    let after = q.after.unwrap_or_default();
+    if !is_cursor(&after) {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "after is the `next` of the page before (`<ms>:<session id>`)",
+        ));
+    }
     let list: SessionList = st
         .bus
-        .request(&endpoints::rooms::LIST, &ListSessionsRequest {})
+        .request(
+            &endpoints::rooms::LIST,
+            &ListSessionsRequest {
+                limit,
+                after,
+                ..Default::default()
+            },
+        )
         .await?;
-    Ok(Json(
-        json!({ "sessions": list.sessions.iter().map(session_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(json!({
+        "sessions": list.sessions.iter().map(session_json).collect::<Vec<_>>(),
+        "next": list.next,
+    })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -422,7 +477,14 @@ async fn start_pi_client(
     let result: Result<(u32, String), AppError> = async {
         let list: SessionList = st
             .bus
-            .request(&endpoints::rooms::LIST, &ListSessionsRequest {})
+            .request(
+                &endpoints::rooms::LIST,
+                &ListSessionsRequest {
+                    room_url: body.room_url.clone(),
+                    limit: 1,
+                    ..Default::default()
+                },
+            )
             .await?;
         let s = list
             .sessions

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use wire::v1::{Session, SessionRef, SessionReply};
 
 use crate::Config;
+use axum::http::StatusCode;
+
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::relay::{self, Hub};
@@ -32,6 +34,11 @@ pub struct AppState {
     /// The browser socket talking for each session on this gateway; a newer
     /// page takes a session over from an older one.
     talks: Arc<Mutex<HashMap<String, Registration>>>,
+    /// Places for live streams (SSE clients) and microphone sockets: each
+    /// holds memory and a subscription while open, so there are only so
+    /// many (`max_sse_clients`, `max_talk_sockets`).
+    sse_slots: Arc<tokio::sync::Semaphore>,
+    talk_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -47,7 +54,37 @@ impl AppState {
             pis: Arc::default(),
             pis_seen: Arc::default(),
             talks: Arc::default(),
+            sse_slots: Arc::new(tokio::sync::Semaphore::new(config.max_sse_clients)),
+            talk_slots: Arc::new(tokio::sync::Semaphore::new(config.max_talk_sockets)),
         }
+    }
+
+    /// A place for one more SSE client, or a 503 saying the limit.
+    pub(crate) fn sse_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+        self.sse_slots.clone().try_acquire_owned().map_err(|_| {
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} live streams are open, as many as this gateway keeps (CINEMA_GATEWAY_MAX_SSE_CLIENTS); close one and try again",
+                    self.config.max_sse_clients
+                ),
+            )
+            .retry_after(5)
+        })
+    }
+
+    /// A place for one more microphone socket, or a 503 saying the limit.
+    pub(crate) fn talk_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+        self.talk_slots.clone().try_acquire_owned().map_err(|_| {
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} pages are talking, as many as this gateway keeps (CINEMA_GATEWAY_MAX_TALK_SOCKETS); try again later",
+                    self.config.max_talk_sockets
+                ),
+            )
+            .retry_after(5)
+        })
     }
 
     /// Registers the socket that now talks for `sid`; the one before it (if

@@ -124,6 +124,7 @@ async fn talk(
             format!("{}: open this endpoint as a WebSocket", r.body_text()),
         )
     })?;
+    let slot = st.talk_slot()?;
     Ok(ws
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -131,6 +132,7 @@ async fn talk(
             st.metrics.talk_socket(1);
             serve(st.clone(), session, socket).await;
             st.metrics.talk_socket(-1);
+            drop(slot);
         }))
 }
 

@@ -861,3 +861,34 @@ async fn made_up_methods_share_one_metrics_label() {
         assert!(!text.contains(m), "{m} in {text}");
     }
 }
+
+/// Live streams are held memory and a subscription each: past the limit
+/// one more is a 503 that says so, and a closed one frees its place.
+#[tokio::test]
+async fn live_streams_are_limited() {
+    let (_nats, _bus, router, _) = bare(Config {
+        max_sse_clients: 2,
+        ..Config::default()
+    })
+    .await;
+    let first = router.clone().oneshot(get("/api/events")).await.unwrap();
+    let second = router.clone().oneshot(get("/api/audio")).await.unwrap();
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let third = router.clone().oneshot(get("/api/events")).await.unwrap();
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(third.headers()["retry-after"], "5");
+    let body = axum::body::to_bytes(third.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains("CINEMA_GATEWAY_MAX_SSE_CLIENTS"),
+        "{body:?}"
+    );
+    drop(first);
+    let again = router.clone().oneshot(get("/api/events")).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    drop(second);
+}

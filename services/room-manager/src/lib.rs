@@ -234,9 +234,9 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                 .await
             }
         }),
-        svc::serve(list, shutdown.clone(), 4, |_: ListSessionsRequest| {
+        svc::serve(list, shutdown.clone(), 4, |req: ListSessionsRequest| {
             let r = rooms.clone();
-            async move { r.list().await.map(|sessions| SessionList { sessions }) }
+            async move { page(r.list().await?, &req) }
         }),
         svc::serve(join, shutdown.clone(), 8, |req: JoinRequest| {
             let r = rooms.clone();
@@ -267,6 +267,66 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     );
     let _ = service.stop().await;
     Ok(())
+}
+
+/// Sessions on one page (newest first).
+pub const PAGE: usize = 100;
+/// The most a page holds, whatever is asked.
+pub const MAX_PAGE: usize = 500;
+
+/// A page's cursor: where the last session of it sorts.
+fn cursor(s: &Session) -> String {
+    format!("{}:{}", s.created_at_ms, s.id)
+}
+
+/// One page of `sessions` (sorted newest first, as [`Rooms::list`] does).
+fn page(sessions: Vec<Session>, req: &ListSessionsRequest) -> Result<SessionList, Reject> {
+    let after = if req.after.is_empty() {
+        None
+    } else {
+        let (at, id) = req
+            .after
+            .split_once(':')
+            // Any number of ms (the gateway lets up to 19 digits through).
+            .and_then(|(at, id)| {
+                let at = at.parse::<i128>().ok()?;
+                Some((at.clamp(i64::MIN.into(), i64::MAX.into()) as i64, id))
+            })
+            .ok_or_else(|| {
+                Reject::bad_request(format!(
+                    "after {:?} is not a page's `next`",
+                    req.after.chars().take(80).collect::<String>()
+                ))
+            })?;
+        Some((at, id.to_string()))
+    };
+    let limit = match req.limit as usize {
+        0 => PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let mut chosen: Vec<Session> = sessions
+        .into_iter()
+        .filter(|s| {
+            // Newest first: after the cursor means created earlier, or at
+            // the same moment with a later id.
+            after.as_ref().is_none_or(|(at, id)| {
+                s.created_at_ms < *at || (s.created_at_ms == *at && s.id > *id)
+            })
+        })
+        .filter(|s| !req.live_only || is_live(s.state()))
+        .filter(|s| req.room_url.is_empty() || s.room_url == req.room_url)
+        .take(limit + 1)
+        .collect();
+    let next = if chosen.len() > limit {
+        chosen.truncate(limit);
+        chosen.last().map(cursor).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(SessionList {
+        sessions: chosen,
+        next,
+    })
 }
 
 /// Where [`Rooms::saw_activity`] keeps a session's liveness: the session
@@ -620,7 +680,12 @@ impl Rooms {
                 sessions.push(s);
             }
         }
-        sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at_ms));
+        // Newest first; the same moment by id, so pages never overlap.
+        sessions.sort_by(|a, b| {
+            b.created_at_ms
+                .cmp(&a.created_at_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(sessions)
     }
 
@@ -795,5 +860,106 @@ impl Rooms {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str, at: i64, state: SessionState) -> Session {
+        Session {
+            id: id.into(),
+            created_at_ms: at,
+            state: state as i32,
+            room_url: format!("cinema://local/{id}"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pages_cover_every_session_once_newest_first() {
+        // Sorted as `Rooms::list` sorts: newest first, the same moment by id.
+        let all: Vec<Session> = (0..7)
+            .map(|i| {
+                session(
+                    &format!("s{i}"),
+                    1000 - (i / 2) as i64,
+                    SessionState::Active,
+                )
+            })
+            .collect();
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let p = page(
+                all.clone(),
+                &ListSessionsRequest {
+                    limit: 3,
+                    after: after.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert!(p.sessions.len() <= 3);
+            seen.extend(p.sessions.iter().map(|s| s.id.clone()));
+            if p.next.is_empty() {
+                break;
+            }
+            after = p.next;
+        }
+        let want: Vec<String> = all.iter().map(|s| s.id.clone()).collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn filters_limits_and_bad_cursors() {
+        let all = vec![
+            session("a", 3, SessionState::Ended),
+            session("b", 2, SessionState::Active),
+            session("c", 1, SessionState::Waiting),
+        ];
+        let live = page(
+            all.clone(),
+            &ListSessionsRequest {
+                live_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(live.sessions.len(), 2);
+        assert!(live.next.is_empty());
+        let by_room = page(
+            all.clone(),
+            &ListSessionsRequest {
+                room_url: "cinema://local/c".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(by_room.sessions[0].id, "c");
+        let many: Vec<Session> = (0..2000)
+            .map(|i| session(&format!("s{i:04}"), 5000 - i, SessionState::Ended))
+            .collect();
+        let capped = page(
+            many,
+            &ListSessionsRequest {
+                limit: 100_000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(capped.sessions.len(), MAX_PAGE);
+        for bad in ["x", "12", "x:y"] {
+            let err = page(
+                all.clone(),
+                &ListSessionsRequest {
+                    after: bad.into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            assert_eq!(err.code, 400, "{bad}");
+        }
     }
 }
