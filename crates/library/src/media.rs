@@ -201,7 +201,13 @@ pub fn probe(path: &Path) -> Result<Probe, Error> {
             ])
             .arg(path),
     )?;
-    let parsed: ProbeJson = serde_json::from_slice(&out.stdout).map_err(|e| Error::Failed {
+    parse_probe(path, &out.stdout)
+}
+
+/// What ffprobe said of `path` (its JSON), read: [`probe`] without running
+/// it (the fuzzer's entry).
+pub fn parse_probe(path: &Path, json: &[u8]) -> Result<Probe, Error> {
+    let parsed: ProbeJson = serde_json::from_slice(json).map_err(|e| Error::Failed {
         tool: "ffprobe",
         path: path.to_path_buf(),
         detail: format!("unreadable answer: {e}"),

@@ -214,6 +214,25 @@ async fn apply(
     }
 }
 
+/// What the consumer does with one message, without the bucket: decodes
+/// `payload` as an `event` of the session and folds it into `rec` unless
+/// stream sequence `seq` was applied already. True when it was applied;
+/// an error for a payload that is not such an event (`rec` unchanged).
+/// For the fuzzer (`fuzz/`) and tests.
+pub fn fold_payload(
+    rec: &mut StatusRecord,
+    event: SessionEvent,
+    payload: &[u8],
+    seq: u64,
+) -> Result<bool, bus::Error> {
+    let change = Change::decode_parts(event, None, payload)?;
+    if !first_time(rec, seq) {
+        return Ok(false);
+    }
+    change.fold(rec);
+    Ok(true)
+}
+
 /// Notes `seq` as applied to `rec`; false when it already was (a
 /// redelivery, however late and whatever came between). Sequence 0 (no
 /// stream) is always new.
@@ -243,17 +262,25 @@ enum Change {
 
 impl Change {
     fn decode(event: SessionEvent, msg: &bus::async_nats::Message) -> Result<Change, bus::Error> {
+        Change::decode_parts(event, msg.headers.as_ref(), &msg.payload)
+    }
+
+    fn decode_parts(
+        event: SessionEvent,
+        headers: Option<&bus::async_nats::HeaderMap>,
+        payload: &[u8],
+    ) -> Result<Change, bus::Error> {
         Ok(match event {
-            SessionEvent::Created => Change::Created(bus::decode_message(msg)?),
+            SessionEvent::Created => Change::Created(bus::decode(headers, payload)?),
             SessionEvent::Joined => {
-                bus::decode_message::<ClientJoined>(msg)?;
+                bus::decode::<ClientJoined>(headers, payload)?;
                 Change::Joined
             }
-            SessionEvent::Transcript => Change::Transcript(bus::decode_message(msg)?),
-            SessionEvent::Conversation => Change::Conversation(bus::decode_message(msg)?),
-            SessionEvent::Playback => Change::Playback(bus::decode_message(msg)?),
-            SessionEvent::Client => Change::Client(bus::decode_message(msg)?),
-            SessionEvent::Ended => Change::Ended(bus::decode_message(msg)?),
+            SessionEvent::Transcript => Change::Transcript(bus::decode(headers, payload)?),
+            SessionEvent::Conversation => Change::Conversation(bus::decode(headers, payload)?),
+            SessionEvent::Playback => Change::Playback(bus::decode(headers, payload)?),
+            SessionEvent::Client => Change::Client(bus::decode(headers, payload)?),
+            SessionEvent::Ended => Change::Ended(bus::decode(headers, payload)?),
             SessionEvent::Play => Change::Ignore,
         })
     }
