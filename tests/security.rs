@@ -89,6 +89,21 @@ impl Hub {
         env.extend_from_slice(more_env);
         NatsServer::start_configured(&self.dir.path().join("test.conf"), &env)
     }
+
+    /// Pi `pi`'s own server: the shipped leaf.conf, linked to this hub as
+    /// the Pi's NATS user.
+    fn leaf(&self, pi: &str) -> NatsServer {
+        let user = pi_user(pi);
+        let link = format!(
+            "nats-leaf://{user}:{}@127.0.0.1:{}",
+            password(&user),
+            self.leaf_port
+        );
+        NatsServer::start_configured(
+            &root().join("nats/leaf.conf"),
+            &[("CINEMA_NATS_HUB_LEAF_URL", &link)],
+        )
+    }
 }
 
 /// A raw connection as `user` that records the server's errors (permission
@@ -311,17 +326,7 @@ fn users(nats: &NatsServer, pi_url: &str) -> HashMap<String, HashMap<String, Str
 async fn a_session_runs_through_the_pis_leaf_server_with_every_role_confined() {
     let hub = Hub::new(&[SIM_PI], "hub.conf", "");
     let nats = hub.start(&[]);
-    // The Pi's own server: the shipped leaf.conf, linked to the hub as the Pi.
-    let user = pi_user(SIM_PI);
-    let link = format!(
-        "nats-leaf://{user}:{}@127.0.0.1:{}",
-        password(&user),
-        hub.leaf_port
-    );
-    let leaf = NatsServer::start_configured(
-        &root().join("nats/leaf.conf"),
-        &[("CINEMA_NATS_HUB_LEAF_URL", &link)],
-    );
+    let leaf = hub.leaf(SIM_PI);
     let test_url = nats.url_as("status-store", &password("status-store"));
     let env = users(&nats, &leaf.url());
     let mut w = World::start_on(nats, &test_url, &[], env).await;
@@ -439,16 +444,7 @@ async fn a_pi_speaks_only_into_its_own_sessions() {
     let hub = Hub::new(&[SIM_PI, "pi-b"], "hub.conf", "");
     let nats = hub.start(&[]);
     // The session's Pi on its own leaf server, linked as itself.
-    let own_user = pi_user(SIM_PI);
-    let link = format!(
-        "nats-leaf://{own_user}:{}@127.0.0.1:{}",
-        password(&own_user),
-        hub.leaf_port
-    );
-    let leaf = NatsServer::start_configured(
-        &root().join("nats/leaf.conf"),
-        &[("CINEMA_NATS_HUB_LEAF_URL", &link)],
-    );
+    let leaf = hub.leaf(SIM_PI);
     let test_url = nats.url_as("status-store", &password("status-store"));
     let env = users(&nats, &leaf.url());
     let w = World::start_on(nats, &test_url, &[], env).await;

@@ -311,17 +311,7 @@ async fn the_first_generations_requests_work_word_for_word() {
     assert_eq!(code, 200, "{health}");
     let (code, _) = w.post(&format!("/api/sessions/{sid}/end"), None).await;
     assert_eq!(code, 200);
-    let (code, cleaned) = w.delete("/api/cleanup-old-sessions?older_than_s=0").await;
-    assert_eq!(code, 200, "{cleaned}");
-    assert_eq!(cleaned["success"], true, "{cleaned}");
-    assert!(
-        cleaned["session_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s == sid.as_str()),
-        "{cleaned}"
-    );
+    w.clean_up(&sid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,19 +186,7 @@ async fn main() {
     let (page_dom, page_frame) = page_latency(&w, events.min(300)).await;
 
     // 2. A real conversation's status, read by 8 clients at once.
-    let session = w.connect().await;
-    let sid = session["identifier"].as_str().unwrap().to_string();
-    let (code, _) = w
-        .post(
-            &format!("/api/sessions/{sid}/say"),
-            Some(serde_json::json!({ "text": tests::FILM.1[2] })),
-        )
-        .await;
-    assert_eq!(code, 202);
-    w.status_until(&sid, "the answer in the record", |s| {
-        s["plays"].as_u64() >= Some(2)
-    })
-    .await;
+    let sid = w.answered_session().await;
     let url = format!("{}/conversation-status/{sid}", w.base);
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs as u64);

@@ -79,21 +79,7 @@ async fn main() {
         gateways.push((name, format!("http://127.0.0.1:{port}"), Some(TOKEN)));
     }
     // A real conversation's record: the greeting and one answer.
-    let sid = w.connect().await["identifier"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (code, _) = w
-        .post(
-            &format!("/api/sessions/{sid}/say"),
-            Some(serde_json::json!({ "text": tests::FILM.1[2] })),
-        )
-        .await;
-    assert_eq!(code, 202);
-    w.status_until(&sid, "the answer in the record", |s| {
-        s["plays"].as_u64() >= Some(2)
-    })
-    .await;
+    let sid = w.answered_session().await;
     for (_, base, token) in &gateways {
         // Warm: every gateway answers before the clock starts.
         hammer(&format!("{base}/conversation-status/{sid}"), *token, 1).await;

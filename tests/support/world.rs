@@ -271,6 +271,46 @@ impl World {
         self.send(self.http.get(self.url(path))).await
     }
 
+    /// A session with a conversation in its record: the greeting and the
+    /// answer to one typed line of the demo film. Its id.
+    pub async fn answered_session(&self) -> String {
+        let sid = self.connect().await["identifier"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (code, _) = self
+            .post(
+                &format!("/api/sessions/{sid}/say"),
+                Some(serde_json::json!({ "text": FILM.1[2] })),
+            )
+            .await;
+        assert_eq!(code, 202);
+        self.status_until(&sid, "the answer in the record", |s| {
+            s["plays"].as_u64() >= Some(2)
+        })
+        .await;
+        sid
+    }
+
+    /// `DELETE /api/cleanup-old-sessions?older_than_s=0`, checked to have
+    /// removed ended session `sid`; the answer.
+    pub async fn clean_up(&self, sid: &str) -> serde_json::Value {
+        let (code, cleaned) = self
+            .delete("/api/cleanup-old-sessions?older_than_s=0")
+            .await;
+        assert_eq!(code, 200, "{cleaned}");
+        assert_eq!(cleaned["success"], true, "{cleaned}");
+        assert!(
+            cleaned["session_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == sid),
+            "{cleaned}"
+        );
+        cleaned
+    }
+
     /// Creates a session, retrying while the Pi's presence is not yet known.
     pub async fn connect(&self) -> serde_json::Value {
         testkit::eventually(

@@ -153,8 +153,24 @@ pub const AUDIO_WILDCARD: &str = "cinema.pi.*.session.*.audio";
 pub const EVERYTHING: &str = "cinema.>";
 
 /// Everything said about every session: its events, commands, utterances
-/// and audio frames (the session's own subjects and its Pi's).
+/// and audio frames (the session's own subjects and its Pi's). Utterances
+/// carry what a visitor said: a service watches [`event_wildcards`] instead.
 pub const SESSION_WILDCARDS: [&str; 2] = ["cinema.session.>", "cinema.pi.*.session.>"];
+
+/// Every session event of every session, and nothing else: the session's
+/// own subjects and its Pi's events (joined, play, playback, client), never
+/// its utterances, audio frames or deliveries. What the gateway's relay and
+/// room-manager's liveness watch hear.
+pub fn event_wildcards() -> Vec<String> {
+    std::iter::once("cinema.session.>".to_string())
+        .chain(
+            SessionEvent::ALL
+                .into_iter()
+                .filter(|e| e.on_pi())
+                .map(SessionEvent::wildcard),
+        )
+        .collect()
+}
 
 /// The session id of an audio frame subject.
 pub fn parse_audio(subject: &str) -> Option<&str> {
@@ -288,6 +304,46 @@ pub fn check_id(kind: &'static str, id: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NATS's matching: `*` one token, `>` the rest.
+    fn matches(pattern: &str, subject: &str) -> bool {
+        let mut p = pattern.split('.');
+        let mut s = subject.split('.');
+        loop {
+            match (p.next(), s.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn event_wildcards_hear_every_event_and_no_voice() {
+        let heard = |subject: &str| event_wildcards().iter().any(|w| matches(w, subject));
+        for event in SessionEvent::ALL {
+            assert!(heard(&session("s1", event)), "{event:?}");
+            assert!(
+                heard(&pi_session("pi-1", "s1", event)) || !event.on_pi(),
+                "{event:?}"
+            );
+        }
+        for private in [
+            utterance("pi-1", "s1"),
+            audio("pi-1", "s1"),
+            pi_delivery("pi-1", "s1"),
+        ] {
+            assert!(!heard(&private), "{private}");
+        }
+        // The broad wildcards did hear them.
+        assert!(
+            SESSION_WILDCARDS
+                .iter()
+                .any(|w| matches(w, &utterance("pi-1", "s1")))
+        );
+    }
 
     #[test]
     fn builds_and_parses_session_subjects() {

@@ -170,14 +170,37 @@ impl Tools {
         json!({ "films": films })
     }
 
-    async fn play(&self, args: &JsonObject) -> Result<Value, String> {
+    /// A play's arguments read (session, clip, reasoning): everything the
+    /// library alone can refuse, refused before NATS.
+    fn play_arguments<'a>(
+        &'a self,
+        args: &'a JsonObject,
+    ) -> Result<(&'a str, &'a Clip, &'a str), String> {
         let sid = text(args, "session_id")?.ok_or_else(|| {
             format!("{PLAY_TOOL} needs a session_id: the session whose TV plays the clip")
         })?;
         subjects::check_id("session id", sid).map_err(|e| e.to_string())?;
-        // Everything the library alone can refuse is refused before NATS.
         let clip = self.resolve(args)?;
         let reasoning = text(args, "reasoning")?.unwrap_or("(no reasoning given)");
+        Ok((sid, clip, reasoning))
+    }
+
+    /// A tool call's arguments, read as the tool reads them, up to what it
+    /// would do next (a search's options, a play's clip; nothing is
+    /// played): the fuzzer's entry (`fuzz/`).
+    pub fn read_call(&self, tool: &str, args: &JsonObject) -> Result<Value, String> {
+        match tool {
+            SEARCH_TOOL => self.search(args),
+            FILMS_TOOL => Ok(self.films()),
+            PLAY_TOOL => self
+                .play_arguments(args)
+                .map(|(sid, clip, _)| json!({ "session_id": sid, "clip_id": clip.id })),
+            other => Err(format!("unknown tool {other:?}")),
+        }
+    }
+
+    async fn play(&self, args: &JsonObject) -> Result<Value, String> {
+        let (sid, clip, reasoning) = self.play_arguments(args)?;
 
         let bus = self.nats.bus().await?;
         let reply: Result<SessionReply, _> = bus

@@ -1,6 +1,7 @@
 //! The relay: one core NATS subscription per wildcard of
-//! `subjects::SESSION_WILDCARDS` per gateway (so events reach the relay in
-//! the order they were published) feeds a [`tokio::sync::broadcast`]
+//! `subjects::event_wildcards()` per gateway (so events reach the relay in
+//! the order they were published; a visitor's utterances and audio never
+//! reach it) feeds a [`tokio::sync::broadcast`]
 //! channel that every SSE client reads: each event is decoded and turned
 //! into JSON once, whatever the number of clients. Utterances and audio
 //! frames are not relayed. Knows nothing of HTTP.
@@ -227,11 +228,15 @@ impl SpeechToPlay {
 pub async fn start_relay(
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
-    client: bus::async_nats::Client,
+    bus: bus::Bus,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, bus::Error> {
+    let client = bus.client().clone();
+    // What a Pi says is shown only for its own sessions (as status-store
+    // records it).
+    let owners = bus::owners::Owners::new(bus);
     let mut subs = Vec::new();
-    for subject in subjects::SESSION_WILDCARDS {
+    for subject in subjects::event_wildcards() {
         subs.push(
             client
                 .subscribe(subject)
@@ -254,6 +259,12 @@ pub async fn start_relay(
             else {
                 continue;
             };
+            if let Some((Some(pi), sid, _)) = subjects::parse_session_from(&msg.subject)
+                && !matches!(owners.check(pi, sid).await, Ok(bus::owners::Verdict::Owner))
+            {
+                tracing::debug!(subject = %msg.subject, "Not relayed: not that Pi's session.");
+                continue;
+            }
             metrics.event_relayed(relayed.event.token());
             if relayed.event == SessionEvent::Conversation
                 && let Ok(ev) = bus::decode_message::<ConversationEvent>(&msg)

@@ -116,7 +116,7 @@ impl AppState {
         relay::start_relay(
             self.hub.clone(),
             self.metrics.clone(),
-            self.bus.client().clone(),
+            self.bus.clone(),
             shutdown,
         )
         .await

@@ -632,7 +632,20 @@ async fn bus_events_reach_sse_clients_and_metrics() {
     )
     .await
     .unwrap();
-    for (greeting, at_ms, id) in [(true, 1100, "greet"), (false, 1400, "answer")] {
+    // s1 is Pi pi-1's, as room-manager records it; what another Pi says of
+    // it is not shown.
+    let sessions = bus.kv(bus::names::SESSIONS_BUCKET).await.unwrap();
+    let s1 = wire::v1::Session {
+        id: "s1".into(),
+        pi_id: "pi-1".into(),
+        ..Default::default()
+    };
+    bus::kv_cas(&sessions, "s1", &s1, 0).await.unwrap();
+    for (pi, greeting, at_ms, id) in [
+        ("pi-1", true, 1100, "greet"),
+        ("pi-2", false, 1200, "forged"),
+        ("pi-1", false, 1400, "answer"),
+    ] {
         let play = wire::v1::PlayCommand {
             session_id: "s1".into(),
             command_id: id.into(),
@@ -641,13 +654,17 @@ async fn bus_events_reach_sse_clients_and_metrics() {
             at_ms,
         };
         bus.publish(
-            bus::subjects::pi_session("pi-1", "s1", bus::subjects::SessionEvent::Play),
+            bus::subjects::pi_session(pi, "s1", bus::subjects::SessionEvent::Play),
             &play,
         )
         .await
         .unwrap();
     }
     read_until(&mut everything, &mut all, "\"command_id\":\"answer\"").await;
+    assert!(
+        !all.contains("forged"),
+        "another Pi's word was relayed: {all}"
+    );
 
     // One service instance on the bus, for the per-service metrics (added
     // now: it would not answer the streams' record requests).

@@ -183,7 +183,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     );
     let plays = deliver::consume(&rooms).await?;
     let mut subs = Vec::new();
-    for subject in subjects::SESSION_WILDCARDS {
+    for subject in subjects::event_wildcards() {
         subs.push(
             bus.client()
                 .subscribe(subject)
