@@ -145,11 +145,11 @@ pub fn pi_user(pi_id: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// NATS subject matching: `*` one token, `>` the rest.
-    fn matches(pattern: &str, subject: &str) -> bool {
+    pub(crate) fn matches(pattern: &str, subject: &str) -> bool {
         let (mut p, mut s) = (pattern.split('.'), subject.split('.'));
         loop {
             match (p.next(), s.next()) {

@@ -305,20 +305,7 @@ pub fn check_id(kind: &'static str, id: &str) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    /// NATS's matching: `*` one token, `>` the rest.
-    fn matches(pattern: &str, subject: &str) -> bool {
-        let mut p = pattern.split('.');
-        let mut s = subject.split('.');
-        loop {
-            match (p.next(), s.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(a), Some(b)) if a == b => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
-    }
+    use crate::permissions::tests::matches;
 
     #[test]
     fn event_wildcards_hear_every_event_and_no_voice() {
