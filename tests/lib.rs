@@ -17,6 +17,7 @@ pub mod support {
     pub mod measure;
     pub mod processes;
     pub mod speech;
+    pub mod turns;
     pub mod world;
 }
 

@@ -58,6 +58,9 @@ pub fn utterance(sid: &str, utterance_id: &str, pcm: &[i16]) -> wire::v1::Uttera
         speech_start_ms: now - (pcm.len() as i64 * 1000 / 16_000),
         speech_end_ms: now,
         device: "test".into(),
+        turn_end: "silence".into(),
+        turn_complete: -1.0,
+        ..Default::default()
     }
 }
 

@@ -120,12 +120,17 @@ pub fn speak(text: &str, voice: &str) -> Result<(Vec<i16>, u32), Error> {
 /// Speaks `text` with espeak-ng and returns it as Whisper hears it: 16 kHz
 /// mono 16-bit samples (resampled by ffmpeg), without added silence.
 pub fn speech_pcm16k(text: &str) -> Result<Vec<i16>, Error> {
+    speak_16k(text, "en-us", 150)
+}
+
+/// [`speech_pcm16k`] in `voice` at `words_per_minute`.
+pub fn speak_16k(text: &str, voice: &str, words_per_minute: u32) -> Result<Vec<i16>, Error> {
     let dir = tempfile::tempdir()?;
     let wav = dir.path().join("speech.wav");
     run(
         "espeak-ng",
         Command::new("espeak-ng")
-            .args(["-v", "en-us", "-s", "150", "-w"])
+            .args(["-v", voice, "-s", &words_per_minute.to_string(), "-w"])
             .arg(&wav)
             .arg(text),
     )?;
@@ -152,6 +157,15 @@ pub fn speech_pcm16k(text: &str) -> Result<Vec<i16>, Error> {
         .chunks_exact(2)
         .map(|b| i16::from_le_bytes([b[0], b[1]]))
         .collect())
+}
+
+/// Leading and trailing silence off 16 kHz speech (espeak-ng pads both),
+/// so pauses put between parts are the pauses heard.
+pub fn trim_silence(pcm: &[i16]) -> &[i16] {
+    let loud = |s: &i16| s.unsigned_abs() > 300;
+    let start = pcm.iter().position(loud).unwrap_or(pcm.len());
+    let end = pcm.iter().rposition(loud).map_or(start, |i| i + 1);
+    &pcm[start..end.max(start)]
 }
 
 /// Writes `samples` as a mono 16-bit WAV file.

@@ -8,6 +8,8 @@
 //! [`Gate`], closed while a clip plays and for a tail after it, keeps the
 //! TV's own voice from ever becoming an utterance.
 
+pub mod features;
+pub mod turn;
 pub mod vad;
 
 use std::sync::Mutex;
@@ -97,7 +99,10 @@ impl Ears<Detector> {
     /// Ears on earshot's VAD for session `session_id` of Pi `pi_id` (whose
     /// subjects it publishes on: `browser` for a browser session). `device`
     /// names the capture device in every utterance (`alsa:default`,
-    /// `browser`, …); `frames` publishes 20 ms level frames.
+    /// `browser`, …); `frames` publishes 20 ms level frames. In
+    /// [`vad::TurnMode::Model`], `turn_model` (the file or its folder) on
+    /// `onnxruntime` (its library) decides the end of turns; without them,
+    /// silence does.
     pub fn new(
         bus: Bus,
         pi_id: &str,
@@ -105,9 +110,17 @@ impl Ears<Detector> {
         device: &str,
         params: vad::Params,
         frames: bool,
+        (onnxruntime, turn_model): (&std::path::Path, &std::path::Path),
     ) -> Self {
         let detect: Detector = Box::new(detector());
-        Ears::with_detector(bus, pi_id, session_id, device, params, frames, detect)
+        let judge = (params.turn.mode == vad::TurnMode::Model)
+            .then(|| turn::judge(onnxruntime, turn_model))
+            .flatten();
+        let mut ears = Ears::with_detector(bus, pi_id, session_id, device, params, frames, detect);
+        if let Some(judge) = judge {
+            ears.vad = ears.vad.with_judge(judge);
+        }
+        ears
     }
 }
 
@@ -145,8 +158,10 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
     /// frames are published best effort; every finished utterance is put on
     /// the work queue in the background.
     pub async fn hear(&mut self, pcm: &[i16], open: bool) -> Heard {
+        let events = self.vad.push(pcm, open);
         if self.frames {
             self.frame_buf.extend_from_slice(pcm);
+            let speech = self.vad.speaking();
             while self.frame_buf.len() >= FRAME_20MS {
                 let frame: Vec<i16> = self.frame_buf.drain(..FRAME_20MS).collect();
                 self.seq += 1;
@@ -158,6 +173,7 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
                     sample_rate: vad::RATE,
                     level: vad::level(&frame),
                     pcm: Vec::new(),
+                    speech,
                 };
                 // Observers only: best effort, never in the way.
                 let _ = self
@@ -167,13 +183,15 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
             }
         }
         let mut heard = Heard::default();
-        for event in self.vad.push(pcm, open) {
+        for event in events {
             match event {
                 vad::Event::Utterance {
                     pcm,
                     speech_start,
                     speech_end,
                     cut,
+                    ended,
+                    judge_ms,
                 } => {
                     let now = now_ms();
                     let clock = self.vad.clock();
@@ -187,6 +205,19 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
                         speech_start_ms: now - ms_ago(speech_start),
                         speech_end_ms: now - ms_ago(speech_end),
                         device: self.device.clone(),
+                        turn_end: match ended {
+                            vad::Ending::Silence => "silence",
+                            vad::Ending::Judged { .. } => "model",
+                            vad::Ending::Bound { .. } => "bound",
+                            vad::Ending::Cut => "cut",
+                        }
+                        .into(),
+                        turn_complete: match ended {
+                            vad::Ending::Judged { p, .. } | vad::Ending::Bound { p: Some(p) } => p,
+                            _ => -1.0,
+                        },
+                        end_silence_ms: ms_ago(speech_end).try_into().unwrap_or(u32::MAX),
+                        turn_model_ms: judge_ms,
                     };
                     let ms = pcm.len() as u64 * 1000 / vad::RATE as u64;
                     tracing::info!(
@@ -195,6 +226,10 @@ impl<D: FnMut(&[i16]) -> f32> Ears<D> {
                         device = %self.device,
                         ms,
                         cut,
+                        turn_end = %u.turn_end,
+                        turn_complete = u.turn_complete,
+                        end_silence_ms = u.end_silence_ms,
+                        turn_model_ms = judge_ms,
                         "Heard an utterance."
                     );
                     heard.utterances.push(Sent {

@@ -1,8 +1,16 @@
 //! Voice activity detection and endpointing: 16 kHz mono samples in, cut
 //! utterances out. The detector (earshot in the service) scores 16 ms frames;
-//! the endpointer turns scores into utterances with pre-roll, an end-of-turn
-//! silence, a minimum speech length and a maximum utterance length, and
-//! drops everything heard while the gate is closed (the TV is talking).
+//! the endpointer turns scores into utterances with pre-roll, an end of
+//! turn, a minimum speech length and a maximum utterance length, and drops
+//! everything heard while the gate is closed (the TV is talking).
+//!
+//! The end of a turn is decided one of two ways ([`TurnMode`]): by silence
+//! alone (`end_silence_ms`), or by a judge — the turn model
+//! ([`crate::turn`]) — asked at every pause: after `pause_ms` of silence,
+//! and again every `recheck_ms` while it lasts, it says how likely the turn
+//! is complete; at `complete_threshold` or above the turn ends at once,
+//! below it the endpointer waits on, up to `max_silence_ms`. A judge that
+//! fails is taken as "don't know": the silence bound decides.
 
 use std::collections::VecDeque;
 
@@ -25,7 +33,74 @@ pub struct Params {
     pub pre_roll_ms: u32,
     /// Speech frames in a row that start an utterance (debounce).
     pub start_frames: u32,
+    /// How the end of a turn is decided.
+    pub turn: TurnParams,
 }
+
+/// How the end of a turn is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnMode {
+    /// `end_silence_ms` of silence ends the turn, whatever was said.
+    Silence,
+    /// The judge decides at each pause, within `max_silence_ms`.
+    Model,
+}
+
+impl std::str::FromStr for TurnMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "silence" => Ok(TurnMode::Silence),
+            "model" => Ok(TurnMode::Model),
+            other => Err(format!("must be `model` or `silence`, got {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TurnParams {
+    pub mode: TurnMode,
+    /// Silence after which the judge is first asked.
+    pub pause_ms: u32,
+    /// Asked again every this long while the silence lasts.
+    pub recheck_ms: u32,
+    /// A judged probability at or above this ends the turn.
+    pub complete_threshold: f32,
+    /// Silence this long ends the turn whatever the judge says.
+    pub max_silence_ms: u32,
+}
+
+impl Default for TurnParams {
+    fn default() -> Self {
+        TurnParams {
+            mode: TurnMode::Model,
+            pause_ms: 200,
+            recheck_ms: 200,
+            complete_threshold: 0.8,
+            max_silence_ms: 1500,
+        }
+    }
+}
+
+impl TurnParams {
+    /// What is wrong with these settings, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.complete_threshold) {
+            return Err("turn_complete_threshold must be within 0–1".into());
+        }
+        if self.pause_ms == 0 || self.recheck_ms == 0 {
+            return Err("turn_pause_ms and turn_recheck_ms must be above 0".into());
+        }
+        if self.max_silence_ms < self.pause_ms {
+            return Err("turn_max_silence_ms must be at least turn_pause_ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// Says how likely a turn is complete (0–1) from all of it heard so far
+/// (16 kHz, ending now); `None`: it cannot tell (the silence bound decides).
+pub type Judge = Box<dyn FnMut(&[i16]) -> Option<f32> + Send>;
 
 impl Default for Params {
     fn default() -> Self {
@@ -36,8 +111,23 @@ impl Default for Params {
             max_utterance_ms: 15_000,
             pre_roll_ms: 300,
             start_frames: 2,
+            turn: TurnParams::default(),
         }
     }
+}
+
+/// How an utterance's end was decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ending {
+    /// `end_silence_ms` of silence (silence mode, or no judge).
+    Silence,
+    /// The judge said complete with this probability, after this much silence.
+    Judged { p: f32, silence_ms: u32 },
+    /// The judge never said complete; `max_silence_ms` ended it (the last
+    /// probability, if any).
+    Bound { p: Option<f32> },
+    /// Cut at the maximum length.
+    Cut,
 }
 
 /// What the endpointer found.
@@ -51,6 +141,10 @@ pub enum Event {
         speech_end: u64,
         /// Cut at the maximum length; more of the same speech follows.
         cut: bool,
+        /// How the end was decided.
+        ended: Ending,
+        /// The judge's time for its last decision (0: not asked).
+        judge_ms: u32,
     },
     /// Speech heard while the gate was closed (for barge-in).
     SpeechWhileGated { ms: u32 },
@@ -58,6 +152,7 @@ pub enum Event {
 
 pub struct Endpointer<D: FnMut(&[i16]) -> f32> {
     detect: D,
+    judge: Option<Judge>,
     p: Params,
     pending: Vec<i16>,
     /// Samples consumed so far (the stream clock).
@@ -73,12 +168,19 @@ struct Speech {
     start: u64,
     voiced_frames: u32,
     silent_frames: u32,
+    /// The judge's last word in this pause, and when (in silent frames) it
+    /// is next asked.
+    judged: Option<f32>,
+    next_check: u32,
+    /// How long the judge took last.
+    judge_ms: u32,
 }
 
 impl<D: FnMut(&[i16]) -> f32> Endpointer<D> {
     pub fn new(detect: D, p: Params) -> Self {
         Endpointer {
             detect,
+            judge: None,
             p,
             pending: Vec::new(),
             clock: 0,
@@ -87,6 +189,23 @@ impl<D: FnMut(&[i16]) -> f32> Endpointer<D> {
             run: 0,
             gated_speech_frames: 0,
         }
+    }
+
+    /// Lets `judge` decide the end of turns (in [`TurnMode::Model`]).
+    pub fn with_judge(mut self, judge: Judge) -> Self {
+        self.judge = Some(judge);
+        self
+    }
+
+    /// Whether a judge decides the end of turns.
+    pub fn judged(&self) -> bool {
+        self.judge.is_some() && self.p.turn.mode == TurnMode::Model
+    }
+
+    /// Whether an utterance is open and its last frame was speech (the
+    /// visitor is speaking now).
+    pub fn speaking(&self) -> bool {
+        self.speech.as_ref().is_some_and(|s| s.silent_frames == 0)
     }
 
     /// The stream clock in samples.
@@ -146,6 +265,9 @@ impl<D: FnMut(&[i16]) -> f32> Endpointer<D> {
                         start,
                         voiced_frames: self.run,
                         silent_frames: 0,
+                        judged: None,
+                        next_check: 0,
+                        judge_ms: 0,
                     });
                     self.run = 0;
                 }
@@ -156,13 +278,40 @@ impl<D: FnMut(&[i16]) -> f32> Endpointer<D> {
                 if voiced {
                     s.voiced_frames += 1;
                     s.silent_frames = 0;
+                    s.judged = None;
                 } else {
                     s.silent_frames += 1;
                 }
                 let len_ms = s.pcm.len() as u64 * 1000 / RATE as u64;
-                if s.silent_frames * FRAME_MS >= self.p.end_silence_ms {
+                let silence_ms = s.silent_frames * FRAME_MS;
+                let t = &self.p.turn;
+                let judge = self.judge.as_mut().filter(|_| t.mode == TurnMode::Model);
+                let ended = match judge {
+                    None => (silence_ms >= self.p.end_silence_ms).then_some(Ending::Silence),
+                    Some(judge) => {
+                        let (pause, recheck) = (frames(t.pause_ms), frames(t.recheck_ms));
+                        if s.silent_frames == pause {
+                            s.next_check = pause;
+                        }
+                        let mut ended = None;
+                        if s.silent_frames >= pause && s.silent_frames == s.next_check {
+                            s.next_check += recheck;
+                            let asked = std::time::Instant::now();
+                            s.judged = judge(&s.pcm);
+                            s.judge_ms = asked.elapsed().as_millis().try_into().unwrap_or(u32::MAX);
+                            if let Some(p) = s.judged.filter(|&p| p >= t.complete_threshold) {
+                                ended = Some(Ending::Judged { p, silence_ms });
+                            }
+                        }
+                        if ended.is_none() && silence_ms >= t.max_silence_ms {
+                            ended = Some(Ending::Bound { p: s.judged });
+                        }
+                        ended
+                    }
+                };
+                if let Some(ended) = ended {
                     let s = self.speech.take()?;
-                    return self.finish(s, false);
+                    return self.finish(s, ended);
                 }
                 if len_ms >= self.p.max_utterance_ms as u64 {
                     let s = self.speech.take()?;
@@ -172,15 +321,18 @@ impl<D: FnMut(&[i16]) -> f32> Endpointer<D> {
                         start: self.clock,
                         voiced_frames: 0,
                         silent_frames: 0,
+                        judged: None,
+                        next_check: 0,
+                        judge_ms: 0,
                     });
-                    return self.finish(s, true);
+                    return self.finish(s, Ending::Cut);
                 }
                 None
             }
         }
     }
 
-    fn finish(&mut self, s: Speech, cut: bool) -> Option<Event> {
+    fn finish(&mut self, s: Speech, ended: Ending) -> Option<Event> {
         if s.voiced_frames * FRAME_MS < self.p.min_speech_ms {
             return None;
         }
@@ -189,9 +341,16 @@ impl<D: FnMut(&[i16]) -> f32> Endpointer<D> {
             pcm: s.pcm,
             speech_start: s.start,
             speech_end: end,
-            cut,
+            cut: ended == Ending::Cut,
+            ended,
+            judge_ms: s.judge_ms,
         })
     }
+}
+
+/// Detector frames in `ms` (at least one).
+fn frames(ms: u32) -> u32 {
+    ms.div_ceil(FRAME_MS).max(1)
 }
 
 /// Loudness of a frame, 0 (silence) to 1 (full scale), on a dB scale from
@@ -238,6 +397,7 @@ mod tests {
                     speech_start,
                     speech_end,
                     cut,
+                    ..
                 } => Some((pcm.len(), *speech_start, *speech_end, *cut)),
                 _ => None,
             })

@@ -76,6 +76,10 @@ pub struct Config {
     /// A browser's ears stay closed this long after a clip ends (as
     /// pi-client's `echo_tail_ms`).
     pub echo_tail_ms: u32,
+    /// How the end of a browser visitor's turn is decided (as pi-client's:
+    /// `turn_mode`, `turn_model` = `CINEMA_TURN_MODEL`, …).
+    #[serde(flatten)]
+    pub turn: voice::turn::TurnConfig,
     /// Live streams (`/api/events`, `/api/audio`) open at once; one more is
     /// a 503 with `Retry-After`.
     pub max_sse_clients: usize,
@@ -96,6 +100,7 @@ impl Default for Config {
             body_limit: 64 * 1024,
             pi_stale_s: 30,
             echo_tail_ms: 500,
+            turn: voice::turn::TurnConfig::default(),
             max_sse_clients: 1000,
             max_talk_sockets: 32,
         }
@@ -109,11 +114,14 @@ impl plumbing::Settings for Config {
         ("PORT", "port"),
         ("CINEMA_API_TOKEN", "api_token"),
         ("CINEMA_API_READ_TOKEN", "api_read_token"),
+        ("CINEMA_TURN_MODEL", "turn_model"),
+        ("CINEMA_ONNXRUNTIME", "onnxruntime"),
     ];
     fn nats_url(&self) -> &str {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
+        self.turn.params()?;
         if self.max_sse_clients == 0 || self.max_talk_sockets == 0 {
             return Err("max_sse_clients and max_talk_sockets must be at least 1".into());
         }

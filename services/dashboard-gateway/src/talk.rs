@@ -341,8 +341,13 @@ impl Talk {
                 subjects::BROWSER,
                 &sid,
                 DEVICE,
-                voice::vad::Params::default(),
+                voice::vad::Params {
+                    // Checked when the configuration was read.
+                    turn: st.config.turn.params().unwrap_or_default(),
+                    ..voice::vad::Params::default()
+                },
                 true,
+                (&st.config.turn.runtime(), &st.config.turn.model()),
             ),
             st: st.clone(),
             sid,

@@ -98,6 +98,19 @@ pub struct Config {
     /// NATS timing out) before it is given up with the reason in the
     /// session's record.
     pub retry_for_s: u64,
+    /// A line that stops mid-phrase ("Tell me about", "Um.") waits this long
+    /// for the visitor's next line, and the two are answered as one; 0
+    /// answers such a line as it comes.
+    pub join_within_ms: u64,
+    /// A statement ("Hello television.") waits this long for a question
+    /// after it; 0 answers statements as they come. Questions never wait.
+    pub statement_wait_ms: u64,
+    /// While a line waits, the visitor speaking again (the Pi's ears say so
+    /// on the audio subject) keeps it waiting until this long after they
+    /// stop, for the line that speech becomes.
+    pub after_speech_ms: u64,
+    /// No line waits longer than this in all.
+    pub max_hold_ms: u64,
 }
 
 impl Default for Config {
@@ -123,6 +136,10 @@ impl Default for Config {
             prompt_file: None,
             order_wait_ms: 60_000,
             retry_for_s: 120,
+            join_within_ms: 2_500,
+            statement_wait_ms: 1_000,
+            after_speech_ms: 2_500,
+            max_hold_ms: 12_000,
         }
     }
 }
@@ -140,6 +157,13 @@ impl plumbing::Settings for Config {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
+        if [self.join_within_ms, self.statement_wait_ms, self.after_speech_ms]
+            .iter()
+            .any(|&ms| ms > self.max_hold_ms)
+            || self.max_hold_ms > 20_000
+        {
+            return Err("join_within_ms, statement_wait_ms and after_speech_ms must be at most max_hold_ms, and max_hold_ms at most 20000 (the events' ack wait is 30 s)".into());
+        }
         if self.options == 0 || self.variety == 0 || self.timeout_ms == 0 {
             return Err("options, variety and timeout_ms must be above 0".into());
         }

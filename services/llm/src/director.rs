@@ -72,7 +72,7 @@ impl Director {
             },
             Some((_, _, SessionEvent::Transcript)) => {
                 match bus::decode_message::<Transcript>(msg) {
-                    Ok(t) => self.turn(sid, t, job.queued_ms).await,
+                    Ok(t) => self.turn(sid, t, job.queued_ms, &[]).await,
                     Err(e) => {
                         tracing::warn!(subject = %msg.subject, error = %e, "Dropped a malformed transcript.")
                     }
@@ -390,13 +390,75 @@ impl Director {
         })
     }
 
-    async fn turn(&self, sid: &str, t: Transcript, queue_ms: u32) {
+    /// A transcript event's line, when it is one to answer (final, not empty).
+    pub(crate) fn line_of(&self, job: &Job) -> Option<Transcript> {
+        match subjects::parse_session(&job.msg.subject) {
+            Some((_, SessionEvent::Transcript)) => bus::decode_message::<Transcript>(&job.msg)
+                .ok()
+                .filter(|t| t.is_final && !t.text.trim().is_empty()),
+            _ => None,
+        }
+    }
+
+    /// How long a line is held for what may follow it (zero: not held).
+    pub(crate) fn hold_for(&self, text: &str) -> Duration {
+        Duration::from_millis(match crate::phrase::hold(text) {
+            crate::phrase::Hold::Open => self.config.join_within_ms,
+            crate::phrase::Hold::Statement => self.config.statement_wait_ms,
+            crate::phrase::Hold::Whole => 0,
+        })
+    }
+
+    /// The event's line when it is held for what may follow it.
+    pub(crate) fn open_line(&self, job: &Job) -> Option<Transcript> {
+        self.line_of(job)
+            .filter(|t| !self.hold_for(&t.text).is_zero())
+    }
+
+    /// The visitor's speech on session `sid`'s Pi, while a line is held:
+    /// the Pi's 20 ms audio frames (`None` when the Pi is unknown).
+    pub(crate) async fn speech_of(&self, sid: &str) -> Option<bus::async_nats::Subscriber> {
+        let pi = self.pi_of(sid).await.ok()?;
+        self.bus
+            .client()
+            .subscribe(subjects::audio(&pi, sid))
+            .await
+            .ok()
+    }
+
+    /// Answers `line`, the lines of `jobs` joined, once; the events are kept
+    /// from being redelivered meanwhile.
+    pub(crate) async fn turn_joined(&self, sid: &str, line: Transcript, jobs: &[Job]) {
+        let earlier: Vec<String> = jobs
+            .iter()
+            .filter_map(|j| self.line_of(j))
+            .map(|t| t.utterance_id)
+            .filter(|id| *id != line.utterance_id)
+            .collect();
+        let queued_ms = jobs.first().map_or(0, |j| j.queued_ms);
+        let work = self.turn(sid, line, queued_ms, &earlier);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = &mut work => return,
+                _ = tick.tick() => {
+                    for j in jobs {
+                        let _ = j.msg.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn turn(&self, sid: &str, t: Transcript, queue_ms: u32, earlier: &[String]) {
         if !t.is_final || t.text.trim().is_empty() {
             return;
         }
         let tried = self
             .patiently(sid, "turn", |attempt| {
-                self.try_turn(sid, &t, queue_ms, attempt)
+                self.try_turn(sid, &t, queue_ms, attempt, earlier)
             })
             .await;
         if let Err(why) = tried {
@@ -417,6 +479,7 @@ impl Director {
         t: &Transcript,
         queue_ms: u32,
         attempt: u32,
+        earlier: &[String],
     ) -> Result<(), bus::Error> {
         let started = Instant::now();
         let (st, _) = self.load(sid).await?;
@@ -474,8 +537,14 @@ impl Director {
                 }),
             )
             .await;
-            self.save(sid, |s| s.handled_transcripts.push(t.utterance_id.clone()))
-                .await?;
+            self.save(sid, |s| {
+                for id in earlier.iter().chain([&t.utterance_id]) {
+                    if !s.handled_transcripts.contains(id) {
+                        s.handled_transcripts.push(id.clone());
+                    }
+                }
+            })
+            .await?;
             return Ok(());
         };
         self.event(sid, turn, Kind::Reasoning(Reasoning { text: reasoning }))
@@ -523,6 +592,11 @@ impl Director {
                 s.turn = turn;
                 s.played_clip_ids.push(clip.id.clone());
                 s.handled_transcripts.push(utterance.clone());
+                for id in earlier {
+                    if !s.handled_transcripts.contains(id) {
+                        s.handled_transcripts.push(id.clone());
+                    }
+                }
                 s.history.push(exchange.clone());
                 let over = s.history.len().saturating_sub(HISTORY_KEPT);
                 s.history.drain(..over);

@@ -19,6 +19,7 @@ mod config;
 mod director;
 pub mod openai;
 mod order;
+pub mod phrase;
 mod retrieval;
 mod sessions;
 

@@ -91,6 +91,25 @@ pub(crate) async fn session_task(
                 }
             }
         }
+        if !ended && let Some(open) = director.open_line(&job) {
+            // The line stops mid-phrase: the visitor's next line, if it
+            // comes soon, belongs to the same turn.
+            let (line, jobs) = gather(&director, open, job, &mut rx, &mut held).await;
+            director.turn_joined(&sid, line, &jobs).await;
+            let last = jobs.iter().map(seq_of).max().unwrap_or(seq);
+            if let Err(e) = director
+                .save(&sid, |s| s.last_seq = s.last_seq.max(last))
+                .await
+            {
+                tracing::warn!(session = %sid, error = %e, "Cannot record the events as handled.");
+            }
+            for j in &jobs {
+                if let Err(e) = j.msg.ack().await {
+                    tracing::warn!(error = %e, "Cannot ack an event.");
+                }
+            }
+            continue;
+        }
         director.handle_alive(&sid, &job).await;
         if !ended
             && let Err(e) = director
@@ -118,6 +137,74 @@ pub(crate) async fn session_task(
             break;
         }
     }
+}
+
+/// A held line (one that stops mid-phrase, or a statement) and the lines
+/// that follow it while it is held, joined while the result is still held:
+/// one turn, and the events that made it (the first first). A line is held
+/// for [`Director::hold_for`] after it came, and while the visitor is
+/// heard speaking (the Pi's audio frames) until `after_speech_ms` after
+/// they stop, never beyond `max_hold_ms` in all. Any other event ends the
+/// gathering and waits in `held`.
+async fn gather(
+    director: &Director,
+    mut line: wire::v1::Transcript,
+    first: Job,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    held: &mut BTreeMap<u64, Job>,
+) -> (wire::v1::Transcript, Vec<Job>) {
+    use futures::StreamExt;
+    let started = tokio::time::Instant::now();
+    let cap = started + Duration::from_millis(director.config.max_hold_ms);
+    let after_speech = Duration::from_millis(director.config.after_speech_ms);
+    let mut speech = director.speech_of(&line.session_id).await;
+    let mut jobs = vec![first];
+    loop {
+        let hold = director.hold_for(&line.text);
+        if hold.is_zero() {
+            break;
+        }
+        let mut deadline = (tokio::time::Instant::now() + hold).min(cap);
+        let next = loop {
+            if let Some(entry) = held.first_entry() {
+                break Some(entry.remove());
+            }
+            let frame = async {
+                match speech.as_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => { held.insert(seq_of(&job), job); }
+                    None => break None,
+                },
+                Some(m) = frame => {
+                    if bus::decode_message::<wire::v1::AudioFrame>(&m).is_ok_and(|f| f.speech) {
+                        deadline = deadline.max(tokio::time::Instant::now() + after_speech).min(cap);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => break None,
+            }
+        };
+        let Some(next) = next else { break };
+        match director.line_of(&next) {
+            Some(more) => {
+                tracing::info!(session = %line.session_id, first = %line.text, then = %more.text, "Joined a held line to the next.");
+                line.text = crate::phrase::join(&line.text, &more.text);
+                line.utterance_id = more.utterance_id;
+                line.speech_end_ms = more.speech_end_ms;
+                line.at_ms = more.at_ms;
+                jobs.push(next);
+            }
+            None => {
+                held.insert(seq_of(&next), next);
+                break;
+            }
+        }
+    }
+    (line, jobs)
 }
 
 /// What an event waiting for its turn does next.

@@ -46,8 +46,14 @@ pub struct Config {
     /// What the Pi hears (`CINEMA_PI_AUDIO_INPUT`): `none`, `wav:PATH`,
     /// `wav-loop:PATH`, `stdin` (s16le 16 kHz mono) or `alsa:DEVICE`.
     pub audio_input: String,
-    /// Silence that ends the visitor's turn.
+    /// Silence that ends the visitor's turn (`turn_mode = "silence"`, or
+    /// no turn model).
     pub end_silence_ms: u32,
+    /// How the end of the visitor's turn is decided (`turn_mode`,
+    /// `turn_model` = `CINEMA_TURN_MODEL`, `turn_pause_ms`,
+    /// `turn_recheck_ms`, `turn_complete_threshold`, `turn_max_silence_ms`).
+    #[serde(flatten)]
+    pub turn: voice::turn::TurnConfig,
     /// Shorter speech is dropped.
     pub min_speech_ms: u32,
     /// Longer speech is cut and sent in parts.
@@ -89,6 +95,7 @@ impl Default for Config {
             end_grace_ms: 5_000,
             audio_input: "none".into(),
             end_silence_ms: 250,
+            turn: voice::turn::TurnConfig::default(),
             min_speech_ms: 250,
             max_utterance_ms: 15_000,
             pre_roll_ms: 300,
@@ -113,6 +120,8 @@ impl plumbing::Settings for Config {
         ("CINEMA_PI_ID", "pi_id"),
         ("CINEMA_PI_AUDIO_INPUT", "audio_input"),
         ("CINEMA_PI_LOCAL_LIBRARY", "local_library"),
+        ("CINEMA_TURN_MODEL", "turn_model"),
+        ("CINEMA_ONNXRUNTIME", "onnxruntime"),
     ];
     fn nats_url(&self) -> &str {
         &self.nats_url
@@ -135,6 +144,7 @@ impl plumbing::Settings for Config {
         if !(0.0..=1.0).contains(&self.vad_threshold) || self.end_silence_ms == 0 {
             return Err("vad_threshold must be within 0–1 and end_silence_ms above 0".into());
         }
+        self.turn.params()?;
         Ok(())
     }
 }
@@ -434,8 +444,12 @@ impl Ears {
                 min_speech_ms: config.min_speech_ms,
                 max_utterance_ms: config.max_utterance_ms,
                 pre_roll_ms: config.pre_roll_ms,
+                // Checked when the configuration was read.
+                turn: config.turn.params().unwrap_or_default(),
                 ..Default::default()
             },
+            turn_model: config.turn.model(),
+            onnxruntime: config.turn.runtime(),
             frames: config.audio_frames,
             simulate_echo: config.simulate_echo,
         };

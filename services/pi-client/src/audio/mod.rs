@@ -45,6 +45,10 @@ pub struct Settings {
     pub pi_id: String,
     pub input: Input,
     pub vad: vad::Params,
+    /// The turn model (file or folder) for `vad.turn`'s model mode, and
+    /// onnxruntime's library that runs it.
+    pub turn_model: std::path::PathBuf,
+    pub onnxruntime: std::path::PathBuf,
     /// Publish 20 ms level frames on the session's audio subject.
     pub frames: bool,
     /// The mic hears the clips the TV plays (simulation of acoustic echo).
@@ -76,6 +80,7 @@ pub async fn run(
         &device,
         settings.vad.clone(),
         settings.frames,
+        (&settings.onnxruntime, &settings.turn_model),
     );
     let mut sim = match &settings.input {
         Input::None | Input::Wav(_) | Input::WavLoop(_) => {
