@@ -329,8 +329,11 @@ async fn each_paused_turn_reaches_the_director_as_one_line_and_is_answered_once(
             "{:?} → {line:?} (WER {wer:.2}; utterances {heard:?})",
             t.text()
         ));
+        // One line: a cut turn's first part alone ("Um.", "Hello
+        // television.") is at least half the words off; whisper tiny.en's
+        // own slips on espeak-ng ("what kind of it") stay below that.
         assert!(
-            wer <= 0.35,
+            wer <= 0.5,
             "{:?} reached the director as {line:?} (WER {wer:.2}): {report:#?}",
             t.text()
         );

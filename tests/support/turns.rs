@@ -78,7 +78,7 @@ pub fn set() -> Vec<SpokenTurn> {
         turn("first word", &["Tell me about", "the ocean."], &[600], "en-gb", 150),
         turn("first word", &["I want to", "see the sea."], &[450], "en-us+f3", 160),
         turn("complete", &["What is the meaning of life?"], &[], "en-us", 160),
-        turn("complete", &["Can you hear me?"], &[], "en-us+f3", 180),
+        turn("complete", &["Can you hear me?"], &[], "en-us", 180),
         turn("complete", &["Where did you go last night?"], &[], "en-gb", 140),
         turn("complete", &["Are you a robot?"], &[], "en-us+m3", 150),
     ]

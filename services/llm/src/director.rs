@@ -17,7 +17,7 @@ use wire::v1::conversation_event::Kind;
 use wire::v1::{
     ClientJoined, Clip, ClipPlayed, ConversationEvent, ConversationState, DirectorError, Exchange,
     OptionsConsidered, PlayCommand, Reasoning, SearchDone, SearchMode, SessionRef, SessionReply,
-    Transcript, TurnLatency, UserLine,
+    Transcript, TranscriptSource, TurnLatency, UserLine,
 };
 
 use crate::retrieval::{decide, pick, search};
@@ -391,6 +391,7 @@ impl Director {
     }
 
     /// A transcript event's line, when it is one to answer (final, not empty).
+    /// Held lines are joined only to spoken ones.
     pub(crate) fn line_of(&self, job: &Job) -> Option<Transcript> {
         match subjects::parse_session(&job.msg.subject) {
             Some((_, SessionEvent::Transcript)) => bus::decode_message::<Transcript>(&job.msg)
@@ -409,10 +410,12 @@ impl Director {
         })
     }
 
-    /// The event's line when it is held for what may follow it.
+    /// The event's line when it is held for what may follow it: spoken
+    /// lines only (a typed line is sent whole).
     pub(crate) fn open_line(&self, job: &Job) -> Option<Transcript> {
-        self.line_of(job)
-            .filter(|t| !self.hold_for(&t.text).is_zero())
+        self.line_of(job).filter(|t| {
+            t.source() == TranscriptSource::Speech && !self.hold_for(&t.text).is_zero()
+        })
     }
 
     /// The visitor's speech on session `sid`'s Pi, while a line is held:

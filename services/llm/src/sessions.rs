@@ -189,7 +189,10 @@ async fn gather(
             }
         };
         let Some(next) = next else { break };
-        match director.line_of(&next) {
+        match director
+            .line_of(&next)
+            .filter(|t| t.source() == wire::v1::TranscriptSource::Speech)
+        {
             Some(more) => {
                 tracing::info!(session = %line.session_id, first = %line.text, then = %more.text, "Joined a held line to the next.");
                 line.text = crate::phrase::join(&line.text, &more.text);
