@@ -158,6 +158,15 @@ async fn talk_from_headless_chromium() {
         mine.iter()
             .all(|u| u.device == "browser" && u.sample_rate == 16_000)
     );
+    // The same turn-taking as a Pi's: the turn model decided the end.
+    assert!(
+        mine.iter()
+            .any(|u| u.turn_end == "model" || u.turn_end == "bound"),
+        "{:?}",
+        mine.iter()
+            .map(|u| (&u.turn_end, u.turn_complete))
+            .collect::<Vec<_>>()
+    );
     let spoken: Vec<&Transcript> = seen
         .transcripts
         .iter()

@@ -44,7 +44,11 @@ fn reference_python() -> PathBuf {
     let py = std::env::var_os("CINEMA_TURN_PYTHON").map(PathBuf::from).expect(
         "CINEMA_TURN_PYTHON is not set: run the tests with scripts/test (it makes a Python with onnxruntime and numpy)",
     );
-    assert!(py.is_file(), "{} is missing: run scripts/test", py.display());
+    assert!(
+        py.is_file(),
+        "{} is missing: run scripts/test",
+        py.display()
+    );
     py
 }
 
@@ -56,7 +60,10 @@ fn the_turn_model_decides_as_pipecats_python_does() {
     let mut wavs = Vec::new();
     for (i, t) in turns::set().iter().enumerate() {
         // Whole turns, and the first part alone (as heard at the pause).
-        for (j, parts) in [t.parts.clone(), t.parts[..1].to_vec()].into_iter().enumerate() {
+        for (j, parts) in [t.parts.clone(), t.parts[..1].to_vec()]
+            .into_iter()
+            .enumerate()
+        {
             if j == 1 && t.complete() {
                 continue;
             }
@@ -70,7 +77,10 @@ fn the_turn_model_decides_as_pipecats_python_does() {
     }
     let features = dir.path().join("features.f32");
     let out = std::process::Command::new(reference_python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/turn-reference.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/turn-reference.py"
+        ))
         .arg(voice::turn::model_path(&c.model()).parent().unwrap())
         .arg(&features)
         .args(&wavs)
@@ -138,7 +148,11 @@ fn turn_settings_are_checked_and_a_missing_model_falls_back_to_silence() {
         turn_complete_threshold: 1.5,
         ..TurnConfig::default()
     };
-    assert!(bad.params().unwrap_err().contains("turn_complete_threshold"));
+    assert!(
+        bad.params()
+            .unwrap_err()
+            .contains("turn_complete_threshold")
+    );
     let bad = TurnConfig {
         turn_max_silence_ms: 100,
         ..TurnConfig::default()
@@ -162,7 +176,11 @@ fn turn_settings_are_checked_and_a_missing_model_falls_back_to_silence() {
 
 /// What the endpointer makes of one turn: the utterances (their ending and
 /// the silence waited) on the real VAD and the real turn model.
-fn endpoint(turn: &SpokenTurn, judge: Option<vad::Judge>, p: &vad::Params) -> Vec<(vad::Ending, u64)> {
+fn endpoint(
+    turn: &SpokenTurn,
+    judge: Option<vad::Judge>,
+    p: &vad::Params,
+) -> Vec<(vad::Ending, u64)> {
     let (pcm, end) = turn.pcm(300, 2500);
     let mut ep = vad::Endpointer::new(voice::detector(), p.clone());
     if let Some(j) = judge {
@@ -204,7 +222,10 @@ fn the_ears_wait_out_a_pause_and_not_a_finished_question() {
     for t in turns::set() {
         let judged = endpoint(&t, voice::turn::judge(&c.runtime(), &c.model()), &params);
         let silent = endpoint(&t, None, &silence_only);
-        report.push(format!("{:?}: model {judged:?}; silence {silent:?}", t.text()));
+        report.push(format!(
+            "{:?}: model {judged:?}; silence {silent:?}",
+            t.text()
+        ));
         if t.complete() {
             assert_eq!(judged.len(), 1, "{:?}: {judged:?}", t.text());
             let (ended, waited) = judged[0];
@@ -286,11 +307,12 @@ async fn each_paused_turn_reaches_the_director_as_one_line_and_is_answered_once(
         // The director's line for this turn, then its one answer, on screen
         // and over; whatever else the session said meanwhile is counted.
         let line = loop {
-            let e: ConversationEvent =
-                next(&mut conversation, "the visitor's line", |e: &ConversationEvent| {
-                    e.session_id == sid
-                })
-                .await;
+            let e: ConversationEvent = next(
+                &mut conversation,
+                "the visitor's line",
+                |e: &ConversationEvent| e.session_id == sid,
+            )
+            .await;
             if let Some(Kind::UserLine(l)) = e.kind {
                 break l.text;
             }
@@ -304,8 +326,7 @@ async fn each_paused_turn_reaches_the_director_as_one_line_and_is_answered_once(
                 && matches!(e.state(), PlaybackState::Finished | PlaybackState::Failed)
         })
         .await;
-        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(1), plays.next()).await
-        {
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(1), plays.next()).await {
             if let Ok(p) = bus::decode_message::<PlayCommand>(&m) {
                 assert!(
                     p.session_id != sid || p.greeting,
@@ -346,5 +367,79 @@ async fn each_paused_turn_reaches_the_director_as_one_line_and_is_answered_once(
         }
     }
     println!("{}", report.join("\n"));
+    w.stop().await;
+}
+
+/// A visitor who says nothing after a clip is invited back once, and when
+/// they still say nothing the TV says goodbye with a clip and the session
+/// ends with that reason; the invite, the goodbye and the end are in the
+/// session's record (what the dashboard shows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_visitor_is_invited_back_and_a_gone_one_let_go() {
+    use wire::v1::SessionEnded;
+    let w = World::start_with(&[
+        ("CINEMA_ROOM_MANAGER_SWEEP_INTERVAL_S", "1"),
+        ("CINEMA_ROOM_MANAGER_INVITE_AFTER_S", "2"),
+        ("CINEMA_ROOM_MANAGER_GOODBYE_AFTER_S", "3"),
+    ])
+    .await;
+    let mut plays = w.subscribe(SessionEvent::Play).await;
+    let mut playback = w.subscribe(SessionEvent::Playback).await;
+    let mut ended = w.subscribe(SessionEvent::Ended).await;
+    let sid = w.connect().await["identifier"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let greeting: PlayCommand = next(&mut plays, "the greeting", |p: &PlayCommand| {
+        p.session_id == sid && p.greeting
+    })
+    .await;
+    let over = |id: String| {
+        move |e: &PlaybackEvent| e.command_id == id && e.state() == PlaybackState::Finished
+    };
+    let greeted: PlaybackEvent = next(
+        &mut playback,
+        "the greeting over",
+        over(greeting.command_id),
+    )
+    .await;
+
+    // Nobody speaks: one invite, a while after the greeting ended.
+    let invite: PlayCommand = next(&mut plays, "the invite", |p: &PlayCommand| {
+        p.session_id == sid && !p.greeting
+    })
+    .await;
+    assert!(invite.command_id.starts_with("invite-"), "{invite:?}");
+    assert!(
+        invite.at_ms >= greeted.at_ms + 2000,
+        "invited {} ms after the greeting ended",
+        invite.at_ms - greeted.at_ms
+    );
+    let invited: PlaybackEvent = next(
+        &mut playback,
+        "the invite over",
+        over(invite.command_id.clone()),
+    )
+    .await;
+
+    // Still nobody: the goodbye (not a second invite), then the end.
+    let goodbye: PlayCommand = next(&mut plays, "the goodbye", |p: &PlayCommand| {
+        p.session_id == sid && !p.greeting
+    })
+    .await;
+    assert!(goodbye.command_id.starts_with("goodbye-"), "{goodbye:?}");
+    assert!(goodbye.at_ms >= invited.at_ms + 3000);
+    let end: SessionEnded = next(&mut ended, "the session's end", |e: &SessionEnded| {
+        e.session_id == sid
+    })
+    .await;
+    assert!(end.reason.contains("said goodbye"), "{end:?}");
+    let record = w
+        .status_until(&sid, "the invite and goodbye in the record", |s| {
+            let s = s.to_string();
+            s.contains("inviting them back") && s.contains("saying goodbye")
+        })
+        .await;
+    assert!(record.to_string().contains(&invite.clip_id), "{record}");
     w.stop().await;
 }

@@ -1,4 +1,4 @@
-//! Every message type of `proto/` (57 of them: whatever a service
+//! Every message type of `proto/` (59 of them: whatever a service
 //! or a Pi may take from the bus), decoded from any bytes: an error or a
 //! message, never a panic. The first byte picks the type.
 #![no_main]
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((kind, payload)) = data.split_first() else {
         return;
     };
-    match kind % 57 {
+    match kind % 59 {
         0 => decode::<v1::Clip>(payload),
         1 => decode::<v1::SearchRequest>(payload),
         2 => decode::<v1::SearchHit>(payload),
@@ -71,6 +71,8 @@ fuzz_target!(|data: &[u8]| {
         53 => decode::<v1::StatusRecord>(payload),
         54 => decode::<v1::StatusRequest>(payload),
         55 => decode::<v1::PurgeRequest>(payload),
-        _ => decode::<v1::PurgeReply>(payload),
+        56 => decode::<v1::PurgeReply>(payload),
+        57 => decode::<v1::NudgeRequest>(payload),
+        _ => decode::<v1::NudgeReply>(payload),
     }
 });

@@ -56,7 +56,13 @@ impl SpokenTurn {
     }
 }
 
-fn turn(kind: &'static str, parts: &[&str], pauses_ms: &[u32], voice: &'static str, speed: u32) -> SpokenTurn {
+fn turn(
+    kind: &'static str,
+    parts: &[&str],
+    pauses_ms: &[u32],
+    voice: &'static str,
+    speed: u32,
+) -> SpokenTurn {
     SpokenTurn {
         kind,
         parts: parts.iter().map(|p| p.to_string()).collect(),
@@ -70,16 +76,61 @@ fn turn(kind: &'static str, parts: &[&str], pauses_ms: &[u32], voice: &'static s
 /// and three speeds, and single complete questions.
 pub fn set() -> Vec<SpokenTurn> {
     vec![
-        turn("two sentences", &["Hello television.", "Please tell me a story about the ocean."], &[490], "en-us", 160),
-        turn("two sentences", &["I saw a film last week.", "Do you know which one?"], &[700], "en-gb", 140),
-        turn("two sentences", &["It is cold tonight.", "Where can I find a warm coat?"], &[900], "en-us+f3", 175),
+        turn(
+            "two sentences",
+            &[
+                "Hello television.",
+                "Please tell me a story about the ocean.",
+            ],
+            &[490],
+            "en-us",
+            160,
+        ),
+        turn(
+            "two sentences",
+            &["I saw a film last week.", "Do you know which one?"],
+            &[700],
+            "en-gb",
+            140,
+        ),
+        turn(
+            "two sentences",
+            &["It is cold tonight.", "Where can I find a warm coat?"],
+            &[900],
+            "en-us+f3",
+            175,
+        ),
         turn("filler", &["Um.", "What time is it?"], &[600], "en-us", 150),
         turn("filler", &["So.", "Who are you?"], &[500], "en-us+m3", 150),
-        turn("first word", &["Tell me about", "the ocean."], &[600], "en-gb", 150),
-        turn("first word", &["I want to", "see the sea."], &[450], "en-us+f3", 160),
-        turn("complete", &["What is the meaning of life?"], &[], "en-us", 160),
+        turn(
+            "first word",
+            &["Tell me about", "the ocean."],
+            &[600],
+            "en-gb",
+            150,
+        ),
+        turn(
+            "first word",
+            &["I want to", "see the sea."],
+            &[450],
+            "en-us+f3",
+            160,
+        ),
+        turn(
+            "complete",
+            &["What is the meaning of life?"],
+            &[],
+            "en-us",
+            160,
+        ),
         turn("complete", &["Can you hear me?"], &[], "en-us", 180),
-        turn("complete", &["Where did you go last night?"], &[], "en-gb", 140),
+        turn(
+            "complete",
+            &["Where did you go last night?"],
+            &[],
+            "en-gb",
+            140,
+        ),
         turn("complete", &["Are you a robot?"], &[], "en-us+m3", 150),
     ]
 }
@@ -88,13 +139,24 @@ pub fn set() -> Vec<SpokenTurn> {
 /// sequence: the same `n` gives the same turns).
 pub fn generated(n: usize) -> Vec<SpokenTurn> {
     const FIRST: &[&str] = &[
-        "Hello there.", "I had a strange day.", "My name is Sam.", "It is raining again.",
-        "I just came in.", "This place is beautiful.", "I like old movies.", "Good evening.",
+        "Hello there.",
+        "I had a strange day.",
+        "My name is Sam.",
+        "It is raining again.",
+        "I just came in.",
+        "This place is beautiful.",
+        "I like old movies.",
+        "Good evening.",
     ];
     const QUESTIONS: &[&str] = &[
-        "What should I do tonight?", "Can you tell me a secret?", "Where is the nearest station?",
-        "Who is your favourite actor?", "Why is the sky blue?", "How do I get home from here?",
-        "Do you believe in ghosts?", "What is your name?",
+        "What should I do tonight?",
+        "Can you tell me a secret?",
+        "Where is the nearest station?",
+        "Who is your favourite actor?",
+        "Why is the sky blue?",
+        "How do I get home from here?",
+        "Do you believe in ghosts?",
+        "What is your name?",
     ];
     const FILLERS: &[&str] = &["Um.", "So.", "Well.", "Uh."];
     const OPENINGS: &[(&str, &str)] = &[
@@ -112,8 +174,20 @@ pub fn generated(n: usize) -> Vec<SpokenTurn> {
         let pause = 400 + ((i * 137) % 6) as u32 * 100; // 0.4–0.9 s
         let q = QUESTIONS[(i * 3) % QUESTIONS.len()];
         out.push(match i % 4 {
-            0 => turn("two sentences", &[FIRST[(i / 4) % FIRST.len()], q], &[pause], voice, speed),
-            1 => turn("filler", &[FILLERS[(i / 4) % FILLERS.len()], q], &[pause], voice, speed),
+            0 => turn(
+                "two sentences",
+                &[FIRST[(i / 4) % FIRST.len()], q],
+                &[pause],
+                voice,
+                speed,
+            ),
+            1 => turn(
+                "filler",
+                &[FILLERS[(i / 4) % FILLERS.len()], q],
+                &[pause],
+                voice,
+                speed,
+            ),
             2 => {
                 let (a, b) = OPENINGS[(i / 4) % OPENINGS.len()];
                 turn("first word", &[a, b], &[pause], voice, speed)

@@ -10,10 +10,10 @@ use std::marker::PhantomData;
 use wire::v1::{
     AudioDevices, AudioDevicesRequest, CleanupReply, CleanupRequest, CreateSessionRequest,
     FailSessionRequest, FilmList, GetClipReply, GetClipRequest, IngestSummary, JoinRequest,
-    ListFilmsRequest, ListSessionsRequest, PlayDelivered, PlayDelivery, PurgeReply, PurgeRequest,
-    ReloadRequest, SearchReply, SearchRequest, SessionList, SessionRef, SessionReply,
-    SetAudioInput, SpawnReply, SpawnRequest, StatusRecord, StatusRequest, StopClientReply,
-    StopClientRequest,
+    ListFilmsRequest, ListSessionsRequest, NudgeReply, NudgeRequest, PlayDelivered, PlayDelivery,
+    PurgeReply, PurgeRequest, ReloadRequest, SearchReply, SearchRequest, SessionList, SessionRef,
+    SessionReply, SetAudioInput, SpawnReply, SpawnRequest, StatusRecord, StatusRequest,
+    StopClientReply, StopClientRequest,
 };
 
 use crate::subjects;
@@ -132,6 +132,12 @@ pub mod clips {
 }
 
 /// status-store's requests: conversation records.
+pub mod director {
+    use super::*;
+    pub const NUDGE: Endpoint<NudgeRequest, NudgeReply> =
+        Endpoint::fixed("nudge", subjects::director::NUDGE);
+}
+
 pub mod status {
     use super::*;
     pub const GET: Endpoint<StatusRequest, StatusRecord> =

@@ -11,6 +11,16 @@ pub fn greeting_command(session_id: &str) -> String {
     format!("greet-{session_id}")
 }
 
+/// The play command that invites a quiet visitor back, once per turn.
+pub fn invite_command(session_id: &str, turn: u32) -> String {
+    format!("invite-{session_id}-{turn}")
+}
+
+/// The play command that says goodbye to a gone visitor, once per session.
+pub fn goodbye_command(session_id: &str) -> String {
+    format!("goodbye-{session_id}")
+}
+
 /// The play command that answers one utterance (or typed line).
 pub fn turn_command(session_id: &str, utterance_id: &str) -> String {
     format!("turn-{session_id}-{utterance_id}")

@@ -246,6 +246,13 @@ pub mod clips {
     pub const RELOAD: &str = "cinema.clips.reload";
 }
 
+/// Requests to the director (llm).
+pub mod director {
+    pub const GROUP: &str = "cinema.director";
+    /// Speak to a quiet visitor (an invite, a goodbye).
+    pub const NUDGE: &str = "cinema.director.nudge";
+}
+
 /// Requests to status-store.
 pub mod status {
     pub const GROUP: &str = "cinema.status";

@@ -20,6 +20,8 @@ pub const DEMO_FILMS: &[(&str, &str, &[&str])] = &[
             "They call me the keeper of the light.",
             "Goodbye, my friend.",
             "Goodbye. Come back when the storm is over.",
+            "Hello? Are you still there?",
+            "I am still here, listening to the waves.",
         ],
     ),
     (

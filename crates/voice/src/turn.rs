@@ -168,7 +168,9 @@ pub fn shared(lib: &Path, spec: &Path) -> Loaded {
         .map(std::sync::Arc::new)
         .map_err(|e| e.to_string());
     match &loaded {
-        Ok(_) => tracing::info!(model = %model_path(spec).display(), load_ms = started.elapsed().as_millis() as u64, "The turn model is loaded."),
+        Ok(_) => {
+            tracing::info!(model = %model_path(spec).display(), load_ms = started.elapsed().as_millis() as u64, "The turn model is loaded.")
+        }
         Err(e) => tracing::warn!(error = %e, "Turn-taking falls back to silence only."),
     }
     models.push((spec.to_path_buf(), loaded.clone()));

@@ -59,6 +59,11 @@ pub struct Config {
     pub greeting_query: String,
     /// Generic replies searched when nothing else matches.
     pub fallback_queries: Vec<String>,
+    /// What the invite to a quiet visitor looks for (a line such as "Hello?
+    /// Are you still there?"), and the goodbye before a gone one's session
+    /// ends; room-manager says when (`invite_after_s`, `goodbye_after_s`).
+    pub invite_query: String,
+    pub goodbye_query: String,
     /// Options searched per query (and shown to a model).
     pub options: u32,
     /// The retrieval director answers with a film line only when the
@@ -120,6 +125,8 @@ impl Default for Config {
             director: DirectorKind::Retrieval,
             greeting_query: "hello welcome good evening hi".into(),
             fallback_queries: vec!["I don't know".into(), "Tell me more".into()],
+            invite_query: "hello are you still there anybody".into(),
+            goodbye_query: "goodbye farewell see you come back".into(),
             options: 5,
             min_fit: 0.5,
             seed: None,
@@ -157,9 +164,13 @@ impl plumbing::Settings for Config {
         &self.nats_url
     }
     fn validate(&self) -> Result<(), String> {
-        if [self.join_within_ms, self.statement_wait_ms, self.after_speech_ms]
-            .iter()
-            .any(|&ms| ms > self.max_hold_ms)
+        if [
+            self.join_within_ms,
+            self.statement_wait_ms,
+            self.after_speech_ms,
+        ]
+        .iter()
+        .any(|&ms| ms > self.max_hold_ms)
             || self.max_hold_ms > 20_000
         {
             return Err("join_within_ms, statement_wait_ms and after_speech_ms must be at most max_hold_ms, and max_hold_ms at most 20000 (the events' ack wait is 30 s)".into());

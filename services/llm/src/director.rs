@@ -16,8 +16,8 @@ use wire::now_ms;
 use wire::v1::conversation_event::Kind;
 use wire::v1::{
     ClientJoined, Clip, ClipPlayed, ConversationEvent, ConversationState, DirectorError, Exchange,
-    OptionsConsidered, PlayCommand, Reasoning, SearchDone, SearchMode, SessionRef, SessionReply,
-    Transcript, TranscriptSource, TurnLatency, UserLine,
+    NudgeKind, NudgeReply, NudgeRequest, OptionsConsidered, PlayCommand, Reasoning, SearchDone,
+    SearchMode, SessionRef, SessionReply, Transcript, TranscriptSource, TurnLatency, UserLine,
 };
 
 use crate::retrieval::{decide, pick, search};
@@ -334,6 +334,111 @@ impl Director {
         Ok(())
     }
 
+    /// Speaks to a quiet visitor (room-manager asks): an invite once per
+    /// turn, a goodbye once per session. Asked again (a retry, another
+    /// room-manager), it plays nothing new and answers with the same
+    /// command.
+    pub(crate) async fn nudge(
+        &self,
+        req: NudgeRequest,
+    ) -> Result<NudgeReply, bus::service::Reject> {
+        let unavailable = |e: bus::Error| bus::service::Reject::unavailable(e.to_string());
+        subjects::check_id("session id", &req.session_id)?;
+        let sid = req.session_id.as_str();
+        let (st, _) = self.load(sid).await.map_err(unavailable)?;
+        let (query, command_id, what) = match req.kind() {
+            NudgeKind::Invite => (
+                &self.config.invite_query,
+                bus::ids::invite_command(sid, st.turn),
+                "inviting them back",
+            ),
+            NudgeKind::Goodbye => (
+                &self.config.goodbye_query,
+                bus::ids::goodbye_command(sid),
+                "saying goodbye",
+            ),
+            NudgeKind::Unspecified => {
+                return Err(bus::service::Reject::bad_request(
+                    "kind must be invite or goodbye",
+                ));
+            }
+        };
+        // Not one of the clips just played, if the library has another.
+        let recent: Vec<String> = st.played_clip_ids.iter().rev().take(3).cloned().collect();
+        let mut options = Vec::new();
+        for (mode, exclude) in [
+            (SearchMode::Description, &recent),
+            (SearchMode::Answer, &recent),
+            (SearchMode::Description, &Vec::new()),
+        ] {
+            options = self
+                .search(query, mode, exclude)
+                .await
+                .map_err(unavailable)?;
+            if !options.is_empty() {
+                break;
+            }
+        }
+        let Some(clip) = options.into_iter().next() else {
+            return Err(bus::service::Reject::unavailable(format!(
+                "the library has no clip for {query:?}"
+            )));
+        };
+        let cmd = PlayCommand {
+            session_id: sid.to_string(),
+            command_id: command_id.clone(),
+            clip_id: clip.id.clone(),
+            greeting: false,
+            at_ms: now_ms(),
+        };
+        // The message id makes a second publish of the same command a no-op.
+        self.publish_play(&cmd).await.map_err(unavailable)?;
+        self.record(
+            sid,
+            st.turn,
+            Kind::Reasoning(Reasoning {
+                text: format!(
+                    "The visitor has said nothing for {} s: {what}.",
+                    req.quiet_s
+                ),
+            }),
+            &format!("{}.why", bus::ids::clip_played(&command_id)),
+        )
+        .await
+        .map_err(unavailable)?;
+        self.record(
+            sid,
+            st.turn,
+            Kind::ClipPlayed(ClipPlayed {
+                display: display(&clip),
+                clip: Some(clip.clone()),
+                greeting: false,
+                command_id: command_id.clone(),
+            }),
+            &bus::ids::clip_played(&command_id),
+        )
+        .await
+        .map_err(unavailable)?;
+        let (clip_id, kind) = (clip.id.clone(), req.kind());
+        self.save(sid, |s| {
+            if s.played_clip_ids.last().is_none_or(|c| *c != clip_id) {
+                s.played_clip_ids.push(clip_id.clone());
+            }
+            match kind {
+                NudgeKind::Goodbye => s.goodbye_published = true,
+                _ => s.invites = s.invites.saturating_add(1),
+            }
+        })
+        .await
+        .map_err(unavailable)?;
+        tracing::info!(session = %sid, clip = %clip.id, command = %command_id, quiet_s = req.quiet_s, "Spoke to a quiet visitor.");
+        Ok(NudgeReply {
+            command_id,
+            clip_id: clip.id.clone(),
+            length_s: (clip.end_s - clip.start_s).max(0.0),
+        })
+    }
+
     /// The clip for one line: the model's choice in `openai` mode (falling
     /// back to retrieval, with an error event, when the model fails), else
     /// the retrieval director's.
@@ -413,9 +518,8 @@ impl Director {
     /// The event's line when it is held for what may follow it: spoken
     /// lines only (a typed line is sent whole).
     pub(crate) fn open_line(&self, job: &Job) -> Option<Transcript> {
-        self.line_of(job).filter(|t| {
-            t.source() == TranscriptSource::Speech && !self.hold_for(&t.text).is_zero()
-        })
+        self.line_of(job)
+            .filter(|t| t.source() == TranscriptSource::Speech && !self.hold_for(&t.text).is_zero())
     }
 
     /// The visitor's speech on session `sid`'s Pi, while a line is held:

@@ -61,6 +61,19 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         "The conversation director",
     )
     .await?;
+    let nudges = bus::service::endpoint(&service, &bus::endpoints::director::NUDGE).await?;
+    let nudging = {
+        let director = director.clone();
+        tokio::spawn(bus::service::serve(
+            nudges,
+            shutdown.clone(),
+            8,
+            move |req: wire::v1::NudgeRequest| {
+                let director = director.clone();
+                async move { director.nudge(req).await }
+            },
+        ))
+    };
     let consumer = bus.consumer(&bus::consumers::llm()).await?;
     let mut messages = consumer
         .messages()
@@ -107,6 +120,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
     // Let the turns in progress finish; queued events go back to the stream.
     sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
     while tasks.join_next().await.is_some() {}
+    let _ = nudging.await;
     let _ = service.stop().await;
     Ok(())
 }

@@ -37,11 +37,9 @@ const OPEN_ENDINGS: &[&str] = &[
     "a", "an", "the", "my", "your", "his", "her", "our", "their", "its", "this", "some", "every",
     // Prepositions.
     "about", "of", "to", "for", "with", "in", "on", "at", "from", "into", "by", "like", "than",
-    "as", "over", "under", "between", "through", "without",
-    // Conjunctions.
+    "as", "over", "under", "between", "through", "without", // Conjunctions.
     "and", "but", "or", "nor", "because", "if", "that", "when", "while", "although", "since",
-    "unless", "whether", "so", "then",
-    // Fillers.
+    "unless", "whether", "so", "then", // Fillers.
     "um", "umm", "uh", "uhh", "er", "erm", "hmm", "mm", "ah", "well",
     // Wanting a verb or an object.
     "i", "we", "you", "they", "is", "are", "was", "were", "am", "be", "can", "could", "would",
@@ -153,10 +151,7 @@ mod tests {
             join("Tell me about.", "The ocean."),
             "Tell me about the ocean."
         );
-        assert_eq!(
-            join("Um.", "What is your name?"),
-            "Um what is your name?"
-        );
+        assert_eq!(join("Um.", "What is your name?"), "Um what is your name?");
         assert_eq!(join("So,", "I wonder."), "So, I wonder.");
         assert_eq!(
             join("I saw a film.", "Do you know it?"),

@@ -40,6 +40,14 @@ pub struct Config {
     pub spawn_timeout_s: u64,
     /// A live session with no transcript or playback for this long ends.
     pub idle_timeout_s: u64,
+    /// A visitor who has said nothing for this long after the last clip
+    /// ended is invited back with one clip ("Hello? Are you still there?",
+    /// the director's `invite_query`); 0: never.
+    pub invite_after_s: u64,
+    /// Still nothing this long after the invite's clip ended: the director
+    /// says goodbye with a clip, and when it has played the session ends
+    /// with that reason; 0: never.
+    pub goodbye_after_s: u64,
     /// No session lasts longer than this (also the token's and room's expiry).
     pub max_length_s: u64,
     /// Ended sessions' state is removed after this long.
@@ -65,6 +73,8 @@ impl Default for Config {
             pi_stale_s: 30,
             spawn_timeout_s: 10,
             idle_timeout_s: 600,
+            invite_after_s: 20,
+            goodbye_after_s: 40,
             max_length_s: 3600,
             retention_s: 24 * 3600,
             sweep_interval_s: 10,
@@ -116,12 +126,28 @@ struct Rooms {
     daily: Option<daily::Daily>,
     /// Last transcript / playback / join per live session (this replica's view).
     activity: Arc<Mutex<HashMap<String, i64>>>,
+    /// Per live session: when the visitor last spoke, whether a clip is
+    /// playing, and what the TV said to them since (an invite, a goodbye).
+    quiet: Arc<Mutex<HashMap<String, Quiet>>>,
     /// Ended sessions whose Pi did not confirm its client stopped (its link
     /// was down): session id → Pi id. The sweep asks again until it does.
     unstopped: Arc<Mutex<HashMap<String, String>>>,
 }
 
 const TOKEN_KEY: &str = "room-manager-token-key";
+
+/// A session's quiet spell, as the sweep sees it.
+#[derive(Debug, Default, Clone)]
+struct Quiet {
+    /// When the visitor last spoke (a transcript), ms.
+    spoke_at: i64,
+    /// A clip started and has not ended.
+    playing: bool,
+    /// When the visitor was invited back (since they last spoke).
+    invited_at: Option<i64>,
+    /// When the goodbye was asked for, and its clip's length.
+    goodbye: Option<(i64, f64)>,
+}
 
 async fn signing_key(bus: &Bus, configured: &str) -> Result<Vec<u8>, bus::Error> {
     if !configured.is_empty() {
@@ -154,6 +180,7 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
         config: Arc::new(config),
         daily,
         activity: Arc::default(),
+        quiet: Arc::default(),
         unstopped: Arc::default(),
     };
     tracing::info!(
@@ -200,7 +227,10 @@ pub async fn run(config: Config, bus: Bus, shutdown: CancellationToken) -> Resul
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     m = activity.next() => match m {
-                        Some(m) => rooms.saw_activity(&m.subject),
+                        Some(m) => {
+                            rooms.saw_activity(&m.subject);
+                            rooms.saw_quiet(&m);
+                        }
                         None => return,
                     },
                 }
@@ -398,6 +428,111 @@ impl Rooms {
             && let Ok(mut a) = self.activity.lock()
         {
             a.insert(activity_key(sid, pi), now_ms());
+        }
+    }
+
+    /// Follows a session's quiet spell: a line heard ends it, a clip
+    /// starting or ending is noted (the quiet counts from a clip's end).
+    /// Only the session's own Pi's playback counts (checked in the sweep,
+    /// which knows the session's Pi).
+    fn saw_quiet(&self, m: &bus::async_nats::Message) {
+        let Some((pi, sid, event)) = subjects::parse_session_from(&m.subject) else {
+            return;
+        };
+        let Ok(mut q) = self.quiet.lock() else { return };
+        match event {
+            SessionEvent::Transcript if pi.is_none() => {
+                let e = q.entry(sid.to_string()).or_default();
+                *e = Quiet {
+                    spoke_at: now_ms(),
+                    playing: e.playing,
+                    ..Quiet::default()
+                };
+            }
+            SessionEvent::Playback if pi.is_some() => {
+                if let Ok(p) = bus::decode_message::<wire::v1::PlaybackEvent>(m) {
+                    let e = q.entry(activity_key(sid, pi)).or_default();
+                    e.playing = p.state() == wire::v1::PlaybackState::Started;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What the sweep does for a quiet visitor of live session `s`, idle
+    /// since `last` (ms): invite them back, then say goodbye, then end the
+    /// session once the goodbye has played. The reason to end it, if now.
+    async fn nudge_quiet(&self, s: &Session, last: i64, now: i64) -> Option<String> {
+        let (invite_ms, goodbye_ms) = (
+            (self.config.invite_after_s * 1000) as i64,
+            (self.config.goodbye_after_s * 1000) as i64,
+        );
+        if invite_ms == 0 || s.state() != SessionState::Active {
+            return None;
+        }
+        let (q, playing) = {
+            let quiet = self.quiet.lock().ok()?;
+            let q = quiet.get(&s.id).cloned().unwrap_or_default();
+            let playing = quiet
+                .get(&activity_key(&s.id, Some(&s.pi_id)))
+                .is_some_and(|p| p.playing);
+            (q, playing)
+        };
+        if playing {
+            return None;
+        }
+        let ask = |kind: wire::v1::NudgeKind, quiet_s: i64| {
+            let req = wire::v1::NudgeRequest {
+                session_id: s.id.clone(),
+                kind: kind as i32,
+                quiet_s: u32::try_from(quiet_s).unwrap_or(u32::MAX),
+            };
+            async move {
+                self.bus
+                    .request_with_timeout(&endpoints::director::NUDGE, &req, Duration::from_secs(5))
+                    .await
+            }
+        };
+        let quiet_s = (now - last.max(q.spoke_at)) / 1000;
+        match (q.invited_at, q.goodbye) {
+            (None, _) if now >= last.max(q.spoke_at) + invite_ms => {
+                match ask(wire::v1::NudgeKind::Invite, quiet_s).await {
+                    Ok(reply) => {
+                        tracing::info!(session = %s.id, command = %reply.command_id, quiet_s, "Invited a quiet visitor back.");
+                        if let Ok(mut quiet) = self.quiet.lock() {
+                            quiet.entry(s.id.clone()).or_default().invited_at = Some(now);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %s.id, error = %e, "Cannot invite a quiet visitor back.")
+                    }
+                }
+                None
+            }
+            (Some(invited), None) if goodbye_ms > 0 && now >= last.max(invited) + goodbye_ms => {
+                let said = ask(wire::v1::NudgeKind::Goodbye, quiet_s).await;
+                let length_s = match said {
+                    Ok(reply) => {
+                        tracing::info!(session = %s.id, command = %reply.command_id, quiet_s, "Said goodbye to a gone visitor.");
+                        reply.length_s
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %s.id, error = %e, "Cannot say goodbye; ending the session all the same.");
+                        0.0
+                    }
+                };
+                if let Ok(mut quiet) = self.quiet.lock() {
+                    quiet.entry(s.id.clone()).or_default().goodbye = Some((now, length_s));
+                }
+                None
+            }
+            (Some(_), Some((at, length_s))) if now >= at + (length_s * 1000.0) as i64 + 1000 => {
+                Some(format!(
+                    "said goodbye: the visitor said nothing for {} s",
+                    (now - q.spoke_at.max(s.joined_at_ms)) / 1000
+                ))
+            }
+            _ => None,
         }
     }
 
@@ -793,6 +928,9 @@ impl Rooms {
                 .map(|s| s.id.as_str())
                 .collect();
             a.retain(|k, _| live.contains(k.split('@').next().unwrap_or_default()));
+            if let Ok(mut q) = self.quiet.lock() {
+                q.retain(|k, _| live.contains(k.split('@').next().unwrap_or_default()));
+            }
         }
         for s in &mut sessions {
             if !is_live(s.state()) {
@@ -826,7 +964,7 @@ impl Rooms {
             } else if !s.browser && self.presence(&s.pi_id).await?.is_none() {
                 Some(format!("Pi {} went offline", s.pi_id))
             } else {
-                None
+                self.nudge_quiet(s, last, now).await
             };
             if let Some(reason) = reason {
                 tracing::info!(session = %s.id, %reason, "Ending a session.");
