@@ -17,7 +17,8 @@ use wire::v1::conversation_event::Kind;
 use wire::v1::{
     ClientJoined, Clip, ClipPlayed, ConversationEvent, ConversationState, DirectorError, Exchange,
     NudgeKind, NudgeReply, NudgeRequest, OptionsConsidered, PlayCommand, Reasoning, SearchDone,
-    SearchMode, SessionRef, SessionReply, Transcript, TranscriptSource, TurnLatency, UserLine,
+    SearchMode, SessionRef, SessionReply, StatusUpdate, Transcript, TranscriptSource, TurnLatency,
+    UserLine,
 };
 
 use crate::retrieval::{decide, pick, search};
@@ -393,14 +394,28 @@ impl Director {
         };
         // The message id makes a second publish of the same command a no-op.
         self.publish_play(&cmd).await.map_err(unavailable)?;
+        // Why, in the session's record: a status line the dashboard shows.
+        let why = format!(
+            "The visitor has said nothing for {} s: {what}.",
+            req.quiet_s
+        );
+        self.event(
+            sid,
+            st.turn,
+            Kind::Reasoning(Reasoning { text: why.clone() }),
+        )
+        .await;
         self.record(
             sid,
             st.turn,
-            Kind::Reasoning(Reasoning {
-                text: format!(
-                    "The visitor has said nothing for {} s: {what}.",
-                    req.quiet_s
-                ),
+            Kind::StatusUpdate(StatusUpdate {
+                status: why,
+                context_json: serde_json::json!({
+                    "nudge": if req.kind() == NudgeKind::Goodbye { "goodbye" } else { "invite" },
+                    "quiet_s": req.quiet_s,
+                    "clip_id": clip.id,
+                })
+                .to_string(),
             }),
             &format!("{}.why", bus::ids::clip_played(&command_id)),
         )
