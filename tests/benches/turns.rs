@@ -110,6 +110,11 @@ fn director(lines: &[(f64, String)], speaking: &[f64], c: &llm::Config) -> Vec<(
 
 struct Outcome {
     ears_cut: bool,
+    /// Heard as more than one line (before the director held lines, each
+    /// was answered on its own).
+    lines_cut: bool,
+    /// What the director answered.
+    answered: Vec<String>,
     director_cut: bool,
     /// For complete turns: the silence waited (ms) and end of speech →
     /// the director's decision (ms).
@@ -141,6 +146,8 @@ fn run(
     let complete = turn.complete();
     Outcome {
         ears_cut: sent.len() > 1,
+        lines_cut: lines.len() > 1,
+        answered: answered.iter().map(|a| a.1.clone()).collect(),
         director_cut: answered.len() > 1,
         waited_ms: complete
             .then(|| sent.first().map(|s| s.at_ms - end_ms))
@@ -218,6 +225,7 @@ fn main() {
         let started = Instant::now();
         let (mut paused, mut complete) = (0, 0);
         let (mut cut_ears_m, mut cut_dir_m, mut cut_ears_s, mut cut_dir_s) = (0, 0, 0, 0);
+        let mut cut_before = 0;
         let (mut waited_m, mut waited_s, mut decided_m, mut decided_s) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut cut_kinds: Vec<String> = Vec::new();
@@ -245,8 +253,9 @@ fn main() {
                 cut_ears_s += usize::from(s.ears_cut);
                 cut_dir_m += usize::from(m.director_cut);
                 cut_dir_s += usize::from(s.director_cut);
+                cut_before += usize::from(s.lines_cut);
                 if m.director_cut {
-                    cut_kinds.push(format!("{} ({:?})", t.kind, t.text()));
+                    cut_kinds.push(format!("{} {:?} answered as {:?}", t.kind, t.text(), m.answered));
                 }
             }
         }
@@ -262,10 +271,14 @@ fn main() {
             pct(cut_ears_s, paused)
         );
         println!(
-            "  turns cut after the director:     model {cut_dir_m}/{} ({:.1} %), silence only {cut_dir_s}/{paused} ({:.1} %)",
+            "  turns cut after the director:     model {cut_dir_m}/{} ({:.1} %), silence-only ears {cut_dir_s}/{paused} ({:.1} %)",
             set.len(),
             pct(cut_dir_m, set.len()),
             pct(cut_dir_s, paused)
+        );
+        println!(
+            "  before (silence only, each line answered): {cut_before}/{paused} paused turns cut ({:.1} %)",
+            pct(cut_before, paused)
         );
         if !cut_kinds.is_empty() {
             println!("  cut: {}", cut_kinds.join("; "));

@@ -17,12 +17,13 @@ pub enum Hold {
     Whole,
 }
 
-/// How the director holds `text`.
+/// How the director holds `text`. An exclamation is held as a statement
+/// ("Good evening!" often leads into a question).
 pub fn hold(text: &str) -> Hold {
     let t = text.trim();
     if ends_mid_phrase(t) {
         Hold::Open
-    } else if t.is_empty() || t.ends_with('?') || t.ends_with('!') {
+    } else if t.is_empty() || t.ends_with('?') {
         Hold::Whole
     } else {
         Hold::Statement
@@ -57,19 +58,22 @@ pub fn ends_mid_phrase(text: &str) -> bool {
     if t.ends_with("...") || t.ends_with('…') || t.ends_with(',') || t.ends_with('-') {
         return true;
     }
-    // A question or an exclamation is a whole turn, whatever it ends on
-    // ("What are you thinking of?").
-    if t.ends_with('?') || t.ends_with('!') {
-        return false;
-    }
-    let last = t
-        .split_whitespace()
+    let words: Vec<&str> = t.split_whitespace().collect();
+    let last = words
         .last()
+        .copied()
         .unwrap_or("")
         .trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
         .to_lowercase()
         .replace('’', "'");
-    OPEN_ENDINGS.contains(&last.as_str())
+    let open = OPEN_ENDINGS.contains(&last.as_str());
+    // A question or an exclamation is a whole turn whatever it ends on
+    // ("What are you thinking of?"), unless it is only the first words of
+    // one, which Whisper punctuates too ("Can you?", "Where is?").
+    if t.ends_with('?') || t.ends_with('!') {
+        return open && words.len() <= 3;
+    }
+    open
 }
 
 /// Two lines of one turn as one: a line that stopped mid-phrase runs on
@@ -118,6 +122,8 @@ mod tests {
             "Where is the...",
             "The story of the…",
             "Uh",
+            "Can you?",
+            "Where is?",
         ] {
             assert!(ends_mid_phrase(open), "{open:?} is open");
         }
@@ -138,7 +144,9 @@ mod tests {
     #[test]
     fn questions_are_whole_statements_may_lead_on() {
         assert_eq!(hold("What is your name?"), Hold::Whole);
-        assert_eq!(hold("Stop!"), Hold::Whole);
+        assert_eq!(hold("Good evening!"), Hold::Statement);
+        assert_eq!(hold("Can you?"), Hold::Open);
+        assert_eq!(hold("Where is?"), Hold::Open);
         assert_eq!(hold("Hello television."), Hold::Statement);
         assert_eq!(hold("I saw a film last week"), Hold::Statement);
         assert_eq!(hold("Tell me about"), Hold::Open);
