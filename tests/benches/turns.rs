@@ -255,7 +255,12 @@ fn main() {
                 cut_dir_s += usize::from(s.director_cut);
                 cut_before += usize::from(s.lines_cut);
                 if m.director_cut {
-                    cut_kinds.push(format!("{} {:?} answered as {:?}", t.kind, t.text(), m.answered));
+                    cut_kinds.push(format!(
+                        "{} {:?} answered as {:?}",
+                        t.kind,
+                        t.text(),
+                        m.answered
+                    ));
                 }
             }
         }

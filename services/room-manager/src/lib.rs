@@ -143,6 +143,9 @@ struct Quiet {
     spoke_at: i64,
     /// A clip started and has not ended.
     playing: bool,
+    /// The latest play command made, until its clip starts, fails or
+    /// expires (a Pi cut off holds its answer): no invite overtakes it.
+    pending: Option<String>,
     /// When the visitor was invited back (since they last spoke).
     invited_at: Option<i64>,
     /// When the goodbye was asked for, and its clip's length.
@@ -431,8 +434,10 @@ impl Rooms {
         }
     }
 
-    /// Follows a session's quiet spell: a line heard ends it, a clip
-    /// starting or ending is noted (the quiet counts from a clip's end).
+    /// Follows a session's quiet spell: a line heard ends it, a play
+    /// command made and a clip starting or ending are noted (the quiet
+    /// counts from a clip's end; nothing is said over a clip or before a
+    /// command still on its way).
     /// Only the session's own Pi's playback counts (checked in the sweep,
     /// which knows the session's Pi).
     fn saw_quiet(&self, m: &bus::async_nats::Message) {
@@ -449,10 +454,18 @@ impl Rooms {
                     ..Quiet::default()
                 };
             }
+            SessionEvent::Play if pi.is_some() => {
+                if let Ok(p) = bus::decode_message::<wire::v1::PlayCommand>(m) {
+                    q.entry(activity_key(sid, pi)).or_default().pending = Some(p.command_id);
+                }
+            }
             SessionEvent::Playback if pi.is_some() => {
                 if let Ok(p) = bus::decode_message::<wire::v1::PlaybackEvent>(m) {
                     let e = q.entry(activity_key(sid, pi)).or_default();
                     e.playing = p.state() == wire::v1::PlaybackState::Started;
+                    if e.pending.as_deref() == Some(p.command_id.as_str()) {
+                        e.pending = None;
+                    }
                 }
             }
             _ => {}
@@ -475,7 +488,7 @@ impl Rooms {
             let q = quiet.get(&s.id).cloned().unwrap_or_default();
             let playing = quiet
                 .get(&activity_key(&s.id, Some(&s.pi_id)))
-                .is_some_and(|p| p.playing);
+                .is_some_and(|p| p.playing || p.pending.is_some());
             (q, playing)
         };
         if playing {
