@@ -33,19 +33,13 @@ struct Sent {
 }
 
 /// A turn through the endpointer: what it sent, when the visitor was
-/// speaking (ms), and the end of the speech (ms).
-fn ears(
-    turn_pcm: &[i16],
-    end: usize,
-    p: &vad::Params,
-    judge: Option<vad::Judge>,
-) -> (Vec<Sent>, Vec<f64>) {
+/// speaking (ms).
+fn ears(turn_pcm: &[i16], p: &vad::Params, judge: Option<vad::Judge>) -> (Vec<Sent>, Vec<f64>) {
     let mut ep = vad::Endpointer::new(voice::detector(), p.clone());
     if let Some(j) = judge {
         ep = ep.with_judge(j);
     }
     let (mut sent, mut speaking) = (Vec::new(), Vec::new());
-    let _ = end;
     for chunk in turn_pcm.chunks(320) {
         for e in ep.push(chunk, true) {
             if let vad::Event::Utterance { pcm, .. } = e {
@@ -130,7 +124,7 @@ fn run(
     c: &llm::Config,
 ) -> Outcome {
     let (pcm, end) = turn.pcm(300, 2500);
-    let (sent, speaking) = ears(&pcm, end, p, judge);
+    let (sent, speaking) = ears(&pcm, p, judge);
     let end_ms = end as f64 / 16.0;
     let mut lines = Vec::new();
     for s in &sent {

@@ -197,11 +197,6 @@ impl<D: FnMut(&[i16]) -> f32> Endpointer<D> {
         self
     }
 
-    /// Whether a judge decides the end of turns.
-    pub fn judged(&self) -> bool {
-        self.judge.is_some() && self.p.turn.mode == TurnMode::Model
-    }
-
     /// Whether an utterance is open and its last frame was speech (the
     /// visitor is speaking now).
     pub fn speaking(&self) -> bool {

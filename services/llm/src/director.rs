@@ -50,16 +50,7 @@ impl Director {
     /// Handles one event, telling the stream it is still being worked on
     /// while a slow model thinks (so it is not redelivered elsewhere).
     pub(crate) async fn handle_alive(&self, sid: &str, job: &Job) {
-        let work = self.handle(sid, job);
-        tokio::pin!(work);
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                () = &mut work => return,
-                _ = tick.tick() => { let _ = job.msg.ack_with(AckKind::Progress).await; }
-            }
-        }
+        alive(std::slice::from_ref(job), self.handle(sid, job)).await;
     }
 
     async fn handle(&self, sid: &str, job: &Job) {
@@ -558,20 +549,7 @@ impl Director {
             .filter(|id| *id != line.utterance_id)
             .collect();
         let queued_ms = jobs.first().map_or(0, |j| j.queued_ms);
-        let work = self.turn(sid, line, queued_ms, &earlier);
-        tokio::pin!(work);
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                () = &mut work => return,
-                _ = tick.tick() => {
-                    for j in jobs {
-                        let _ = j.msg.ack_with(AckKind::Progress).await;
-                    }
-                }
-            }
-        }
+        alive(jobs, self.turn(sid, line, queued_ms, &earlier)).await;
     }
 
     async fn turn(&self, sid: &str, t: Transcript, queue_ms: u32, earlier: &[String]) {
@@ -727,6 +705,24 @@ impl Director {
         .await?;
         tracing::info!(session = %sid, turn, clip = %cmd.clip_id, "Answered.");
         Ok(())
+    }
+}
+
+/// Runs `work`, telling the stream every 5 s that `jobs` are still being
+/// worked on (so a slow model does not get them redelivered elsewhere).
+async fn alive(jobs: &[Job], work: impl std::future::Future<Output = ()>) {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = &mut work => return,
+            _ = tick.tick() => {
+                for j in jobs {
+                    let _ = j.msg.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
     }
 }
 
