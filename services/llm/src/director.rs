@@ -529,14 +529,37 @@ impl Director {
     }
 
     /// The visitor's speech on session `sid`'s Pi, while a line is held:
-    /// the Pi's 20 ms audio frames (`None` when the Pi is unknown).
-    pub(crate) async fn speech_of(&self, sid: &str) -> Option<bus::async_nats::Subscriber> {
+    /// the Pi's 20 ms audio frames, and the Pi (`None` when it is unknown).
+    pub(crate) async fn speech_of(
+        &self,
+        sid: &str,
+    ) -> Option<(String, bus::async_nats::Subscriber)> {
         let pi = self.pi_of(sid).await.ok()?;
-        self.bus
+        let frames = self
+            .bus
             .client()
             .subscribe(subjects::audio(&pi, sid))
             .await
-            .ok()
+            .ok()?;
+        Some((pi, frames))
+    }
+
+    /// Whether Pi `pi` has an utterance of session `sid` waiting for stt or
+    /// being transcribed (the work queue keeps it until its transcript is
+    /// published): a line of the visitor's is on its way.
+    pub(crate) async fn utterance_pending(&self, pi: &str, sid: &str) -> bool {
+        let Ok(stream) = self
+            .bus
+            .jetstream()
+            .get_stream(bus::names::UTTERANCES_STREAM)
+            .await
+        else {
+            return false;
+        };
+        stream
+            .get_last_raw_message_by_subject(&subjects::utterance(pi, sid))
+            .await
+            .is_ok()
     }
 
     /// Answers `line`, the lines of `jobs` joined, once; the events are kept

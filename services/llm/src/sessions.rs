@@ -25,6 +25,9 @@ pub(crate) struct Job {
 /// its session's events one at a time, in order.
 pub(crate) type Sessions = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>>;
 
+/// How often a held line looks again for an utterance still on its way.
+const UTTERANCE_POLL: Duration = Duration::from_millis(200);
+
 /// How long a session task waits for more events before it goes.
 const SESSION_IDLE: Duration = Duration::from_secs(30);
 
@@ -144,8 +147,10 @@ pub(crate) async fn session_task(
 /// one turn, and the events that made it (the first first). A line is held
 /// for [`Director::hold_for`] after it came, and while the visitor is
 /// heard speaking (the Pi's audio frames) until `after_speech_ms` after
-/// they stop, never beyond `max_hold_ms` in all. Any other event ends the
-/// gathering and waits in `held`.
+/// they stop, and while an utterance of theirs waits for stt or is being
+/// transcribed (a loaded stt can take longer than `after_speech_ms`), never
+/// beyond `max_hold_ms` in all. Any other event ends the gathering and
+/// waits in `held`.
 async fn gather(
     director: &Director,
     mut line: wire::v1::Transcript,
@@ -157,7 +162,7 @@ async fn gather(
     let started = tokio::time::Instant::now();
     let cap = started + Duration::from_millis(director.config.max_hold_ms);
     let after_speech = Duration::from_millis(director.config.after_speech_ms);
-    let mut speech = director.speech_of(&line.session_id).await;
+    let (pi, mut speech) = director.speech_of(&line.session_id).await.unzip();
     let mut jobs = vec![first];
     loop {
         let hold = director.hold_for(&line.text);
@@ -185,7 +190,17 @@ async fn gather(
                         deadline = deadline.max(tokio::time::Instant::now() + after_speech).min(cap);
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => break None,
+                () = tokio::time::sleep_until(deadline) => {
+                    // A line still on its way keeps the held one waiting.
+                    let on_its_way = match &pi {
+                        Some(pi) => director.utterance_pending(pi, &line.session_id).await,
+                        None => false,
+                    };
+                    if !on_its_way || tokio::time::Instant::now() >= cap {
+                        break None;
+                    }
+                    deadline = (tokio::time::Instant::now() + UTTERANCE_POLL).min(cap);
+                }
             }
         };
         let Some(next) = next else { break };
